@@ -1,0 +1,62 @@
+# nemo-curator-rs: every target sets up what it needs from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# Ray: no usage stats prompts, no dashboard pulls, quiet workers.
+export RAY_USAGE_STATS_ENABLED := 0
+
+RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
+
+.PHONY: all venv develop test test-rust test-python lint fmt demo bench bench-compare clean
+
+all: test
+
+$(VENV)/.deps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "maturin>=1.9.4,<2"
+	touch $@
+
+# Release build of the extension into the venv, with runtime and dev dependencies.
+$(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
+	$(BIN)/maturin develop --release --extras dev,plot --quiet
+	touch $@
+
+venv: $(VENV)/.deps
+develop: $(VENV)/.built
+
+test-rust:
+	cargo test --workspace
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo fmt --all --check
+
+lint: $(VENV)/.built
+	$(BIN)/ruff check python tests benches
+	$(BIN)/ruff format --check python tests benches
+	$(PY) -m mypy.stubtest nemo_curator._core --allowlist .ci/stubtest-allowlist.txt
+
+test-python: $(VENV)/.built
+	$(PY) -m pytest tests -q -p no:cacheprovider
+
+test: $(VENV)/.built test-rust lint test-python
+
+fmt: $(VENV)/.deps
+	cargo fmt --all
+	$(BIN)/ruff format python tests benches
+	$(BIN)/ruff check --fix python tests benches
+
+demo: $(VENV)/.built
+	$(PY) -m nemo_curator.demo
+
+bench: $(VENV)/.built
+	$(PY) -m pytest benches -q -p no:cacheprovider --benchmark-only --benchmark-columns=min,mean,max,rounds
+
+bench-compare: $(VENV)/.built
+	$(PY) benches/compare/run.py
+
+clean:
+	rm -rf $(VENV) target

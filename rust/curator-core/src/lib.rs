@@ -1,0 +1,13 @@
+//! curator-core: the sans-IO streaming scheduler of nemo-curator-rs.
+//!
+//! No Ray, no Python, no threads: the driver feeds [`Event`]s into a [`Scheduler`] and executes the
+//! [`Command`]s it returns. That keeps every rule (batch sizes, slots, backpressure, retries, pool
+//! placement, termination) testable in plain Rust with mock workers.
+
+pub mod errors;
+pub mod event;
+pub mod spec;
+
+pub use errors::{CoreError, CoreResult};
+pub use event::{Batch, Command, Event, Failure, FailureKind};
+pub use spec::{ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta};

@@ -1,0 +1,79 @@
+//! What the driver tells the scheduler before a run: the stages, the nodes it may use, the settings.
+
+pub type TaskId = u64;
+pub type BatchId = u64;
+pub type ActorId = u64;
+
+/// Resources one actor of a stage holds for its whole life.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Resources {
+    pub cpus: f64,
+    pub gpus: f64,
+}
+
+/// How many actors a stage's pool should have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolSize {
+    /// Exactly this many (from `stage.num_workers()` or the executor's `pool_size`), capped by what fits.
+    Fixed(usize),
+    /// Fit to the free resources, shared with the other stages, at most `max` when given.
+    Auto { max: Option<usize> },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageSpec {
+    pub name: String,
+    /// At most this many tasks per `process_batch` call (>= 1).
+    pub batch_size: usize,
+    pub resources: Resources,
+    pub pool: PoolSize,
+    /// Remote calls in flight per actor (>= 1), so the next call's arguments move while one runs.
+    pub slots_per_actor: usize,
+    /// Upper bound on batches packed into one remote call (>= 1; 1 disables packing).
+    pub max_batches_per_call: usize,
+    /// Infrastructure-failure retries per batch before it counts as failed.
+    pub max_retries: u32,
+    /// Bounds of this stage's input queue; upstream is not fed while either is reached.
+    pub queue_max_tasks: usize,
+    pub queue_max_bytes: u64,
+}
+
+/// Capacity of one node that this run may use (already minus reserved resources; the head node is
+/// simply left out by the driver when `ignore_head_node`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeSpec {
+    pub id: String,
+    pub cpus: f64,
+    pub gpus: f64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SchedulerConfig {
+    /// User errors are recorded as failures and the run continues, instead of aborting it.
+    pub ignore_failures: bool,
+    /// A partial batch is dispatched after waiting this long for more input (None: only once every
+    /// upstream stage has drained).
+    pub batch_timeout_secs: Option<f64>,
+    /// Measured cost of one remote call; packing aims for calls that carry many times this in work.
+    pub call_overhead_secs: f64,
+    /// Minimum seconds between two pool rebalancing moves (kill an idle actor to start a starved one).
+    pub rebalance_interval_secs: f64,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            ignore_failures: false,
+            batch_timeout_secs: None,
+            call_overhead_secs: 0.0005,
+            rebalance_interval_secs: 0.5,
+        }
+    }
+}
+
+/// Size and item count of one task, as measured by whoever produced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TaskMeta {
+    pub bytes: u64,
+    pub items: u64,
+}

@@ -1,0 +1,28 @@
+//! `nemo_curator._core`: the native half of nemo-curator-rs.
+//!
+//! Each concept lives in its own module and registers its Python classes here:
+//! - `scheduler`: the streaming scheduler (wraps `curator_core::Scheduler`),
+//! - `arrow`: every Arrow <-> Python conversion (PyCapsule interface, zero-copy),
+//! - `codec`: batches of tasks <-> one Arrow block,
+//! - `errors`: the one mapping from core errors to Python exceptions.
+
+use pyo3::prelude::*;
+
+mod arrow;
+mod codec;
+mod errors;
+mod scheduler;
+
+/// True when this extension was compiled with optimisations.
+const RELEASE_BUILD: bool = !cfg!(debug_assertions);
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add("RELEASE_BUILD", RELEASE_BUILD)?;
+    errors::register(m)?;
+    scheduler::register(m)?;
+    arrow::register(m)?;
+    codec::register(m)?;
+    Ok(())
+}
