@@ -1,0 +1,117 @@
+"""The actor-pool executor's configuration, validated once at construction into a typed object."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from loguru import logger
+
+_NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
+
+
+def _parse_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
+    """Copy of `runtime_env` whose env vars let Ray set `CUDA_VISIBLE_DEVICES` per actor."""
+    env = copy.deepcopy(runtime_env)
+    env.setdefault("env_vars", {})
+    if _NOSET_CUDA in env["env_vars"]:
+        logger.warning(
+            f"{_NOSET_CUDA} is set in runtime_env; it is overridden so that Ray assigns GPUs to actors."
+        )
+    env["env_vars"][_NOSET_CUDA] = ""
+    return env
+
+
+@dataclass(frozen=True)
+class ActorPoolConfig:
+    """Settings of `RayActorPoolExecutor` (the keys of its `config` dict).
+
+    Sizes are in bytes, times in seconds.
+    """
+
+    #: Actors per stage (a fixed size); `stage.num_workers()` overrides it per stage. None: fit to the
+    #: cluster's free resources, shared between stages.
+    pool_size: int | None = None
+    #: Record failing batches in `executor.failures` (and the run report) and go on, instead of failing.
+    ignore_failures: bool = False
+    #: CPUs / GPUs of the cluster left unused by this run.
+    reserved_cpus: float = 0.0
+    reserved_gpus: float = 0.0
+    #: Ray runtime environment for the stage actors (and for a Ray instance the executor starts).
+    runtime_env: dict[str, Any] = field(default_factory=dict)
+    #: Retries of a batch whose actor, worker process or node died.
+    max_retries: int = 3
+    #: Remote calls in flight per actor, so the next call's inputs move while one runs.
+    slots_per_actor: int = 2
+    #: Most batches packed into one remote call when batches are tiny (each keeps its own process_batch).
+    max_batches_per_call: int = 64
+    #: Bounds of each stage's input queue (backpressure: upstream waits while a bound is reached).
+    queue_max_tasks: int = 10_000
+    queue_max_bytes: int = 1 << 30
+    #: Outputs up to this size travel with the call's metadata; larger ones stay in the object store.
+    inline_bytes: int = 64 * 1024
+    #: Dispatch a partial batch after waiting this long for more input (None: when upstream drained).
+    batch_timeout_s: float | None = None
+    #: How long the driver blocks in `ray.wait` per round at most.
+    poll_interval_s: float = 0.05
+    #: Show a per-stage progress display (a terminal redraws; logs get one line per interval).
+    show_progress: bool = True
+    #: Seconds between progress refreshes / status lines.
+    progress_interval_s: float = 10.0
+    #: Seconds between periodic status tables in the log (None: only on state changes).
+    status_interval_s: float | None = None
+
+    @classmethod
+    def from_dict(cls, config: dict[str, Any] | None) -> ActorPoolConfig:
+        """Validate a user config dict: unknown keys and wrong types are errors that name the key."""
+        config = dict(config or {})
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(config) - set(known))
+        if unknown:
+            raise ValueError(
+                f"Unknown RayActorPoolExecutor config key(s) {unknown}; valid keys are {sorted(known)}"
+            )
+        out = cls(**config)
+        out._check()
+        return out
+
+    def _check(self) -> None:
+        def bad(key: str, want: str) -> ValueError:
+            return ValueError(
+                f"RayActorPoolExecutor config '{key}' must be {want}, got {getattr(self, key)!r}"
+            )
+
+        if self.pool_size is not None and (not _is_int(self.pool_size) or self.pool_size < 1):
+            raise bad("pool_size", "a positive int or None")
+        for key in ("ignore_failures", "show_progress"):
+            if not isinstance(getattr(self, key), bool):
+                raise bad(key, "a bool")
+        for key in ("reserved_cpus", "reserved_gpus"):
+            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
+                raise bad(key, "a number >= 0")
+        if not isinstance(self.runtime_env, dict):
+            raise bad("runtime_env", "a dict")
+        for key in ("max_retries",):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
+                raise bad(key, "an int >= 0")
+        for key in ("slots_per_actor", "max_batches_per_call", "queue_max_tasks", "queue_max_bytes"):
+            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
+                raise bad(key, "an int >= 1")
+        if not _is_int(self.inline_bytes) or self.inline_bytes < 0:
+            raise bad("inline_bytes", "an int >= 0")
+        for key in ("batch_timeout_s", "status_interval_s"):
+            val = getattr(self, key)
+            if val is not None and (not _is_number(val) or val <= 0):
+                raise bad(key, "a number > 0 or None")
+        for key in ("poll_interval_s", "progress_interval_s"):
+            if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
+                raise bad(key, "a number > 0")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)

@@ -1,0 +1,444 @@
+"""The driver loop: turns the Rust scheduler's commands into Ray calls and Ray's answers into events.
+
+No decision is made here. Per round: feed the clock, execute the commands the core returns, then one
+`ray.wait` over the bounded set of things in flight (calls, starting actors, teardowns), and feed back
+everything that finished, in batched calls to the core.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from loguru import logger
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from nemo_curator import _core
+from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_actor_pool.worker import (
+    INLINE,
+    SetupFailedError,
+    worker_class_for,
+)
+from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, run_setup_on_node
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.tasks import Task
+
+# Results fetched per `ray.get` at the end of the run (bounded driver memory per round trip).
+_FETCH_CHUNK = 1024
+
+
+class StageFailedError(RuntimeError):
+    """A stage's user code raised and `ignore_failures` is off (or a batch ran out of retries)."""
+
+    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
+@dataclass
+class _Actor:
+    actor_id: int
+    stage: int
+    node: ClusterNode
+    handle: Any
+    ready: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Call:
+    actor_id: int
+    gen: Any
+    batch_ids: list[int]
+
+
+class ActorPoolDriver:
+    """One run of a pipeline on stage actor pools, driven by `nemo_curator._core.Scheduler`."""
+
+    def __init__(
+        self,
+        stages: list[ProcessingStage[Any, Any]],
+        batch_sizes: list[int],
+        nodes: list[ClusterNode],
+        config: ActorPoolConfig,
+        on_round: Callable[[ActorPoolDriver], None] | None = None,
+    ) -> None:
+        self.stages = stages
+        self.nodes = nodes
+        self.config = config
+        self._on_round = on_round
+        self._runtime_env = _parse_runtime_env(config.runtime_env)
+        self._stage_refs = [_put_stage(s) for s in stages]
+        specs = [
+            _core.StageSpec(
+                name=s.name,
+                batch_size=batch_sizes[i],
+                cpus=float(s.resources.cpus),
+                gpus=float(s.resources.gpus),
+                pool_size=_pool_size(s, config),
+                slots_per_actor=config.slots_per_actor,
+                max_batches_per_call=config.max_batches_per_call,
+                max_retries=config.max_retries,
+                queue_max_tasks=config.queue_max_tasks,
+                queue_max_bytes=config.queue_max_bytes,
+            )
+            for i, s in enumerate(stages)
+        ]
+        self.scheduler = _core.Scheduler(
+            specs,
+            [_core.NodeSpec(n.node_id, n.cpus, n.gpus) for n in nodes],
+            ignore_failures=config.ignore_failures,
+            batch_timeout_s=config.batch_timeout_s,
+        )
+        for msg in self.scheduler.take_warnings():
+            logger.warning(msg)
+        self._workers = [worker_class_for(s) for s in stages]
+        self._setup_refs: dict[tuple[int, str], Any] = {}
+        self._actors: dict[int, _Actor] = {}
+        self._starting: dict[Any, int] = {}  # ready() ref -> actor id
+        self._calls: dict[Any, _Call] = {}  # generator completion ref -> call
+        self._teardowns: dict[Any, _Actor] = {}
+        self._payloads: dict[int, Any] = {}  # core task id -> Task or ObjectRef
+        self._ref_task_ids: dict[int, str] = {}  # task_id strings of payloads held as refs
+        self._results: list[Any] = []
+        self.failures: list[dict[str, Any]] = []
+        # The user's error and input task ids per failed batch, until the core decides its fate.
+        self._user_errors: dict[int, tuple[dict[str, str], list[str]]] = {}
+        self.actor_events: list[dict[str, Any]] = []
+        self._abort: tuple[str, dict[str, Any] | None] | None = None
+        self._finished = False
+        self._t0 = time.monotonic()
+
+    # ----------------------------------------------------------------------------------- run
+    def run(self, initial_tasks: list[Task[Any]]) -> list[Task[Any]]:
+        """Run to completion; returns the final tasks (completion order). Raises `StageFailedError`."""
+        self._add_initial(initial_tasks)
+        try:
+            while not (self._finished or self._abort):
+                self.scheduler.tick(self.now())
+                for cmd in self.scheduler.poll():
+                    self._execute(cmd)
+                if self._on_round is not None:
+                    self._on_round(self)
+                if self._finished or self._abort:
+                    break
+                self._wait_and_feed()
+        finally:
+            self._stop_all_actors()
+        if self._abort:
+            reason, failure = self._abort
+            raise StageFailedError(reason, failure)
+        return self._fetch_results()
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def _add_initial(self, tasks: list[Task[Any]]) -> None:
+        sizes = [payload_nbytes(t) for t in tasks]
+        ids = self.scheduler.add_tasks(sizes, [int(t.num_items) for t in tasks])
+        for tid, task, size in zip(ids, tasks, sizes, strict=True):
+            if size > self.config.inline_bytes:
+                self._payloads[tid] = ray.put(task)
+                self._ref_task_ids[tid] = task.task_id
+            else:
+                self._payloads[tid] = task
+        self.scheduler.close_input()
+
+    # ------------------------------------------------------------------------------ commands
+    def _execute(self, cmd: tuple[Any, ...]) -> None:
+        kind = cmd[0]
+        if kind == "submit":
+            self._submit(cmd[1], cmd[2])
+        elif kind == "emit":
+            pop = self._payloads.pop
+            self._results.extend(pop(t) for t in cmd[1])
+        elif kind == "drop":
+            for t in cmd[1]:
+                self._payloads.pop(t, None)
+                self._ref_task_ids.pop(t, None)
+        elif kind == "create":
+            self._create(cmd[1], cmd[2], cmd[3])
+        elif kind == "kill":
+            self._kill(cmd[1])
+        elif kind == "failure":
+            self._record_failure(cmd[1])
+        elif kind == "finish":
+            self._finished = True
+        elif kind == "abort":
+            failure = self._describe_failure(cmd[2]) if cmd[2] is not None else None
+            self._abort = (cmd[1], failure)
+        else:  # pragma: no cover - the core and this table are written together
+            raise RuntimeError(f"unknown scheduler command {cmd!r}")
+
+    def _create(self, actor_id: int, stage_idx: int, node_idx: int) -> None:
+        stage = self.stages[stage_idx]
+        node = self.nodes[node_idx]
+        key = (stage_idx, node.node_id)
+        if key not in self._setup_refs:
+            self._setup_refs[key] = run_setup_on_node(self._stage_refs[stage_idx], stage.name, node.node_id)
+        handle = (
+            self._workers[stage_idx]
+            .options(
+                num_cpus=float(stage.resources.cpus),
+                num_gpus=float(stage.resources.gpus),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+                runtime_env=self._runtime_env,
+                max_concurrency=1,
+            )
+            .remote(self._stage_refs[stage_idx], [self._setup_refs[key]], self.config.inline_bytes)
+        )
+        self._actors[actor_id] = _Actor(actor_id, stage_idx, node, handle)
+        self._starting[handle.ready.remote()] = actor_id
+
+    def _submit(self, actor_id: int, batches: list[tuple[int, list[int], int]]) -> None:
+        actor = self._actors[actor_id]
+        payloads = self._payloads
+        layout = [(b[0], len(b[1])) for b in batches]
+        args = [payloads[t] for b in batches for t in b[1]]
+        gen = actor.handle.process.remote(layout, *args)
+        self._calls[gen.completed()] = _Call(actor_id, gen, [b[0] for b in batches])
+
+    def _kill(self, actor_id: int) -> None:
+        actor = self._actors.pop(actor_id, None)
+        if actor is None:
+            return
+        if actor.ready:
+            self._teardowns[actor.handle.teardown.remote()] = actor
+        else:
+            # Never became ready (still starting, or its setup failed): nothing to tear down.
+            for ref, aid in list(self._starting.items()):
+                if aid == actor_id:
+                    del self._starting[ref]
+            ray.kill(actor.handle, no_restart=True)
+
+    # -------------------------------------------------------------------------------- events
+    def _wait_and_feed(self) -> None:
+        waitables = [*self._calls, *self._starting, *self._teardowns]
+        if not waitables:
+            # Nothing in flight: only the clock can unblock the core (a batch timeout).
+            time.sleep(self.config.poll_interval_s)
+            return
+        ready, _ = ray.wait(waitables, num_returns=len(waitables), timeout=0, fetch_local=False)
+        if not ready:
+            ready, _ = ray.wait(
+                waitables, num_returns=1, timeout=self.config.poll_interval_s, fetch_local=False
+            )
+        done_calls: list[_Call] = []
+        for ref in ready:
+            if ref in self._starting:
+                self._on_actor_started(ref, self._starting.pop(ref))
+            elif ref in self._teardowns:
+                self._on_teardown(ref, self._teardowns.pop(ref))
+            elif ref in self._calls:
+                done_calls.append(self._calls.pop(ref))
+        if done_calls:
+            self._on_calls_done(done_calls)
+
+    def _on_actor_started(self, ref: Any, actor_id: int) -> None:
+        actor = self._actors.get(actor_id)
+        if actor is None:
+            return
+        try:
+            actor.info = ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            user = isinstance(exc.cause, SetupFailedError) if hasattr(exc, "cause") else True
+            self._actor_failed(actor, user, str(exc))
+            return
+        except ray.exceptions.RayError as exc:
+            self._actor_failed(actor, False, str(exc))
+            return
+        actor.ready = True
+        self.actor_events.append(
+            {
+                "event": "ready",
+                "actor": actor_id,
+                "stage": self.stages[actor.stage].name,
+                "t": self.now(),
+                **actor.info,
+            }
+        )
+        self.scheduler.actors_ready([actor_id])
+
+    def _actor_failed(self, actor: _Actor, user_error: bool, message: str) -> None:
+        stage = self.stages[actor.stage].name
+        if not user_error:
+            logger.warning(f"Actor {actor.actor_id} of stage '{stage}' died: {message.splitlines()[0]}")
+        self.actor_events.append(
+            {
+                "event": "died",
+                "actor": actor.actor_id,
+                "stage": stage,
+                "t": self.now(),
+                "user_error": user_error,
+                "message": message,
+            }
+        )
+        # Calls still in flight on a dead actor are abandoned: the core retries their batches.
+        for ref, call in list(self._calls.items()):
+            if call.actor_id == actor.actor_id:
+                del self._calls[ref]
+        self._actors.pop(actor.actor_id, None)
+        self.scheduler.actor_failed(actor.actor_id, user_error, message)
+
+    def _on_teardown(self, ref: Any, actor: _Actor) -> None:
+        try:
+            ray.get(ref)
+        except ray.exceptions.RayError as exc:
+            logger.warning(f"teardown of stage '{self.stages[actor.stage].name}' failed: {exc}")
+        ray.kill(actor.handle, no_restart=True)
+
+    def _on_calls_done(self, calls: list[_Call]) -> None:
+        metas: list[tuple[_Call, list[Any], Any]] = []
+        dead: list[tuple[_Call, str]] = []
+        for call in calls:
+            try:
+                refs = list(call.gen)
+                metas.append((call, refs[:-1], refs[-1]))
+            except ray.exceptions.RayError as exc:
+                dead.append((call, str(exc)))
+        values = _get_each(m[2] for m in metas)
+        # Successes first: a batch that finished before its actor died must not be retried.
+        done_ids: list[int] = []
+        n_out: list[int] = []
+        out_bytes: list[int] = []
+        out_items: list[int] = []
+        busy: list[float] = []
+        placed_all: list[tuple[list[Any], list[Any], list[str]]] = []
+        user_failures: list[tuple[int, dict[str, Any], list[str], int]] = []
+        for (call, yielded, _), value in zip(metas, values, strict=True):
+            if isinstance(value, BaseException):
+                dead.append((call, str(value)))
+                continue
+            actor = self._actors.get(call.actor_id)
+            for res in value:
+                if res[1]:
+                    batch_id, _, busy_s, placed, sizes, items, ids = res
+                    done_ids.append(batch_id)
+                    n_out.append(len(placed))
+                    out_bytes.extend(sizes)
+                    out_items.extend(items)
+                    busy.append(busy_s)
+                    placed_all.append((placed, yielded, ids))
+                else:
+                    stage_idx = actor.stage if actor else -1
+                    user_failures.append((res[0], res[3], res[4], stage_idx))
+        if done_ids:
+            new_ids = self.scheduler.batches_done(done_ids, n_out, out_bytes, out_items, busy)
+            payloads = self._payloads
+            k = 0
+            for placed, yielded, ids in placed_all:
+                for (where, what), task_id in zip(placed, ids, strict=True):
+                    tid = new_ids[k]
+                    k += 1
+                    if where == INLINE:
+                        payloads[tid] = what
+                    else:
+                        payloads[tid] = yielded[what]
+                        self._ref_task_ids[tid] = task_id
+        for batch_id, err, task_ids, _stage_idx in user_failures:
+            self._user_errors[batch_id] = (err, task_ids)
+            self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}")
+        for call, message in dead:
+            actor = self._actors.get(call.actor_id)
+            if actor is not None:
+                self._actor_failed(actor, False, message)
+
+    # ------------------------------------------------------------------------------ failures
+    def _describe_failure(self, failure: dict[str, Any]) -> dict[str, Any]:
+        err, task_ids = self._user_errors.pop(failure["batch"], (None, None))
+        if task_ids is None:
+            task_ids = [self._task_id_of(t) for t in failure["tasks"]]
+        out = {
+            "stage": failure["stage_name"],
+            "task_ids": task_ids,
+            "error_type": err["error_type"]
+            if err
+            else ("ActorDied" if failure["kind"] == "infra" else "Error"),
+            "message": err["message"] if err else failure["message"],
+            "traceback": err["traceback"] if err else "",
+            "attempts": failure["attempts"],
+            "kind": failure["kind"],
+        }
+        return out
+
+    def _record_failure(self, failure: dict[str, Any]) -> None:
+        desc = self._describe_failure(failure)
+        logger.warning(
+            f"Stage '{desc['stage']}' failed on task(s) {desc['task_ids']} after {desc['attempts']} "
+            f"attempt(s): {desc['error_type']}: {desc['message']} (skipped: ignore_failures=True)"
+        )
+        self.failures.append(desc)
+
+    def _task_id_of(self, tid: int) -> str:
+        if tid in self._ref_task_ids:
+            return self._ref_task_ids[tid]
+        payload = self._payloads.get(tid)
+        return getattr(payload, "task_id", f"<task {tid}>")
+
+    # ------------------------------------------------------------------------------ shutdown
+    def _stop_all_actors(self) -> None:
+        """Tear down whatever is still alive (normally nothing: the core kills every actor it made)."""
+        for actor_id in list(self._actors):
+            self._kill(actor_id)
+        deadline = time.monotonic() + 60.0
+        while self._teardowns and time.monotonic() < deadline:
+            ready, _ = ray.wait(list(self._teardowns), num_returns=len(self._teardowns), timeout=1.0)
+            for ref in ready:
+                self._on_teardown(ref, self._teardowns.pop(ref))
+        for actor in self._teardowns.values():
+            logger.warning(f"teardown of stage '{self.stages[actor.stage].name}' timed out; killing it")
+            ray.kill(actor.handle, no_restart=True)
+        self._teardowns.clear()
+
+    def _fetch_results(self) -> list[Task[Any]]:
+        out: list[Task[Any]] = []
+        results = self._results
+        for start in range(0, len(results), _FETCH_CHUNK):
+            chunk = results[start : start + _FETCH_CHUNK]
+            idx = [i for i, r in enumerate(chunk) if isinstance(r, ray.ObjectRef)]
+            if idx:
+                fetched = ray.get([chunk[i] for i in idx])
+                for i, value in zip(idx, fetched, strict=True):
+                    chunk[i] = value
+            out.extend(chunk)
+        self._results = []
+        return out
+
+
+def _get_each(refs: Any) -> list[Any]:
+    """`ray.get` many small refs in one round trip; per-ref errors are returned, not raised."""
+    refs = list(refs)
+    if not refs:
+        return []
+    try:
+        return list(ray.get(refs))
+    except ray.exceptions.RayError:
+        out: list[Any] = []
+        for ref in refs:
+            try:
+                out.append(ray.get(ref))
+            except ray.exceptions.RayError as exc:
+                out.append(exc)
+        return out
+
+
+def _put_stage(stage: ProcessingStage[Any, Any]) -> Any:
+    # One copy per stage in the object store, shared by its actors; also the early pickling check.
+    try:
+        return ray.put(stage)
+    except Exception as exc:
+        raise TypeError(
+            f"Stage '{stage.name}' ({type(stage).__name__}) cannot be pickled to send it to Ray workers: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _pool_size(stage: ProcessingStage[Any, Any], config: ActorPoolConfig) -> int | None:
+    n = stage.num_workers()
+    if n is not None and n > 0:
+        return int(n)
+    return config.pool_size

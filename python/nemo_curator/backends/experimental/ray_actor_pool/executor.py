@@ -1,0 +1,87 @@
+"""`RayActorPoolExecutor`: all stages' actor pools alive at once, tasks streaming between them.
+
+The executor validates, opens the Ray session, finds the nodes and hands everything to the driver loop
+(`driver.py`), which executes the Rust scheduler's decisions with Ray calls.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from loguru import logger
+
+from nemo_curator.backends.base import BaseExecutor, validate_stages
+from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
+from nemo_curator.backends.experimental.utils import RayStageSpecKeys
+from nemo_curator.backends.ray_utils import RaySession, cluster_nodes
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.tasks import EmptyTask, Task
+
+__all__ = ["ActorPoolConfig", "RayActorPoolExecutor", "StageFailedError", "_parse_runtime_env"]
+
+_UNSUPPORTED_KINDS = (
+    RayStageSpecKeys.IS_RAFT_ACTOR,
+    RayStageSpecKeys.IS_LSH_STAGE,
+    RayStageSpecKeys.IS_SHUFFLE_STAGE,
+)
+
+
+class RayActorPoolExecutor(BaseExecutor):
+    """Runs a pipeline on Ray actor pools, one pool per stage, all streaming at once.
+
+    Config keys: see `ActorPoolConfig` (`pool_size`, `ignore_failures`, `reserved_cpus`,
+    `reserved_gpus`, `runtime_env`, `max_retries`, `slots_per_actor`, `max_batches_per_call`,
+    `queue_max_tasks`, `queue_max_bytes`, `inline_bytes`, `batch_timeout_s`, ...). Unknown keys raise.
+
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
+    error type, message, attempts).
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
+        super().__init__(config, ignore_head_node)
+        self.settings = ActorPoolConfig.from_dict(self.config)
+        self.failures: list[dict[str, Any]] = []
+
+    def execute(
+        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+    ) -> list[Task[Any]]:
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        self.failures = []
+        if not stages:
+            return []
+        validate_stages(stages)
+        batch_sizes = [_batch_size(s) for s in stages]
+        for stage in stages:
+            spec = stage.ray_stage_spec() or {}
+            for key in _UNSUPPORTED_KINDS:
+                if spec.get(key.value) or spec.get(key):
+                    raise NotImplementedError(
+                        f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages "
+                        "are not supported by RayActorPoolExecutor."
+                    )
+        tasks = list(initial_tasks) if initial_tasks else [EmptyTask()]
+        s = self.settings
+        with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
+            nodes = cluster_nodes(
+                ignore_head_node=self.ignore_head_node,
+                reserved_cpus=s.reserved_cpus,
+                reserved_gpus=s.reserved_gpus,
+            )
+            driver = ActorPoolDriver(stages, batch_sizes, nodes, s)
+            try:
+                results = driver.run(tasks)
+            except StageFailedError as exc:
+                logger.error(f"Error during pipeline execution: {exc}")
+                raise
+            finally:
+                self.failures = driver.failures
+        logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
+        return results
+
+
+def _batch_size(stage: ProcessingStage[Any, Any]) -> int:
+    if stage.batch_size is None:
+        logger.warning(f"batch size not set for stage {stage}. Setting it to 1.")
+        return 1
+    return int(stage.batch_size)

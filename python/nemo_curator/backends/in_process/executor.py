@@ -1,0 +1,120 @@
+"""``InProcessExecutor``: runs stages one after another in the calling process, without Ray."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from nemo_curator.backends.base import (
+    BaseExecutor,
+    BaseStageAdapter,
+    NodeInfo,
+    WorkerMetadata,
+    prepare_initial_tasks,
+    resolve_batch_size,
+    validate_stages,
+)
+
+if TYPE_CHECKING:
+    from nemo_curator.stages.base import ProcessingStage
+    from nemo_curator.tasks import Task
+
+_CONFIG_KEYS = {"ignore_failures": bool}
+_NODE_ID = "local"
+_WORKER_ID = "in_process"
+
+
+class InProcessExecutor(BaseExecutor):
+    """Runs each stage over the whole output of the previous one, in the driver, with one stage instance.
+
+    Lifecycle per run: ``setup_on_node`` of every stage first, then for each stage ``setup``, one
+    ``process_batch`` per ``batch_size`` slice of its input (``None`` means 1), and ``teardown`` (also when the
+    stage fails). The caller's stages and tasks are copied first and never mutated.
+
+    Config: ``{"ignore_failures": bool}`` (default False). With it, a batch whose stage raises is skipped and
+    recorded in ``failures``; otherwise the exception propagates with a note naming the stage and task ids.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
+        super().__init__(config, ignore_head_node)
+        for key, value in self.config.items():
+            if key not in _CONFIG_KEYS:
+                msg = f"Unknown InProcessExecutor config key {key!r}; valid keys: {sorted(_CONFIG_KEYS)}"
+                raise ValueError(msg)
+            if not isinstance(value, _CONFIG_KEYS[key]):
+                msg = f"InProcessExecutor config {key!r} must be {_CONFIG_KEYS[key].__name__}, got {value!r}"
+                raise TypeError(msg)
+        self.ignore_failures: bool = self.config.get("ignore_failures", False)
+        # One entry per skipped batch of the last run: {stage, task_ids, error_type, message}.
+        self.failures: list[dict[str, Any]] = []
+        # One entry per stage of the last run: {stage, tasks_in, tasks_out, seconds}.
+        self.last_run_stats: list[dict[str, Any]] = []
+
+    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
+        validate_stages(stages)
+        self.failures = []
+        self.last_run_stats = []
+        if not stages:
+            return []
+        # Ray executors pickle stages and tasks; copying each one separately gives the same isolation here.
+        run_stages = [copy.deepcopy(stage) for stage in stages]
+        tasks = [copy.deepcopy(task) for task in prepare_initial_tasks(initial_tasks)]
+
+        node_info = NodeInfo(node_id=_NODE_ID)
+        worker_metadata = WorkerMetadata(worker_id=_WORKER_ID)
+        adapters = [BaseStageAdapter(stage) for stage in run_stages]
+        for adapter in adapters:
+            adapter.setup_on_node(node_info, worker_metadata)
+
+        for index, adapter in enumerate(adapters):
+            stage = adapter.stage
+            logger.debug(f"Processing stage {index + 1}/{len(adapters)}: {stage} ({len(tasks)} tasks)")
+            started = time.perf_counter()
+            tasks_in = len(tasks)
+            tasks = self._run_stage(adapter, tasks, worker_metadata)
+            self.last_run_stats.append(
+                {
+                    "stage": stage.name,
+                    "tasks_in": tasks_in,
+                    "tasks_out": len(tasks),
+                    "seconds": time.perf_counter() - started,
+                }
+            )
+        logger.debug(f"Pipeline completed. Final results: {len(tasks)} tasks")
+        return tasks
+
+    def _run_stage(
+        self, adapter: BaseStageAdapter, tasks: list[Task], worker_metadata: WorkerMetadata
+    ) -> list[Task]:
+        stage = adapter.stage
+        batch_size = resolve_batch_size(stage)
+        adapter.setup(worker_metadata)
+        outputs: list[Task] = []
+        try:
+            for start in range(0, len(tasks), batch_size):
+                batch = tasks[start : start + batch_size]
+                try:
+                    outputs.extend(adapter.process_batch(batch))
+                except Exception as error:
+                    task_ids = [task.task_id for task in batch]
+                    if not self.ignore_failures:
+                        error.add_note(f"raised by stage '{stage.name}' on tasks {task_ids}")
+                        raise
+                    self._record_failure(stage, task_ids, error)
+        finally:
+            adapter.teardown()
+        return outputs
+
+    def _record_failure(self, stage: ProcessingStage, task_ids: list[str], error: Exception) -> None:
+        logger.warning(f"Stage '{stage.name}' failed on tasks {task_ids}, skipping them: {error!r}")
+        self.failures.append(
+            {
+                "stage": stage.name,
+                "task_ids": task_ids,
+                "error_type": type(error).__name__,
+                "message": str(error),
+            }
+        )

@@ -1,0 +1,1 @@
+"""Processing stages: the base classes, resources, and the function decorator."""

@@ -1,0 +1,176 @@
+"""Stages that record where, when and how they ran, or fail on purpose: for tests of the Ray executors.
+
+Everything they observe goes to files under a directory given at construction, because Ray runs them
+in other processes (and other nodes). Each file name is unique, so no two writers collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nemo_curator.backends.base import NodeInfo, WorkerMetadata
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.stages.resources import Resources
+from nemo_curator.tasks import Task
+
+
+def _write(directory: str, kind: str, **record: Any) -> None:
+    record = {"kind": kind, "pid": os.getpid(), "t": time.time(), **record}
+    path = Path(directory) / f"{kind}-{os.getpid()}-{uuid.uuid4().hex}.json"
+    path.write_text(json.dumps(record))
+
+
+def read_records(directory: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
+    """All records written by the probes under `directory` (optionally of one kind), oldest first."""
+    out = [json.loads(p.read_text()) for p in Path(directory).glob("*.json")]
+    if kind is not None:
+        out = [r for r in out if r["kind"] == kind]
+    return sorted(out, key=lambda r: r["t"])
+
+
+def _node_id() -> str:
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+    except Exception:
+        return "local"
+
+
+@dataclass
+class LifecycleProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """Passes tasks through; records setup_on_node / setup / teardown / each batch with node and pid."""
+
+    directory: str
+    name: str = "lifecycle_probe"
+    sleep_s: float = 0.0
+    resources: Resources = field(default_factory=lambda: Resources(cpus=1.0))
+    batch_size: int = 1
+
+    def setup_on_node(
+        self, node_info: NodeInfo | None = None, worker_metadata: WorkerMetadata | None = None
+    ) -> None:
+        _write(
+            self.directory, "setup_on_node", stage=self.name, node=node_info.node_id if node_info else None
+        )
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        _write(
+            self.directory,
+            "setup",
+            stage=self.name,
+            node=_node_id(),
+            worker=worker_metadata.worker_id if worker_metadata else None,
+            cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
+        )
+
+    def teardown(self) -> None:
+        _write(self.directory, "teardown", stage=self.name, node=_node_id())
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        start = time.time()
+        if self.sleep_s:
+            time.sleep(self.sleep_s)
+        _write(self.directory, "batch", stage=self.name, node=_node_id(), task_id=task.task_id, start=start)
+        return task
+
+
+@dataclass
+class CrashOnce(ProcessingStage[Task[Any], Task[Any]]):
+    """Kills its worker process (`os._exit`) the first time it sees `task_id`; passes tasks through."""
+
+    directory: str
+    task_id: str
+    name: str = "crash_once"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        marker = Path(self.directory) / f"crashed-{self.task_id}"
+        if task.task_id == self.task_id and not marker.exists():
+            marker.write_text(str(os.getpid()))
+            os._exit(1)
+        return task
+
+
+@dataclass
+class CrashAlways(ProcessingStage[Task[Any], Task[Any]]):
+    """Kills its worker process every time it sees `task_id` (retries must run out)."""
+
+    task_id: str
+    name: str = "crash_always"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if task.task_id == self.task_id:
+            os._exit(1)
+        return task
+
+
+@dataclass
+class FailingSetup(ProcessingStage[Task[Any], Task[Any]]):
+    """`setup` raises: the run must fail with the stage's name, not hang."""
+
+    name: str = "failing_setup"
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        raise RuntimeError("model weights not found")
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+@dataclass
+class GpuProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """Records the GPUs Ray gave the actor (`CUDA_VISIBLE_DEVICES`, `ray.get_gpu_ids()`)."""
+
+    directory: str
+    gpus: float = 1.0
+    name: str = "gpu_probe"
+
+    def __post_init__(self) -> None:
+        self.resources = Resources(cpus=0.5, gpus=self.gpus)
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        import ray
+
+        _write(
+            self.directory,
+            "gpu",
+            stage=self.name,
+            cuda=os.environ.get("CUDA_VISIBLE_DEVICES"),
+            gpu_ids=[str(g) for g in ray.get_gpu_ids()],
+            worker=worker_metadata.worker_id if worker_metadata else None,
+        )
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+@dataclass
+class RaiseOn(ProcessingStage[Task[Any], Task[Any]]):
+    """Raises `ValueError(message)` on `task_id`; passes the other tasks through."""
+
+    task_id: str
+    message: str = "bad document"
+    name: str = "raise_on"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if task.task_id == self.task_id:
+            raise ValueError(f"{self.message} ({task.task_id})")
+        return task
+
+
+def numbered_tasks(n: int, prefix: str = "t") -> list[Task[Any]]:
+    """`n` one-row DocumentBatch tasks with ids `{prefix}0..`, a column `x` holding the index."""
+    import pyarrow as pa
+
+    from nemo_curator.tasks import DocumentBatch
+
+    return [
+        DocumentBatch(task_id=f"{prefix}{i}", dataset_name="probe", data=pa.table({"x": [i]}))
+        for i in range(n)
+    ]

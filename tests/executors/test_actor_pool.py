@@ -1,0 +1,186 @@
+"""RayActorPoolExecutor behaviour on a real local Ray: streaming, lifecycle, failures, bad input."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import ray
+
+from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
+from nemo_curator.backends.experimental.ray_actor_pool.driver import StageFailedError
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.stages.resources import Resources
+from nemo_curator.tasks import Task
+from nemo_curator.testing.probes import (
+    CrashAlways,
+    CrashOnce,
+    FailingSetup,
+    LifecycleProbe,
+    RaiseOn,
+    numbered_tasks,
+    read_records,
+)
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+def _ids(tasks: list[Task[Any]]) -> list[str]:
+    return sorted(t.task_id for t in tasks)
+
+
+def test_import_paths_name_one_class() -> None:
+    from nemo_curator.backends.experimental import RayActorPoolExecutor as A
+    from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor as B
+    from nemo_curator.backends.ray_actor_pool import RayActorPoolExecutor as C
+
+    assert A is B is C
+
+
+def test_unknown_config_key_names_it_and_lists_valid_ones() -> None:
+    with pytest.raises(ValueError, match=r"pool_sise.*valid keys.*pool_size"):
+        RayActorPoolExecutor(config={"pool_sise": 2})
+    with pytest.raises(ValueError, match="pool_size"):
+        RayActorPoolExecutor(config={"pool_size": 0})
+    with pytest.raises(ValueError, match="ignore_failures"):
+        RayActorPoolExecutor(config={"ignore_failures": "yes"})
+
+
+def test_later_stage_starts_before_earlier_stage_finishes(tmp_path: Any) -> None:
+    a = LifecycleProbe(str(tmp_path), name="slow", sleep_s=0.3)
+    b = LifecycleProbe(str(tmp_path), name="next")
+    out = RayActorPoolExecutor(config={"pool_size": 1}).execute([a, b], numbered_tasks(6))
+    assert _ids(out) == _ids(numbered_tasks(6))
+    batches = read_records(tmp_path, "batch")
+    slow_end = max(r["t"] for r in batches if r["stage"] == "slow")
+    next_start = min(r["start"] for r in batches if r["stage"] == "next")
+    # Streaming: the second stage already ran while the first still had work.
+    assert next_start < slow_end
+
+
+def test_lifecycle_counts_and_order(tmp_path: Any) -> None:
+    stage = LifecycleProbe(str(tmp_path), name="probe")
+    out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(8))
+    assert _ids(out) == _ids(numbered_tasks(8))
+    on_node = read_records(tmp_path, "setup_on_node")
+    setups = read_records(tmp_path, "setup")
+    teardowns = read_records(tmp_path, "teardown")
+    assert len(on_node) == 1  # one node, one stage
+    assert len(setups) == 2 and len({r["pid"] for r in setups}) == 2
+    assert sorted(r["pid"] for r in teardowns) == sorted(r["pid"] for r in setups)
+    assert on_node[0]["t"] <= min(r["t"] for r in setups)
+    assert all(r["worker"] for r in setups)  # real WorkerMetadata
+
+
+def test_caller_ray_session_is_kept() -> None:
+    RayActorPoolExecutor().execute([RaiseOn("never")], numbered_tasks(2))
+    assert ray.is_initialized()
+
+
+def test_user_exception_fails_run_with_stage_task_and_traceback() -> None:
+    with pytest.raises(StageFailedError) as info:
+        RayActorPoolExecutor().execute([RaiseOn("t3", message="broken row")], numbered_tasks(5))
+    text = str(info.value)
+    assert "raise_on" in text and "t3" in text and "broken row" in text
+    assert "Traceback" in text and "ValueError" in text
+
+
+def test_ignore_failures_skips_and_reports() -> None:
+    ex = RayActorPoolExecutor(config={"ignore_failures": True})
+    out = ex.execute([RaiseOn("t3")], numbered_tasks(5))
+    assert _ids(out) == ["t0", "t1", "t2", "t4"]
+    assert len(ex.failures) == 1
+    f = ex.failures[0]
+    assert f["stage"] == "raise_on" and f["task_ids"] == ["t3"]
+    assert f["error_type"] == "ValueError" and "t3" in f["message"] and f["attempts"] == 1
+
+
+def test_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(tmp_path: Any) -> None:
+    out = RayActorPoolExecutor(config={"pool_size": 2}).execute(
+        [CrashOnce(str(tmp_path), "t4"), RaiseOn("never")], numbered_tasks(10)
+    )
+    assert _ids(out) == _ids(numbered_tasks(10))
+    assert (tmp_path / "crashed-t4").exists()
+
+
+def test_retries_run_out_then_clear_error() -> None:
+    with pytest.raises(StageFailedError, match=r"crash_always"):
+        RayActorPoolExecutor(config={"max_retries": 1}).execute([CrashAlways("t1")], numbered_tasks(3))
+
+
+def test_retries_run_out_with_ignore_failures_reports_infra_failure() -> None:
+    ex = RayActorPoolExecutor(config={"max_retries": 1, "ignore_failures": True})
+    out = ex.execute([CrashAlways("t1")], numbered_tasks(3))
+    assert _ids(out) == ["t0", "t2"]
+    assert [f["task_ids"] for f in ex.failures] == [["t1"]]
+    assert ex.failures[0]["kind"] == "infra" and ex.failures[0]["attempts"] == 2
+
+
+def test_failing_setup_fails_fast_naming_stage() -> None:
+    with pytest.raises(StageFailedError, match=r"failing_setup.*model weights not found"):
+        RayActorPoolExecutor().execute([FailingSetup()], numbered_tasks(2))
+
+
+@dataclass
+class _ReturnsString(ProcessingStage[Task[Any], Task[Any]]):
+    name: str = "returns_string"
+
+    def process(self, task: Task[Any]) -> Any:
+        return "not a task"
+
+
+def test_non_task_output_is_a_clear_error() -> None:
+    with pytest.raises(StageFailedError, match=r"returns_string.*str"):
+        RayActorPoolExecutor().execute([_ReturnsString()], numbered_tasks(1))
+
+
+@dataclass
+class _Holds(ProcessingStage[Task[Any], Task[Any]]):
+    name: str = "holds_lock"
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+def test_unpicklable_stage_is_a_clear_error() -> None:
+    with pytest.raises(TypeError, match=r"holds_lock.*pickle"):
+        RayActorPoolExecutor().execute([_Holds()], numbered_tasks(1))
+
+
+def test_bad_batch_size_and_spec_keys_fail_before_running() -> None:
+    with pytest.raises(ValueError, match="holds_lock"):
+        RayActorPoolExecutor().execute([_ReturnsString(), _Holds().with_(batch_size=0)], numbered_tasks(1))
+
+    class _Raft(_ReturnsString):
+        def ray_stage_spec(self) -> dict[str, Any]:
+            return {"is_raft_actor": True}
+
+    with pytest.raises(NotImplementedError, match="returns_string"):
+        RayActorPoolExecutor().execute([_Raft()], numbered_tasks(1))
+
+    class _Typo(_ReturnsString):
+        def ray_stage_spec(self) -> dict[str, Any]:
+            return {"is_actor_stag": True}
+
+    with pytest.raises(ValueError, match="is_actor_stag"):
+        RayActorPoolExecutor().execute([_Typo()], numbered_tasks(1))
+
+
+def test_resources_no_node_offers_fail_at_once() -> None:
+    huge = RaiseOn("never").with_(resources=Resources(cpus=64))
+    with pytest.raises(Exception, match=r"raise_on.*(CPU|cpu)"):
+        RayActorPoolExecutor().execute([huge], numbered_tasks(1))
+    gpu = RaiseOn("never").with_(resources=Resources(gpus=1))
+    with pytest.raises(Exception, match=r"raise_on.*(GPU|gpu)"):
+        RayActorPoolExecutor().execute([gpu], numbered_tasks(1))
+
+
+def test_ignore_head_node_on_single_node_cluster_fails_at_once() -> None:
+    with pytest.raises(RuntimeError, match="ignore_head_node"):
+        RayActorPoolExecutor(ignore_head_node=True).execute([RaiseOn("never")], numbered_tasks(1))

@@ -1,0 +1,44 @@
+"""GPU placement on a local Ray that declares GPUs (no physical GPU needed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+
+from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
+from nemo_curator.testing.probes import GpuProbe, numbered_tasks, read_records
+
+
+@pytest.fixture(scope="module")
+def gpu_ray() -> Iterator[None]:
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=4, num_gpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=False,
+             log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.usefixtures("gpu_ray")
+def test_whole_gpu_actors_each_get_their_own_device(tmp_path: Any) -> None:
+    stage = GpuProbe(str(tmp_path), gpus=1.0)
+    out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(4))
+    assert len(out) == 4
+    recs = read_records(tmp_path, "gpu")
+    assert len(recs) == 2
+    assert sorted(r["cuda"] for r in recs) == ["0", "1"]
+
+
+@pytest.mark.usefixtures("gpu_ray")
+def test_fractional_gpu_actors_share_a_device(tmp_path: Any) -> None:
+    stage = GpuProbe(str(tmp_path), gpus=0.5, name="half_gpu")
+    out = RayActorPoolExecutor(config={"pool_size": 4}).execute([stage], numbered_tasks(8))
+    assert len(out) == 8
+    recs = read_records(tmp_path, "gpu")
+    assert len(recs) == 4  # 4 half-GPU actors on 2 GPUs: two per device
+    assert all(r["cuda"] in ("0", "1") for r in recs)
+    per_device = sorted(sum(1 for r in recs if r["cuda"] == d) for d in ("0", "1"))
+    assert per_device == [2, 2]

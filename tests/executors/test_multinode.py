@@ -1,0 +1,66 @@
+"""RayActorPoolExecutor on a real three-node cluster (`ray.cluster_utils.Cluster`, one machine)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import ray
+from ray.cluster_utils import Cluster
+
+from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
+from nemo_curator.testing.probes import LifecycleProbe, numbered_tasks, read_records
+
+pytestmark = pytest.mark.multinode
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "object_store_memory": 100 * 1024 * 1024, "include_dashboard": False},
+    )
+    for _ in range(2):
+        c.add_node(num_cpus=2, object_store_memory=100 * 1024 * 1024)
+    c.wait_for_nodes()
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+def _head_id() -> str:
+    return next(n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n["Resources"])
+
+
+def test_setup_on_node_once_per_node_before_setup_and_work_spread(cluster: Cluster, tmp_path: Any) -> None:
+    a = LifecycleProbe(str(tmp_path), name="a", sleep_s=0.05)
+    b = LifecycleProbe(str(tmp_path), name="b")
+    out = RayActorPoolExecutor(config={"pool_size": 2}).execute([a, b], numbered_tasks(20))
+    assert len(out) == 20
+    on_node = read_records(tmp_path, "setup_on_node")
+    setups = read_records(tmp_path, "setup")
+    # Exactly once per (stage, node that hosts actors of the stage).
+    pairs = Counter((r["stage"], r["node"]) for r in on_node)
+    assert set(pairs.values()) == {1}
+    assert {(r["stage"], r["node"]) for r in setups} == set(pairs)
+    for r in setups:
+        first = min(x["t"] for x in on_node if (x["stage"], x["node"]) == (r["stage"], r["node"]))
+        assert first <= r["t"]
+    # Four actors (2 per stage) cannot fit on one node: work lands on several nodes.
+    nodes = {r["node"] for r in read_records(tmp_path, "batch")}
+    assert len(nodes) >= 2
+
+
+def test_ignore_head_node_keeps_all_stage_work_off_the_head(cluster: Cluster, tmp_path: Any) -> None:
+    a = LifecycleProbe(str(tmp_path), name="a")
+    out = RayActorPoolExecutor(ignore_head_node=True).execute([a], numbered_tasks(12))
+    assert len(out) == 12
+    head = _head_id()
+    records = read_records(tmp_path)
+    assert records
+    assert all(r["node"] != head for r in records if r.get("node"))
