@@ -23,12 +23,11 @@ class FileGroupTask(Task[list[str]]):
         return len(self.data)
 
     def validate(self) -> bool:
-        if not isinstance(self.data, list):
-            msg = f"FileGroupTask data must be a list of paths, got {type(self.data).__name__}"
-            raise TypeError(msg)
         if len(self.data) == 0:
             logger.warning(f"FileGroupTask {self.task_id} has no files")
             return False
+        if not isinstance(self.data, list):
+            raise TypeError(f"Invalid data type in task {self.task_id}")
         return True
 
     def get_deterministic_id(self) -> str:

@@ -4,10 +4,19 @@
 //! [`Command`]s it returns. That keeps every rule (batch sizes, slots, backpressure, retries, pool
 //! placement, termination) testable in plain Rust with mock workers.
 
+mod backpressure;
+mod batching;
 pub mod errors;
 pub mod event;
+mod lineage;
+mod metrics;
+mod placement;
+mod scheduler;
 pub mod spec;
 
 pub use errors::{CoreError, CoreResult};
 pub use event::{Batch, Command, Event, Failure, FailureKind};
+pub use lineage::Balance;
+pub use metrics::{RunMetrics, StageMetrics};
+pub use scheduler::Scheduler;
 pub use spec::{ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta};

@@ -38,6 +38,24 @@ pub struct StageSpec {
     pub queue_max_bytes: u64,
 }
 
+impl StageSpec {
+    /// A stage with the Python API's defaults: batches of 1 task, 1 CPU, an automatic pool, 2 slots per
+    /// actor, up to 64 batches per call, 3 retries, an input queue of 10,000 tasks or 1 GiB.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            batch_size: 1,
+            resources: Resources { cpus: 1.0, gpus: 0.0 },
+            pool: PoolSize::Auto { max: None },
+            slots_per_actor: 2,
+            max_batches_per_call: 64,
+            max_retries: 3,
+            queue_max_tasks: 10_000,
+            queue_max_bytes: 1 << 30,
+        }
+    }
+}
+
 /// Capacity of one node that this run may use (already minus reserved resources; the head node is
 /// simply left out by the driver when `ignore_head_node`).
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +63,12 @@ pub struct NodeSpec {
     pub id: String,
     pub cpus: f64,
     pub gpus: f64,
+}
+
+impl NodeSpec {
+    pub fn new(id: impl Into<String>, cpus: f64, gpus: f64) -> Self {
+        Self { id: id.into(), cpus, gpus }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
