@@ -29,8 +29,8 @@ def _sentence(rng: random.Random) -> str:
 
 def _good(rng: random.Random) -> str:
     paras = []
-    for _ in range(rng.randint(2, 5)):
-        paras.append(" ".join(_sentence(rng) for _ in range(rng.randint(3, 7))))
+    for _ in range(rng.randint(1, 3)):
+        paras.append(" ".join(_sentence(rng) for _ in range(rng.randint(2, 5))))
     return "\n".join(paras)
 
 
@@ -46,12 +46,12 @@ def _document(rng: random.Random, good_docs: list[str]) -> tuple[str, str]:
         line = rng.choice(["Click here to subscribe!", "Home | About | Contact", "Accept all cookies"])
         return "boilerplate", "\n".join([line] * rng.randint(8, 30) + [_sentence(rng)])
     if r < 0.92:
-        junk = "".join(rng.choice(_JUNK) for _ in range(rng.randint(200, 800)))
+        junk = "".join(rng.choice(_JUNK) for _ in range(rng.randint(150, 400)))
         return "junk", junk + " " + _sentence(rng)
     if r < 0.96:
         salad = " ".join(
             "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(15, 40)))
-            for _ in range(rng.randint(60, 200))
+            for _ in range(rng.randint(30, 80))
         )
         return "word_salad", salad
     if good_docs:
@@ -60,7 +60,7 @@ def _document(rng: random.Random, good_docs: list[str]) -> tuple[str, str]:
 
 
 def generate_corpus(
-    directory: str | Path, num_docs: int = 30_000, num_files: int = 24, seed: int = 7
+    directory: str | Path, num_docs: int = 20_000, num_files: int = 24, seed: int = 7
 ) -> list[Path]:
     """Write `num_docs` JSONL documents (`id`, `url`, `text`, `kind`) into `num_files` files."""
     out = Path(directory)
