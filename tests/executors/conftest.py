@@ -19,6 +19,7 @@ def ray_session() -> Iterator[None]:
     if ray.is_initialized():
         ray.shutdown()
     ray.init(
+        address="local",
         num_cpus=RAY_CPUS,
         object_store_memory=OBJECT_STORE,
         include_dashboard=False,

@@ -23,6 +23,7 @@ from nemo_curator.testing.probes import (
     numbered_tasks,
     read_records,
 )
+from nemo_curator.testing.stages import ReturnsNonTaskStage
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -61,15 +62,17 @@ def test_later_stage_starts_before_earlier_stage_finishes(tmp_path: Any) -> None
 
 
 def test_lifecycle_counts_and_order(tmp_path: Any) -> None:
-    stage = LifecycleProbe(str(tmp_path), name="probe")
+    stage = LifecycleProbe(str(tmp_path), name="probe", sleep_s=0.2)
     out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(8))
     assert _ids(out) == _ids(numbered_tasks(8))
     on_node = read_records(tmp_path, "setup_on_node")
     setups = read_records(tmp_path, "setup")
     teardowns = read_records(tmp_path, "teardown")
     assert len(on_node) == 1  # one node, one stage
-    assert len(setups) == 2 and len({r["pid"] for r in setups}) == 2
+    # At most pool_size actors, each set up once in its own process and torn down once.
+    assert 1 <= len(setups) <= 2 and len({r["pid"] for r in setups}) == len(setups)
     assert sorted(r["pid"] for r in teardowns) == sorted(r["pid"] for r in setups)
+    assert {r["pid"] for r in read_records(tmp_path, "batch")} <= {r["pid"] for r in setups}
     assert on_node[0]["t"] <= min(r["t"] for r in setups)
     assert all(r["worker"] for r in setups)  # real WorkerMetadata
 
@@ -132,7 +135,13 @@ class _ReturnsString(ProcessingStage[Task[Any], Task[Any]]):
 
 
 def test_non_task_output_is_a_clear_error() -> None:
-    with pytest.raises(StageFailedError, match=r"returns_string.*str"):
+    with pytest.raises(StageFailedError, match=r"returns_non_task.*str"):
+        RayActorPoolExecutor().execute([ReturnsNonTaskStage()], numbered_tasks(1))
+
+
+def test_stage_workers_cannot_import_fails_fast_naming_stage() -> None:
+    # Defined in this test module, which Ray's workers cannot import: a clear error, not endless retries.
+    with pytest.raises(StageFailedError, match=r"(?s)returns_string.*test_actor_pool"):
         RayActorPoolExecutor().execute([_ReturnsString()], numbered_tasks(1))
 
 
@@ -154,8 +163,9 @@ def test_unpicklable_stage_is_a_clear_error() -> None:
 
 
 def test_bad_batch_size_and_spec_keys_fail_before_running() -> None:
-    with pytest.raises(ValueError, match="holds_lock"):
-        RayActorPoolExecutor().execute([_ReturnsString(), _Holds().with_(batch_size=0)], numbered_tasks(1))
+    with pytest.raises(ValueError, match="zero_batch"):
+        stages = [_ReturnsString(), RaiseOn("never").with_(name="zero_batch", batch_size=0)]
+        RayActorPoolExecutor().execute(stages, numbered_tasks(1))
 
     class _Raft(_ReturnsString):
         def ray_stage_spec(self) -> dict[str, Any]:

@@ -16,8 +16,13 @@ from nemo_curator.testing.probes import GpuProbe, numbered_tasks, read_records
 def gpu_ray() -> Iterator[None]:
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=4, num_gpus=2, object_store_memory=128 * 1024 * 1024, include_dashboard=False,
-             log_to_driver=False)
+    ray.init(
+        num_cpus=4,
+        num_gpus=2,
+        object_store_memory=128 * 1024 * 1024,
+        include_dashboard=False,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 

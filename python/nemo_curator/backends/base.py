@@ -42,6 +42,18 @@ class WorkerMetadata:
     allocation: Any = None
 
 
+class StageFailedError(RuntimeError):
+    """A stage's user code raised (and `ignore_failures` is off), or a batch ran out of retries.
+
+    The message names the stage, the task ids and the original error with its traceback; `failure`
+    holds the same as a dict (stage, task_ids, error_type, message, traceback, attempts).
+    """
+
+    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+
 class BaseExecutor(ABC):
     """Runs a list of (decomposed) stages over a list of tasks."""
 

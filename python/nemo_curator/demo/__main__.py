@@ -1,7 +1,7 @@
 """`python -m nemo_curator.demo`: generate a corpus (or use yours), curate it on the executors, report.
 
-    python -m nemo_curator.demo                                  # synthetic corpus, every executor
-    python -m nemo_curator.demo --input my_jsonl/ --output out/ --executor ray_actor_pool
+python -m nemo_curator.demo                                  # synthetic corpus, every executor
+python -m nemo_curator.demo --input my_jsonl/ --output out/ --executor ray_actor_pool
 """
 
 from __future__ import annotations
@@ -47,9 +47,14 @@ def _available(names: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nemo_curator.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--input", help="folder of .jsonl/.json files with a 'text' field (default: generate one)")
+    parser = argparse.ArgumentParser(
+        prog="python -m nemo_curator.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--input", help="folder of .jsonl/.json files with a 'text' field (default: generate one)"
+    )
     parser.add_argument("--output", default="demo_output/curated", help="where the Parquet output goes")
     parser.add_argument("--executor", choices=(*EXECUTORS, "all"), default="all")
     parser.add_argument("--num-docs", type=int, default=20_000, help="size of the generated corpus")
@@ -67,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         files = generate_corpus(input_dir, num_docs=args.num_docs)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
-        print(f"Generated {args.num_docs:,} documents ({size_mb:.1f} MB) in {len(files)} JSONL files "
-              f"under {input_dir} in {time.perf_counter() - start:.1f} s")
+        print(
+            f"Generated {args.num_docs:,} documents ({size_mb:.1f} MB) in {len(files)} JSONL files "
+            f"under {input_dir} in {time.perf_counter() - start:.1f} s"
+        )
 
     names = list(EXECUTORS) if args.executor == "all" else [args.executor]
     names = _available(names)
@@ -78,10 +85,16 @@ def main(argv: list[str] | None = None) -> int:
 
         # One local Ray for all runs, so start-up (seconds) is paid once and reported apart.
         start = time.perf_counter()
-        ray.init(num_cpus=args.num_cpus, include_dashboard=False, log_to_driver=False,
-                 object_store_memory=512 * 1024 * 1024)
-        print(f"Started a local Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs) "
-              f"in {time.perf_counter() - start:.1f} s")
+        ray.init(
+            num_cpus=args.num_cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            object_store_memory=512 * 1024 * 1024,
+        )
+        print(
+            f"Started a local Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs) "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
     for name in names:
         out_dir = Path(args.output) / name
         pipeline = build_pipeline(str(input_dir), str(out_dir), args.files_per_partition)
@@ -93,8 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(format_summary(results, wall, executor))
         files = sorted(out_dir.glob("*.parquet"))
         print(f"Output: {len(files)} Parquet files in {out_dir.resolve()}")
-    print("\nRun it on your own data: python -m nemo_curator.demo --input DIR_WITH_JSONL --output OUT_DIR "
-          "--executor ray_actor_pool")
+    print(
+        "\nRun it on your own data: python -m nemo_curator.demo --input DIR_WITH_JSONL --output OUT_DIR "
+        "--executor ray_actor_pool"
+    )
     return 0
 
 

@@ -14,14 +14,24 @@ def _stage_rows(results: list[Task[Any]]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for task in results:
         for p in task._stage_perf:
-            key = (p.stage_name, p.process_time, p.num_items_processed, tuple(sorted(p.custom_metrics.items())))
+            key = (
+                p.stage_name,
+                p.process_time,
+                p.num_items_processed,
+                tuple(sorted(p.custom_metrics.items())),
+            )
             if key in seen:
                 continue
             seen.add(key)
             if p.stage_name not in rows:
                 order.append(p.stage_name)
-                rows[p.stage_name] = {"stage": p.stage_name, "batches": 0, "items_in": 0, "busy_s": 0.0,
-                                      "kept": 0.0}
+                rows[p.stage_name] = {
+                    "stage": p.stage_name,
+                    "batches": 0,
+                    "items_in": 0,
+                    "busy_s": 0.0,
+                    "kept": 0.0,
+                }
             row = rows[p.stage_name]
             row["batches"] += 1
             row["items_in"] += p.num_items_processed

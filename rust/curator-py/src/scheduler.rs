@@ -1,5 +1,456 @@
-use pyo3::prelude::*;
+//! Python face of `curator_core::Scheduler`.
+//!
+//! Events cross in batches (one call per driver round, not one per task) and commands come back as
+//! plain tuples tagged by a string, so the only per-task Python objects are the task-id ints.
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use curator_core::{
+    Balance, Command, CoreError, Event, Failure, FailureKind, NodeSpec, PoolSize, Resources, RunMetrics, Scheduler,
+    SchedulerConfig, StageMetrics, StageSpec, TaskMeta,
+};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyTuple};
+
+use crate::errors::{value_error, PyCoreError};
+
+/// Above this many items an event batch is applied with the GIL released.
+const DETACH_ABOVE: usize = 4096;
+
+fn non_negative(owner: &str, what: &str, value: i64) -> PyResult<u64> {
+    u64::try_from(value)
+        .map_err(|_| PyCoreError(CoreError::Config(format!("{owner}: {what} must be >= 0, got {value}"))).into())
+}
+
+fn to_usize(owner: &str, what: &str, value: i64) -> PyResult<usize> {
+    Ok(non_negative(owner, what, value)? as usize)
+}
+
+/// One pipeline stage as the scheduler sees it.
+#[pyclass(module = "nemo_curator._core", name = "StageSpec", frozen, get_all)]
+#[derive(Clone)]
+pub struct PyStageSpec {
+    name: String,
+    batch_size: usize,
+    cpus: f64,
+    gpus: f64,
+    pool_size: Option<usize>,
+    max_pool_size: Option<usize>,
+    slots_per_actor: usize,
+    max_batches_per_call: usize,
+    max_retries: u32,
+    queue_max_tasks: usize,
+    queue_max_bytes: u64,
+}
+
+#[pymethods]
+impl PyStageSpec {
+    #[new]
+    #[pyo3(signature = (
+        name, *, batch_size = 1, cpus = 1.0, gpus = 0.0, pool_size = None, max_pool_size = None,
+        slots_per_actor = 2, max_batches_per_call = 64, max_retries = 3, queue_max_tasks = 10_000,
+        queue_max_bytes = 1 << 30,
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        name: String,
+        batch_size: i64,
+        cpus: f64,
+        gpus: f64,
+        pool_size: Option<i64>,
+        max_pool_size: Option<i64>,
+        slots_per_actor: i64,
+        max_batches_per_call: i64,
+        max_retries: i64,
+        queue_max_tasks: i64,
+        queue_max_bytes: i64,
+    ) -> PyResult<Self> {
+        let owner = format!("stage '{name}'");
+        let retries = non_negative(&owner, "max_retries", max_retries)?;
+        Ok(Self {
+            batch_size: to_usize(&owner, "batch_size", batch_size)?,
+            cpus,
+            gpus,
+            pool_size: pool_size.map(|n| to_usize(&owner, "pool_size", n)).transpose()?,
+            max_pool_size: max_pool_size.map(|n| to_usize(&owner, "max_pool_size", n)).transpose()?,
+            slots_per_actor: to_usize(&owner, "slots_per_actor", slots_per_actor)?,
+            max_batches_per_call: to_usize(&owner, "max_batches_per_call", max_batches_per_call)?,
+            max_retries: u32::try_from(retries).unwrap_or(u32::MAX),
+            queue_max_tasks: to_usize(&owner, "queue_max_tasks", queue_max_tasks)?,
+            queue_max_bytes: non_negative(&owner, "queue_max_bytes", queue_max_bytes)?,
+            name,
+        })
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "StageSpec({:?}, batch_size={}, cpus={}, gpus={}, pool_size={:?}, max_pool_size={:?})",
+            self.name, self.batch_size, self.cpus, self.gpus, self.pool_size, self.max_pool_size
+        )
+    }
+}
+
+impl PyStageSpec {
+    fn to_core(&self) -> StageSpec {
+        StageSpec {
+            name: self.name.clone(),
+            batch_size: self.batch_size,
+            resources: Resources { cpus: self.cpus, gpus: self.gpus },
+            // An explicit pool size wins over a maximum.
+            pool: match self.pool_size {
+                Some(n) => PoolSize::Fixed(n),
+                None => PoolSize::Auto { max: self.max_pool_size },
+            },
+            slots_per_actor: self.slots_per_actor,
+            max_batches_per_call: self.max_batches_per_call,
+            max_retries: self.max_retries,
+            queue_max_tasks: self.queue_max_tasks,
+            queue_max_bytes: self.queue_max_bytes,
+        }
+    }
+}
+
+/// Capacity of one node the run may use.
+#[pyclass(module = "nemo_curator._core", name = "NodeSpec", frozen, get_all)]
+#[derive(Clone)]
+pub struct PyNodeSpec {
+    id: String,
+    cpus: f64,
+    gpus: f64,
+}
+
+#[pymethods]
+impl PyNodeSpec {
+    #[new]
+    #[pyo3(signature = (id, cpus, gpus = 0.0))]
+    fn new(id: String, cpus: f64, gpus: f64) -> Self {
+        Self { id, cpus, gpus }
+    }
+
+    fn __repr__(&self) -> String {
+        format!("NodeSpec({:?}, cpus={}, gpus={})", self.id, self.cpus, self.gpus)
+    }
+}
+
+/// The streaming scheduler: feed it events, execute the commands `poll` returns.
+#[pyclass(module = "nemo_curator._core", name = "Scheduler")]
+pub struct PyScheduler {
+    inner: Scheduler,
+}
+
+fn kind(user_error: bool) -> FailureKind {
+    if user_error {
+        FailureKind::User
+    } else {
+        FailureKind::Infra
+    }
+}
+
+fn failure_dict<'py>(py: Python<'py>, s: &Scheduler, f: &Failure) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "stage"), f.stage)?;
+    d.set_item(intern!(py, "stage_name"), &s.stage_spec(f.stage).name)?;
+    d.set_item(intern!(py, "batch"), f.batch)?;
+    d.set_item(intern!(py, "tasks"), PyList::new(py, &f.tasks)?)?;
+    let kind = match f.kind {
+        FailureKind::User => intern!(py, "user"),
+        FailureKind::Infra => intern!(py, "infra"),
+    };
+    d.set_item(intern!(py, "kind"), kind)?;
+    d.set_item(intern!(py, "message"), &f.message)?;
+    d.set_item(intern!(py, "attempts"), f.attempts)?;
+    Ok(d)
+}
+
+fn command_tuple<'py>(py: Python<'py>, s: &Scheduler, c: Command) -> PyResult<Bound<'py, PyTuple>> {
+    match c {
+        Command::CreateActor { actor, stage, node } => (intern!(py, "create"), actor, stage, node).into_pyobject(py),
+        Command::Submit { actor, batches } => {
+            let items = batches
+                .iter()
+                .map(|b| (b.id, PyList::new(py, &b.tasks)?, b.attempt).into_pyobject(py))
+                .collect::<PyResult<Vec<_>>>()?;
+            (intern!(py, "submit"), actor, PyList::new(py, items)?).into_pyobject(py)
+        }
+        Command::KillActor { actor } => (intern!(py, "kill"), actor).into_pyobject(py),
+        Command::Emit { tasks } => (intern!(py, "emit"), PyList::new(py, &tasks)?).into_pyobject(py),
+        Command::Drop { tasks } => (intern!(py, "drop"), PyList::new(py, &tasks)?).into_pyobject(py),
+        Command::RecordFailure(f) => (intern!(py, "failure"), failure_dict(py, s, &f)?).into_pyobject(py),
+        Command::Finish => (intern!(py, "finish"),).into_pyobject(py),
+        Command::Abort { reason, failure } => {
+            let failure = failure.map(|f| failure_dict(py, s, &f)).transpose()?;
+            (intern!(py, "abort"), reason, failure).into_pyobject(py)
+        }
+    }
+}
+
+fn stage_dict<'py>(py: Python<'py>, m: &StageMetrics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item("name", &m.name)?;
+    let counts = [
+        ("queued_tasks", m.queued_tasks),
+        ("queued_bytes", m.queued_bytes),
+        ("in_flight_batches", m.in_flight_batches),
+        ("in_flight_tasks", m.in_flight_tasks),
+        ("tasks_in", m.tasks_in),
+        ("bytes_in", m.bytes_in),
+        ("items_in", m.items_in),
+        ("tasks_done", m.tasks_done),
+        ("tasks_out", m.tasks_out),
+        ("bytes_out", m.bytes_out),
+        ("items_out", m.items_out),
+        ("tasks_failed", m.tasks_failed),
+        ("batches_done", m.batches_done),
+        ("batches_failed", m.batches_failed),
+        ("retries", m.retries),
+        ("calls", m.calls),
+        ("actors_pending", m.actors_pending),
+        ("actors_ready", m.actors_ready),
+        ("actors_busy", m.actors_busy),
+        ("actors_idle", m.actors_idle),
+        ("actors_created", m.actors_created),
+        ("actors_died", m.actors_died),
+        ("slots_in_use", m.slots_in_use),
+    ];
+    for (key, value) in counts {
+        d.set_item(key, value)?;
+    }
+    d.set_item("busy_s", m.busy_secs)?;
+    d.set_item("mean_batch_s", m.mean_batch_secs)?;
+    d.set_item("pool_target", m.pool_target)?;
+    d.set_item("first_start", m.first_start)?;
+    d.set_item("last_end", m.last_end)?;
+    d.set_item("output_ratio", m.output_ratio)?;
+    d.set_item("backpressured", m.backpressured)?;
+    d.set_item("finished", m.finished)?;
+    Ok(d)
+}
+
+fn metrics_dict<'py>(py: Python<'py>, m: &RunMetrics) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let stages = m.stages.iter().map(|s| stage_dict(py, s)).collect::<PyResult<Vec<_>>>()?;
+    d.set_item("stages", PyList::new(py, stages)?)?;
+    d.set_item("now", m.now)?;
+    let counts = [
+        ("tasks_initial", m.tasks_initial),
+        ("tasks_emitted", m.tasks_emitted),
+        ("tasks_failed", m.tasks_failed),
+        ("tasks_queued", m.tasks_queued),
+        ("tasks_in_flight", m.tasks_in_flight),
+        ("actors_live", m.actors_live),
+        ("calls_in_flight", m.calls_in_flight),
+    ];
+    for (key, value) in counts {
+        d.set_item(key, value)?;
+    }
+    d.set_item("free_cpus", m.free_cpus)?;
+    d.set_item("free_gpus", m.free_gpus)?;
+    d.set_item("finished", m.finished)?;
+    d.set_item("aborted", m.aborted)?;
+    Ok(d)
+}
+
+fn balance_dict<'py>(py: Python<'py>, b: &Balance) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    let counts = [
+        ("initial", b.initial),
+        ("produced", b.produced),
+        ("emitted", b.emitted),
+        ("consumed", b.consumed),
+        ("filtered", b.filtered),
+        ("failed", b.failed),
+        ("queued", b.queued),
+        ("in_flight", b.in_flight),
+    ];
+    for (key, value) in counts {
+        d.set_item(key, value)?;
+    }
+    d.set_item("balanced", b.balanced())?;
+    d.set_item("complete", b.complete())?;
+    Ok(d)
+}
+
+fn same_len(what: &str, expected: usize, got: usize) -> PyResult<()> {
+    if expected == got {
+        Ok(())
+    } else {
+        Err(value_error(format!("{what}: expected {expected} values, got {got}")))
+    }
+}
+
+#[pymethods]
+impl PyScheduler {
+    #[new]
+    #[pyo3(signature = (
+        stages, nodes, *, ignore_failures = false, batch_timeout_s = None, call_overhead_s = 0.0005,
+        rebalance_interval_s = 0.5,
+    ))]
+    fn new(
+        stages: Vec<Bound<'_, PyStageSpec>>,
+        nodes: Vec<Bound<'_, PyNodeSpec>>,
+        ignore_failures: bool,
+        batch_timeout_s: Option<f64>,
+        call_overhead_s: f64,
+        rebalance_interval_s: f64,
+    ) -> PyResult<Self> {
+        let stages = stages.iter().map(|s| s.get().to_core()).collect();
+        let nodes = nodes
+            .iter()
+            .map(|n| {
+                let n = n.get();
+                NodeSpec { id: n.id.clone(), cpus: n.cpus, gpus: n.gpus }
+            })
+            .collect();
+        let config = SchedulerConfig {
+            ignore_failures,
+            batch_timeout_secs: batch_timeout_s,
+            call_overhead_secs: call_overhead_s,
+            rebalance_interval_secs: rebalance_interval_s,
+        };
+        let inner = Scheduler::new(stages, nodes, config).map_err(PyCoreError)?;
+        Ok(Self { inner })
+    }
+
+    /// Add first-stage inputs; returns their task ids.
+    #[pyo3(signature = (bytes, items = None))]
+    fn add_tasks(&mut self, py: Python<'_>, bytes: Vec<u64>, items: Option<Vec<u64>>) -> PyResult<Vec<u64>> {
+        if let Some(items) = &items {
+            same_len("items", bytes.len(), items.len())?;
+        }
+        let metas: Vec<TaskMeta> = match items {
+            Some(items) => bytes.iter().zip(items).map(|(&bytes, items)| TaskMeta { bytes, items }).collect(),
+            None => bytes.iter().map(|&bytes| TaskMeta { bytes, items: 0 }).collect(),
+        };
+        let inner = &mut self.inner;
+        let ids = if metas.len() > DETACH_ABOVE {
+            py.detach(|| inner.add_tasks_range(&metas))
+        } else {
+            inner.add_tasks_range(&metas)
+        };
+        Ok(ids.map_err(PyCoreError)?.collect())
+    }
+
+    fn close_input(&mut self) {
+        self.inner.close_input();
+    }
+
+    fn tick(&mut self, now: f64) -> PyResult<()> {
+        Ok(self.inner.handle(Event::Tick { now }).map_err(PyCoreError)?)
+    }
+
+    fn actors_ready(&mut self, actors: Vec<u64>) -> PyResult<()> {
+        for actor in actors {
+            self.inner.handle(Event::ActorReady { actor }).map_err(PyCoreError)?;
+        }
+        Ok(())
+    }
+
+    fn actor_failed(&mut self, actor: u64, user_error: bool, message: String) -> PyResult<()> {
+        let event = Event::ActorFailed { actor, kind: kind(user_error), message };
+        Ok(self.inner.handle(event).map_err(PyCoreError)?)
+    }
+
+    fn batch_failed(&mut self, batch: u64, user_error: bool, message: String) -> PyResult<()> {
+        let event = Event::BatchFailed { batch, kind: kind(user_error), message };
+        Ok(self.inner.handle(event).map_err(PyCoreError)?)
+    }
+
+    /// Report finished batches; returns the new output task ids, batch after batch.
+    fn batches_done(
+        &mut self,
+        py: Python<'_>,
+        batch_ids: Vec<u64>,
+        n_outputs: Vec<usize>,
+        out_bytes: Vec<u64>,
+        out_items: Vec<u64>,
+        busy_s: Vec<f64>,
+    ) -> PyResult<Vec<u64>> {
+        let n = batch_ids.len();
+        same_len("n_outputs", n, n_outputs.len())?;
+        same_len("out_bytes", n, out_bytes.len())?;
+        same_len("out_items", n, out_items.len())?;
+        same_len("busy_s", n, busy_s.len())?;
+        let inner = &mut self.inner;
+        let mut apply = || -> Result<Vec<u64>, CoreError> {
+            let mut ids = Vec::with_capacity(n_outputs.iter().sum());
+            for i in 0..n {
+                let total = TaskMeta { bytes: out_bytes[i], items: out_items[i] };
+                ids.extend(inner.batch_done_totals(batch_ids[i], n_outputs[i], total, busy_s[i])?);
+            }
+            Ok(ids)
+        };
+        let ids = if n > DETACH_ABOVE / 64 { py.detach(apply) } else { apply() };
+        Ok(ids.map_err(PyCoreError)?)
+    }
+
+    /// All decisions since the last poll, as tagged tuples.
+    fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let commands = self.inner.poll();
+        let inner = &self.inner;
+        let tuples = commands.into_iter().map(|c| command_tuple(py, inner, c)).collect::<PyResult<Vec<_>>>()?;
+        PyList::new(py, tuples)
+    }
+
+    #[getter]
+    fn finished(&self) -> bool {
+        self.inner.is_finished()
+    }
+
+    #[getter]
+    fn aborted(&self) -> bool {
+        self.inner.is_aborted()
+    }
+
+    #[getter]
+    fn input_closed(&self) -> bool {
+        self.inner.input_closed()
+    }
+
+    #[getter]
+    fn now(&self) -> f64 {
+        self.inner.now()
+    }
+
+    #[getter]
+    fn stage_names(&self) -> Vec<String> {
+        (0..self.inner.num_stages()).map(|s| self.inner.stage_spec(s).name.clone()).collect()
+    }
+
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        metrics_dict(py, &self.inner.metrics())
+    }
+
+    fn balance<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        balance_dict(py, &self.inner.balance())
+    }
+
+    fn roots(&self, task_id: u64) -> Vec<u64> {
+        self.inner.roots(task_id)
+    }
+
+    fn take_warnings(&mut self) -> Vec<String> {
+        self.inner.take_warnings()
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.inner.heap_bytes()
+    }
+
+    fn __repr__(&self) -> String {
+        let m = self.inner.metrics();
+        format!(
+            "Scheduler(stages={:?}, emitted={}, queued={}, in_flight={}, finished={})",
+            m.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
+            m.tasks_emitted,
+            m.tasks_queued,
+            m.tasks_in_flight,
+            m.finished
+        )
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyStageSpec>()?;
+    m.add_class::<PyNodeSpec>()?;
+    m.add_class::<PyScheduler>()?;
     Ok(())
 }

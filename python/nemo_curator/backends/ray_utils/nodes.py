@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +64,20 @@ def cluster_nodes(
             )
         nodes = kept
     return nodes
+
+
+def wait_for_resources(cpus: float, gpus: float, timeout_s: float = 10.0) -> None:
+    """Block until the cluster has `cpus`/`gpus` available again (or `timeout_s` passed).
+
+    `ray.kill` returns before the raylet takes the actor's resources back; a run that returns while its
+    actors still hold them would make the next run see a smaller cluster.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        free = ray.available_resources()
+        if free.get("CPU", 0.0) >= cpus - 1e-6 and free.get("GPU", 0.0) >= gpus - 1e-6:
+            return
+        time.sleep(0.05)
 
 
 def _take_reserved(nodes: list[ClusterNode], cpus: float, gpus: float) -> list[ClusterNode]:

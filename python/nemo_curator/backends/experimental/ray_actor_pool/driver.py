@@ -8,7 +8,6 @@ everything that finished, in batched calls to the core.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +16,7 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
+from nemo_curator.backends.base import StageFailedError
 from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
@@ -24,19 +24,12 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     worker_class_for,
 )
 from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, run_setup_on_node
+from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
 
 # Results fetched per `ray.get` at the end of the run (bounded driver memory per round trip).
 _FETCH_CHUNK = 1024
-
-
-class StageFailedError(RuntimeError):
-    """A stage's user code raised and `ignore_failures` is off (or a batch ran out of retries)."""
-
-    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.failure = failure
 
 
 @dataclass
@@ -65,12 +58,12 @@ class ActorPoolDriver:
         batch_sizes: list[int],
         nodes: list[ClusterNode],
         config: ActorPoolConfig,
-        on_round: Callable[[ActorPoolDriver], None] | None = None,
+        monitor: RunMonitor | None = None,
     ) -> None:
         self.stages = stages
         self.nodes = nodes
         self.config = config
-        self._on_round = on_round
+        self.monitor = monitor
         self._runtime_env = _parse_runtime_env(config.runtime_env)
         self._stage_refs = [_put_stage(s) for s in stages]
         specs = [
@@ -122,8 +115,8 @@ class ActorPoolDriver:
                 self.scheduler.tick(self.now())
                 for cmd in self.scheduler.poll():
                     self._execute(cmd)
-                if self._on_round is not None:
-                    self._on_round(self)
+                if self.monitor is not None:
+                    self.monitor.on_round(self.scheduler, self.now())
                 if self._finished or self._abort:
                     break
                 self._wait_and_feed()
@@ -131,6 +124,12 @@ class ActorPoolDriver:
             self._stop_all_actors()
         if self._abort:
             reason, failure = self._abort
+            if failure is not None:
+                reason = (
+                    f"Stage '{failure['stage']}' failed on task(s) {failure['task_ids']} after "
+                    f"{failure['attempts']} attempt(s): {failure['error_type']}: {failure['message']}\n"
+                    f"{failure['traceback']}"
+                ).rstrip()
             raise StageFailedError(reason, failure)
         return self._fetch_results()
 
@@ -206,6 +205,9 @@ class ActorPoolDriver:
         actor = self._actors.pop(actor_id, None)
         if actor is None:
             return
+        self.actor_events.append(
+            {"event": "stopped", "actor": actor_id, "stage": self.stages[actor.stage].name, "t": self.now()}
+        )
         if actor.ready:
             self._teardowns[actor.handle.teardown.remote()] = actor
         else:
@@ -249,7 +251,9 @@ class ActorPoolDriver:
             self._actor_failed(actor, user, str(exc))
             return
         except ray.exceptions.RayError as exc:
-            self._actor_failed(actor, False, str(exc))
+            # A constructor that raised (e.g. the stage cannot be unpickled on the worker) fails the same
+            # way on every retry: it is the user's error, not the cluster's.
+            self._actor_failed(actor, bool(getattr(exc, "actor_init_failed", False)), str(exc))
             return
         actor.ready = True
         self.actor_events.append(
@@ -293,13 +297,13 @@ class ActorPoolDriver:
 
     def _on_calls_done(self, calls: list[_Call]) -> None:
         metas: list[tuple[_Call, list[Any], Any]] = []
-        dead: list[tuple[_Call, str]] = []
+        dead: list[tuple[_Call, BaseException]] = []
         for call in calls:
             try:
                 refs = list(call.gen)
                 metas.append((call, refs[:-1], refs[-1]))
             except ray.exceptions.RayError as exc:
-                dead.append((call, str(exc)))
+                dead.append((call, exc))
         values = _get_each(m[2] for m in metas)
         # Successes first: a batch that finished before its actor died must not be retried.
         done_ids: list[int] = []
@@ -311,7 +315,7 @@ class ActorPoolDriver:
         user_failures: list[tuple[int, dict[str, Any], list[str], int]] = []
         for (call, yielded, _), value in zip(metas, values, strict=True):
             if isinstance(value, BaseException):
-                dead.append((call, str(value)))
+                dead.append((call, value))
                 continue
             actor = self._actors.get(call.actor_id)
             for res in value:
@@ -342,10 +346,10 @@ class ActorPoolDriver:
         for batch_id, err, task_ids, _stage_idx in user_failures:
             self._user_errors[batch_id] = (err, task_ids)
             self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}")
-        for call, message in dead:
+        for call, exc in dead:
             actor = self._actors.get(call.actor_id)
             if actor is not None:
-                self._actor_failed(actor, False, message)
+                self._actor_failed(actor, bool(getattr(exc, "actor_init_failed", False)), str(exc))
 
     # ------------------------------------------------------------------------------ failures
     def _describe_failure(self, failure: dict[str, Any]) -> dict[str, Any]:
@@ -393,6 +397,14 @@ class ActorPoolDriver:
             logger.warning(f"teardown of stage '{self.stages[actor.stage].name}' timed out; killing it")
             ray.kill(actor.handle, no_restart=True)
         self._teardowns.clear()
+
+    def report(self) -> RunReport | None:
+        """The run report (after `run()`), when a monitor was attached."""
+        if self.monitor is None:
+            return None
+        return self.monitor.finish(
+            self.scheduler, self.now(), failures=self.failures, actor_events=self.actor_events
+        )
 
     def _fetch_results(self) -> list[Task[Any]]:
         out: list[Task[Any]] = []

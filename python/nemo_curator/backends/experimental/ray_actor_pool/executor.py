@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import ray
 from loguru import logger
 
 from nemo_curator.backends.base import BaseExecutor, validate_stages
 from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
 from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
-from nemo_curator.backends.ray_utils import RaySession, cluster_nodes
+from nemo_curator.backends.ray_utils import RaySession, cluster_nodes, wait_for_resources
+from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import EmptyTask, Task
 
@@ -42,6 +44,8 @@ class RayActorPoolExecutor(BaseExecutor):
         super().__init__(config, ignore_head_node)
         self.settings = ActorPoolConfig.from_dict(self.config)
         self.failures: list[dict[str, Any]] = []
+        #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
+        self.last_run: RunReport | None = None
 
     def execute(
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
@@ -62,13 +66,21 @@ class RayActorPoolExecutor(BaseExecutor):
                     )
         tasks = list(initial_tasks) if initial_tasks else [EmptyTask()]
         s = self.settings
-        with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
+        with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)) as session:
+            free_before = ray.available_resources()
             nodes = cluster_nodes(
                 ignore_head_node=self.ignore_head_node,
                 reserved_cpus=s.reserved_cpus,
                 reserved_gpus=s.reserved_gpus,
             )
-            driver = ActorPoolDriver(stages, batch_sizes, nodes, s)
+            monitor = RunMonitor(
+                "RayActorPoolExecutor",
+                [st.name for st in stages],
+                progress="auto" if s.show_progress else "off",
+                progress_interval_s=s.progress_interval_s,
+                status_interval_s=s.status_interval_s,
+            )
+            driver = ActorPoolDriver(stages, batch_sizes, nodes, s, monitor=monitor)
             try:
                 results = driver.run(tasks)
             except StageFailedError as exc:
@@ -76,7 +88,13 @@ class RayActorPoolExecutor(BaseExecutor):
                 raise
             finally:
                 self.failures = driver.failures
+                self.last_run = driver.report()
+                if not session.started:
+                    # The caller's session outlives this run: hand its resources back before returning.
+                    wait_for_resources(free_before.get("CPU", 0.0), free_before.get("GPU", 0.0))
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
+        if s.show_progress and self.last_run is not None:
+            logger.info("run summary\n" + self.last_run.format_summary())
         return results
 
 

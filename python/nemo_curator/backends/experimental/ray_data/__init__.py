@@ -1,0 +1,6 @@
+"""Curator's Ray Data executor: a pipeline as one streaming Ray Data dataset of Arrow task blocks."""
+
+from nemo_curator.backends.experimental.ray_data.config import RayDataConfig
+from nemo_curator.backends.experimental.ray_data.executor import RayDataExecutor, StageFailedError
+
+__all__ = ["RayDataExecutor"]

@@ -1,0 +1,247 @@
+"""What runs inside Ray Data's workers: one stage over codec blocks.
+
+Each `map_batches` call gets a block of tasks, runs `process_batch` on consecutive slices of exactly
+`batch_size` tasks, and returns one block with the outputs. The block's ledger (what every upstream
+call did) is merged with this call's counts and travels on; so do failure records.
+
+Actor stages are a class Ray Data instantiates once per actor; task stages are a function whose
+stage instance is kept per worker process, so `setup` runs once per process and the stage timer
+measures idle time between calls (Curator builds a new adapter per task).
+
+`setup_on_node` runs once per (stage, node) through a small registry actor: the first worker of a
+stage on a node asks for it and every worker of that stage on that node waits for it before its
+`setup`.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import ray
+from loguru import logger
+
+from nemo_curator import _core
+from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
+from nemo_curator.backends.experimental.ray_data import codec
+from nemo_curator.backends.ray_utils import run_setup_on_node
+from nemo_curator.stages.base import ProcessingStage
+
+
+class StageFailedError(RuntimeError):
+    """A stage's code raised: names the stage, the task ids of the batch and the original error."""
+
+    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.failure = failure
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.args[0], self.failure))
+
+
+def describe_error(exc: BaseException) -> dict[str, str]:
+    return {
+        "error_type": type(exc).__name__,
+        "message": str(exc),
+        "traceback": "".join(traceback.format_exception(exc)),
+    }
+
+
+def failure_message(failure: dict[str, Any]) -> str:
+    where = f" on task(s) {failure['task_ids']}" if failure.get("task_ids") else ""
+    return (
+        f"Stage '{failure['stage']}' failed{where}: {failure['error_type']}: {failure['message']}\n"
+        f"{failure.get('traceback', '')}"
+    )
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Everything a worker needs to run one stage of one run (picklable, small)."""
+
+    run_id: str
+    index: int
+    num_stages: int
+    name: str
+    stage_ref: Any  # ObjectRef of the pickled stage: one copy in the object store per run
+    batch_size: int
+    ignore_failures: bool
+    node_setups: Any  # handle of the run's `NodeSetups` actor; None: the stage has no setup_on_node
+    stored_inputs: list[Any] | None = None  # first stage: refs of the initial task lists
+
+
+@ray.remote(num_cpus=0)
+class NodeSetups:
+    """Runs `setup_on_node` once per (stage, node), when the first worker of the stage there asks."""
+
+    def __init__(self, stage_refs: list[Any], names: list[str]) -> None:
+        self._stage_refs = stage_refs
+        self._names = names
+        self._started: dict[tuple[int, str], Any] = {}
+
+    async def ensure(self, index: int, node_id: str) -> None:
+        key = (index, node_id)
+        ref = self._started.get(key)
+        if ref is None:
+            ref = run_setup_on_node(self._stage_refs[index], self._names[index], node_id)
+            self._started[key] = ref
+        await ref
+
+    def started(self) -> list[tuple[int, str]]:
+        return sorted(self._started)
+
+
+class StageRunner:
+    """One stage instance in one worker process: setup once, then blocks in, blocks out."""
+
+    def __init__(self, plan: StagePlan) -> None:
+        self.plan = plan
+        self.setup_error: dict[str, str] | None = None
+        self.stage: ProcessingStage[Any, Any] = ray.get(plan.stage_ref)
+        self.adapter = BaseStageAdapter(self.stage)
+        context = ray.get_runtime_context()
+        self.metadata = WorkerMetadata(worker_id=context.get_worker_id(), allocation=None)
+        self._torn_down = False
+        self._stored: tuple[int, Any] | None = None
+        if plan.node_setups is not None:
+            try:
+                # This node's setup_on_node for the stage must be over before this worker's setup.
+                ray.get(plan.node_setups.ensure.remote(plan.index, context.get_node_id()))
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
+                self.setup_error = {**describe_error(cause), "phase": "setup_on_node"}
+                return
+        try:
+            self.stage.setup(self.metadata)
+        except Exception as exc:
+            self.setup_error = {**describe_error(exc), "phase": "setup"}
+
+    def process(self, block: pa.Table) -> pa.Table:
+        plan = self.plan
+        if self.setup_error is not None:
+            failure = {"stage": plan.name, "task_ids": [], **self.setup_error}
+            raise StageFailedError(
+                f"{self.setup_error['phase']} of stage '{plan.name}' failed: "
+                f"{failure['error_type']}: {failure['message']}\n{failure['traceback']}",
+                failure,
+            )
+        decoded = codec.decode_block(block, stored=self._stored_list)
+        tasks = decoded.tasks
+        failures = decoded.failures
+        if not tasks and not decoded.ledgers and not failures:
+            return codec.empty_block()
+        outputs: list[Any] = []
+        batches = tasks_out = failed_tasks = failed_batches = 0
+        size = plan.batch_size
+        for start in range(0, len(tasks), size):
+            batch = tasks[start : start + size]
+            batches += 1
+            try:
+                produced = self.adapter.process_batch(batch)
+            except Exception as exc:
+                failure = {
+                    "stage": plan.name,
+                    "task_ids": [t.task_id for t in batch],
+                    **describe_error(exc),
+                    "attempts": 1,
+                    "kind": "user",
+                }
+                if not plan.ignore_failures:
+                    raise StageFailedError(failure_message(failure), failure) from exc
+                logger.warning(
+                    f"Stage '{plan.name}' failed on task(s) {failure['task_ids']}: "
+                    f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
+                )
+                failures.append(failure)
+                failed_tasks += len(batch)
+                failed_batches += 1
+                continue
+            tasks_out += len(produced)
+            outputs.extend(produced)
+        ledger = _core.Ledger(plan.num_stages)
+        for encoded in decoded.ledgers:
+            ledger.merge(encoded)
+        if tasks:
+            ledger.record(
+                plan.index,
+                len(tasks),
+                tasks_out,
+                failed_tasks=failed_tasks,
+                batches=batches,
+                failed_batches=failed_batches,
+            )
+        return codec.encode_tasks(outputs, ledger=ledger.to_bytes(), failures=failures)
+
+    def _stored_list(self, index: int) -> Any:
+        """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
+        if self._stored is None or self._stored[0] != index:
+            refs = self.plan.stored_inputs
+            if refs is None or index >= len(refs):
+                raise codec.CodecError(f"stage '{self.plan.name}' got a row of initial task list {index}")
+            self._stored = (index, ray.get(refs[index]))
+        return self._stored[1]
+
+    def teardown(self) -> None:
+        if self._torn_down or self.setup_error is not None:
+            return
+        self._torn_down = True
+        self.stage.teardown()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The callables handed to `map_batches`.
+
+
+class StageActor:
+    """Actor-stage UDF: one `StageRunner` per actor; `teardown` when Ray Data retires the actor."""
+
+    def __init__(self, plan: StagePlan) -> None:
+        self._runner = StageRunner(plan)
+
+    def __call__(self, block: pa.Table) -> pa.Table:
+        return self._runner.process(block)
+
+    def __del__(self) -> None:
+        runner = getattr(self, "_runner", None)
+        if runner is not None:
+            try:
+                runner.teardown()
+            except Exception as exc:
+                logger.warning(f"teardown of stage '{runner.plan.name}' failed: {exc!r}")
+
+
+def actor_class_for(stage: ProcessingStage[Any, Any]) -> type:
+    """A `StageActor` subclass named after the stage's class, so Ray Data's plan reads well."""
+    return type(f"{type(stage).__name__}Actor", (StageActor,), {"__module__": StageActor.__module__})
+
+
+# Stage instances of task stages in this worker process, by (run id, stage index); a few runs kept.
+_RUNNERS: OrderedDict[tuple[str, int], StageRunner] = OrderedDict()
+_RUNS_KEPT = 4
+
+
+def run_task_stage(plan: StagePlan, block: pa.Table) -> pa.Table:
+    key = (plan.run_id, plan.index)
+    runner = _RUNNERS.get(key)
+    if runner is None:
+        runner = StageRunner(plan)
+        _RUNNERS[key] = runner
+        runs = list(dict.fromkeys(run for run, _ in _RUNNERS))
+        for old in runs[:-_RUNS_KEPT]:
+            for k in [k for k in _RUNNERS if k[0] == old]:
+                del _RUNNERS[k]
+    return runner.process(block)
+
+
+def task_function_for(stage: ProcessingStage[Any, Any], plan: StagePlan) -> Callable[[pa.Table], pa.Table]:
+    """Task-stage UDF, named after the stage's class."""
+
+    def fn(block: pa.Table) -> pa.Table:
+        return run_task_stage(plan, block)
+
+    fn.__name__ = fn.__qualname__ = f"{type(stage).__name__}Task"
+    return fn

@@ -1,0 +1,401 @@
+"""`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
+
+Plan, per stage: a `map_batches` over codec blocks (`codec.py`) in an actor pool when the stage needs
+per-worker state (it overrides `setup`, uses GPUs and CPUs, or `ray_stage_spec()` says
+`is_actor_stage`), in Ray tasks otherwise. One row is one task, so batch sizes are task counts:
+a stage with `batch_size` B > 1 reads blocks of exactly B rows, cut by a strict streaming
+repartition (or by the initial blocking, for the first stage), and calls `process_batch` once per
+block; the only short batch is the last one, or one holding a row that only carries accounting.
+A fan-out stage's output is re-blocked so the next stage spreads it over its workers.
+
+The driver streams the final blocks (`iter_internal_ref_bundles`), decodes each as it arrives
+(Arrow payloads stay in the object store, referenced without a copy) and merges the per-block
+ledgers into one `nemo_curator._core.Ledger`, whose balance check proves that every input task
+was output, filtered or reported as failed.
+
+`ignore_head_node` keeps every task and actor of the run off the head node with a Ray label
+selector on the node id (`DataContext.execution_options.label_selector`) and limits Ray Data's
+resource budget to the other nodes.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+import ray
+from loguru import logger
+
+from nemo_curator import _core
+from nemo_curator.backends.base import BaseExecutor, prepare_initial_tasks, resolve_batch_size, validate_stages
+from nemo_curator.backends.experimental.ray_data import codec
+from nemo_curator.backends.experimental.ray_data.adapter import (
+    NodeSetups,
+    StageFailedError,
+    StagePlan,
+    actor_class_for,
+    failure_message,
+    task_function_for,
+)
+from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.utils import RayStageSpecKeys
+from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.tasks import Task
+
+__all__ = ["RayDataConfig", "RayDataExecutor", "StageFailedError"]
+
+_UNSUPPORTED_KINDS = (
+    RayStageSpecKeys.IS_RAFT_ACTOR,
+    RayStageSpecKeys.IS_LSH_STAGE,
+    RayStageSpecKeys.IS_SHUFFLE_STAGE,
+)
+_NODE_ID_LABEL = "ray.io/node-id"
+# Blocks fetched per `ray.get` while streaming the results.
+_FETCH_BLOCKS = 8
+
+
+def is_actor_stage(stage: ProcessingStage[Any, Any]) -> bool:
+    """Curator's rule: an explicit `is_actor_stage` wins; otherwise a stage that overrides `setup`
+    or needs both GPUs and CPUs runs in actors."""
+    spec = stage.ray_stage_spec() or {}
+    explicit = spec.get(RayStageSpecKeys.IS_ACTOR_STAGE.value)
+    if explicit is not None:
+        return bool(explicit)
+    res = stage.resources
+    return type(stage).setup is not ProcessingStage.setup or (res.gpus > 0 and res.cpus > 0)
+
+
+@dataclass
+class _StagePlan:
+    stage: ProcessingStage[Any, Any]
+    batch_size: int
+    actor: bool
+    fanout: bool
+    pool: tuple[int, int, int] | None = None  # (min, max, initial) actors
+
+
+class RayDataExecutor(BaseExecutor):
+    """Runs a pipeline as one Ray Data dataset whose rows are tasks (see the module docs).
+
+    Config keys: see `RayDataConfig` (`ignore_failures`, `pool_size`, `reserved_cpus`, `reserved_gpus`,
+    `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `fanout_tasks_per_block`,
+    `preserve_order`, `show_progress`, `data_context`). Unknown keys raise `ValueError`.
+
+    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
+    error type, message, traceback) and `last_run_stats` has one entry per stage (batches, tasks in
+    and out, failed tasks) from the run's ledger.
+    """
+
+    def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
+        super().__init__(config, ignore_head_node)
+        self.settings = RayDataConfig.from_dict(self.config)
+        self.failures: list[dict[str, Any]] = []
+        self.last_run_stats: list[dict[str, Any]] = []
+
+    # ----------------------------------------------------------------------------------------- execute
+    def execute(
+        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+    ) -> list[Task[Any]]:
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        self.failures = []
+        self.last_run_stats = []
+        validate_stages(stages)
+        if not stages:
+            return []
+        tasks = prepare_initial_tasks(initial_tasks)
+        plans = [self._plan(stage) for stage in stages]
+        s = self.settings
+        with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
+            nodes = _usable_nodes(self.ignore_head_node, s.reserved_cpus, s.reserved_gpus)
+            _size_pools(plans, nodes, s.pool_size)
+            stage_refs = [_put_stage(p.stage) for p in plans]
+            # Only stages that override `setup_on_node` need the per-node registry (an actor).
+            needs_node_setup = [type(p.stage).setup_on_node is not ProcessingStage.setup_on_node for p in plans]
+            setups = NodeSetups.remote(stage_refs, [p.stage.name for p in plans]) if any(needs_node_setup) else None
+            try:
+                results = self._run(plans, stage_refs, setups, needs_node_setup, tasks, nodes)
+            finally:
+                if setups is not None:
+                    ray.kill(setups)
+        logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
+        return results
+
+    def _plan(self, stage: ProcessingStage[Any, Any]) -> _StagePlan:
+        spec = stage.ray_stage_spec() or {}
+        for key in _UNSUPPORTED_KINDS:
+            if spec.get(key.value):
+                raise NotImplementedError(
+                    f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages are "
+                    "not supported by RayDataExecutor."
+                )
+        res = stage.resources
+        if res.gpus <= 0 and (getattr(res, "nvdecs", 0) > 0 or getattr(res, "nvencs", 0) > 0):
+            raise ValueError(f"Stage '{stage.name}': Ray Data does not support nvdecs / nvencs. Please use gpus instead.")
+        return _StagePlan(
+            stage=stage,
+            batch_size=resolve_batch_size(stage),
+            actor=self.settings.force_actors or is_actor_stage(stage),
+            fanout=bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
+        )
+
+    # ------------------------------------------------------------------------------------------- build
+    def _run(
+        self,
+        plans: list[_StagePlan],
+        stage_refs: list[Any],
+        setups: Any,
+        needs_node_setup: list[bool],
+        tasks: list[Task[Any]],
+        nodes: list[ClusterNode],
+    ) -> list[Task[Any]]:
+        s = self.settings
+        run_id = uuid.uuid4().hex
+        total_cpus = max(1, int(sum(n.cpus for n in nodes)))
+        groups = _initial_groups(tasks, s.max_tasks_per_block, s.target_block_bytes, total_cpus, plans[0].batch_size)
+        # The initial tasks go into the object store once, as they are (Arrow buffers travel
+        # out-of-band: the first stage reads them without a copy); the dataset's first blocks only
+        # point at them.
+        stored = [ray.put(group) for group in groups]
+        ds = ray.data.from_arrow([codec.encode_stored(group, k) for k, group in enumerate(groups)])
+        del groups
+        self._configure_context(ds.context, nodes)
+        n = len(plans)
+        for i, plan in enumerate(plans):
+            stage = plan.stage
+            worker_plan = StagePlan(
+                run_id=run_id,
+                index=i,
+                num_stages=n,
+                name=stage.name,
+                stage_ref=stage_refs[i],
+                batch_size=plan.batch_size,
+                ignore_failures=s.ignore_failures,
+                node_setups=setups if needs_node_setup[i] else None,
+                stored_inputs=stored if i == 0 else None,
+            )
+            after = plans[i + 1].batch_size if i + 1 < n else 1
+            # Blocks of exactly `after` rows for the next stage. Cut inside this stage's tasks when
+            # they are Ray tasks (Ray fuses the repartition into them: no extra pass over the data);
+            # `exact_batches` or an actor stage cut them in a separate, global pass instead.
+            fused_cut = after > 1 and not plan.actor and not s.exact_batches
+            ray_batch: int | None = None
+            if fused_cut:
+                ray_batch = math.lcm(plan.batch_size, after)
+            elif stage.resources.gpus > 0:
+                ray_batch = plan.batch_size
+            ds = ds.map_batches(**self._map_args(plan, worker_plan, ray_batch))
+            if after > 1:
+                ds = ds.repartition(target_num_rows_per_block=after, strict=True)
+            elif plan.fanout and i + 1 < n:
+                # Spread a fan-out's outputs over the next stage's workers.
+                ds = ds.repartition(target_num_rows_per_block=s.fanout_tasks_per_block or 1)
+            logger.debug(
+                f"Stage {i + 1}/{n} '{stage.name}': {'actors ' + str(plan.pool) if plan.actor else 'tasks'}, "
+                f"batch_size={plan.batch_size}, cpus={stage.resources.cpus}, gpus={stage.resources.gpus}"
+            )
+        return self._stream(ds, plans, len(tasks))
+
+    def _map_args(self, plan: _StagePlan, worker_plan: StagePlan, ray_batch: int | None) -> dict[str, Any]:
+        stage = plan.stage
+        res = stage.resources
+        args: dict[str, Any] = {
+            "batch_format": "pyarrow",
+            "zero_copy_batch": True,
+            # Rows per UDF call: None is a whole block, which the runner cuts into batches (cheaper
+            # than a Ray Data call per batch); always a multiple of the stage's batch size.
+            "batch_size": ray_batch,
+        }
+        if plan.actor:
+            args["fn"] = actor_class_for(stage)
+            args["fn_constructor_args"] = (worker_plan,)
+            assert plan.pool is not None
+            low, high, initial = plan.pool
+            if low == high:
+                args["compute"] = ray.data.ActorPoolStrategy(size=low)
+            else:
+                args["compute"] = ray.data.ActorPoolStrategy(min_size=low, max_size=high, initial_size=initial)
+        else:
+            args["fn"] = task_function_for(stage, worker_plan)
+        if res.cpus > 0:
+            args["num_cpus"] = float(res.cpus)
+        if res.gpus > 0:
+            args["num_gpus"] = float(res.gpus)
+        runtime_env = dict(self.settings.runtime_env)
+        if res.gpus > 0 or runtime_env:
+            args["runtime_env"] = _parse_runtime_env(runtime_env)
+        return args
+
+    def _configure_context(self, ctx: Any, nodes: list[ClusterNode]) -> None:
+        s = self.settings
+        ctx.raise_original_map_exception = True
+        ctx.max_errored_blocks = 0
+        ctx.enable_progress_bars = s.show_progress
+        ctx.print_on_execution_start = s.show_progress
+        ctx.target_max_block_size = s.target_block_bytes
+        options = ctx.execution_options
+        options.preserve_order = s.preserve_order
+        if self.ignore_head_node:
+            head = next((n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})), None)
+            if head is not None:
+                options.label_selector = {_NODE_ID_LABEL: f"!{head}"}
+        if self.ignore_head_node or s.reserved_cpus or s.reserved_gpus:
+            from ray.data import ExecutionResources
+
+            options.resource_limits = ExecutionResources(
+                cpu=sum(n.cpus for n in nodes), gpu=sum(n.gpus for n in nodes)
+            )
+        for key, value in s.data_context.items():
+            setattr(ctx, key, value)
+
+    # ------------------------------------------------------------------------------------------ stream
+    def _stream(self, ds: ray.data.Dataset, plans: list[_StagePlan], num_initial: int) -> list[Task[Any]]:
+        names = [p.stage.name for p in plans]
+        ledger = _core.Ledger(len(plans))
+        results: list[Task[Any]] = []
+        failures: list[dict[str, Any]] = []
+        try:
+            pending: list[tuple[Any, Any]] = []
+            for bundle in ds.iter_internal_ref_bundles():
+                pending.extend(zip((e.ref for e in bundle.blocks), bundle.slices, strict=True))
+                if len(pending) >= _FETCH_BLOCKS:
+                    self._take(pending, ledger, results, failures)
+                    pending = []
+            self._take(pending, ledger, results, failures)
+        except ray.exceptions.RayTaskError as exc:
+            cause = exc.cause
+            if isinstance(cause, StageFailedError):
+                # The worker's message names the stage, the task ids and the original error.
+                raise StageFailedError(str(cause.args[0]), cause.failure) from None
+            raise
+        self.failures = failures
+        for failure in failures:
+            logger.warning(failure_message(failure).splitlines()[0] + " (skipped: ignore_failures=True)")
+        self.last_run_stats = [{"stage": name, **counts} for name, counts in zip(names, ledger.stages(), strict=True)]
+        problems = ledger.check(num_initial, len(results), len(failures), names)
+        if problems:
+            raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
+        return results
+
+    @staticmethod
+    def _take(
+        pending: list[tuple[Any, Any]],
+        ledger: Any,
+        results: list[Task[Any]],
+        failures: list[dict[str, Any]],
+    ) -> None:
+        if not pending:
+            return
+        blocks = ray.get([ref for ref, _ in pending])
+        for block, piece in zip(blocks, (p for _, p in pending), strict=True):
+            if piece is not None:
+                block = block.slice(piece.start_offset, piece.end_offset - piece.start_offset)
+            decoded = codec.decode_block(block)
+            results.extend(decoded.tasks)
+            failures.extend(decoded.failures)
+            for encoded in decoded.ledgers:
+                ledger.merge(encoded)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def _usable_nodes(ignore_head_node: bool, reserved_cpus: float, reserved_gpus: float) -> list[ClusterNode]:
+    """The nodes the run may use with their *total* CPUs/GPUs (less the reserved ones, head first).
+
+    Totals, not what is free right now: a worker that fits a node's total runs there eventually,
+    and Ray Data's own scheduling follows what is free.
+    """
+    # Raises the shared, clear error when ignore_head_node leaves no node.
+    available = {n.node_id: n for n in cluster_nodes(ignore_head_node=ignore_head_node)}
+    nodes = []
+    for info in ray.nodes():
+        node = available.get(info["NodeID"])
+        if node is None:
+            continue
+        total = info.get("Resources", {})
+        nodes.append(ClusterNode(node.node_id, node.is_head, float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))))
+    nodes.sort(key=lambda n: (not n.is_head, n.node_id))
+    out = []
+    for n in nodes:
+        take_c, take_g = min(reserved_cpus, n.cpus), min(reserved_gpus, n.gpus)
+        reserved_cpus, reserved_gpus = reserved_cpus - take_c, reserved_gpus - take_g
+        out.append(ClusterNode(n.node_id, n.is_head, n.cpus - take_c, n.gpus - take_g))
+    return out
+
+
+def _put_stage(stage: ProcessingStage[Any, Any]) -> Any:
+    # One copy per stage in the object store, shared by its workers; also the early pickling check.
+    try:
+        return ray.put(stage)
+    except Exception as exc:
+        raise TypeError(
+            f"Stage '{stage.name}' ({type(stage).__name__}) cannot be pickled to send it to Ray workers: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _fits(node: ClusterNode, cpus: float, gpus: float) -> int:
+    """How many workers needing `cpus`/`gpus` fit on `node` (a large number when they need nothing)."""
+    by_cpu = math.floor(node.cpus / cpus + 1e-9) if cpus > 0 else 1 << 20
+    by_gpu = math.floor(node.gpus / gpus + 1e-9) if gpus > 0 else 1 << 20
+    return min(by_cpu, by_gpu)
+
+
+def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: int | None) -> None:
+    """Check that every stage fits somewhere (else fail now, rather than wait forever) and size actor pools."""
+    actor_stages = sum(1 for p in plans if p.actor)
+    for plan in plans:
+        stage = plan.stage
+        # Ray Data gives a worker that asks for no CPU one CPU anyway.
+        cpus = float(stage.resources.cpus) if stage.resources.cpus > 0 else 1.0
+        gpus = float(stage.resources.gpus)
+        capacity = sum(_fits(n, cpus, gpus) for n in nodes)
+        if capacity == 0:
+            largest_cpu = max((n.cpus for n in nodes), default=0.0)
+            largest_gpu = max((n.gpus for n in nodes), default=0.0)
+            raise _core.InfeasibleError(
+                f"stage '{stage.name}' needs {cpus:g} CPU and {gpus:g} GPU per worker but no usable node "
+                f"has that many (largest: {largest_cpu:g} CPU, {largest_gpu:g} GPU)"
+            )
+        if not plan.actor:
+            continue
+        wanted = stage.num_workers()
+        fixed = int(wanted) if wanted is not None and wanted > 0 else pool_size
+        if fixed is not None:
+            if fixed > capacity:
+                logger.warning(
+                    f"Stage '{stage.name}' asks for {fixed} actors but only {capacity} fit the free resources; "
+                    f"using {capacity}."
+                )
+                fixed = capacity
+            plan.pool = (fixed, fixed, fixed)
+        else:
+            initial = max(1, capacity // max(1, actor_stages))
+            plan.pool = (1, capacity, min(initial, capacity))
+
+
+def _initial_groups(
+    tasks: list[Task[Any]], max_tasks: int, max_bytes: int, total_cpus: int, first_batch: int
+) -> list[list[Task[Any]]]:
+    """The initial tasks cut into blocks: enough blocks for every CPU to have work, each within
+    `max_tasks` tasks and `max_bytes`, and whole batches of the first stage (except the last)."""
+    from nemo_curator.backends.ray_utils import payload_nbytes
+
+    per_block = max(1, min(max_tasks, math.ceil(len(tasks) / (2 * total_cpus))))
+    per_block = max(first_batch, per_block - per_block % first_batch)
+    groups: list[list[Task[Any]]] = []
+    current: list[Task[Any]] = []
+    current_bytes = 0
+    for task in tasks:
+        size = payload_nbytes(task)
+        too_big = current_bytes + size > max_bytes and len(current) % first_batch == 0
+        if current and (len(current) >= per_block or too_big):
+            groups.append(current)
+            current, current_bytes = [], 0
+        current.append(task)
+        current_bytes += size
+    if current:
+        groups.append(current)
+    return groups

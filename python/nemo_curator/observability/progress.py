@@ -1,0 +1,94 @@
+"""Per-stage progress: tqdm bars that redraw in a terminal, one concise log line per interval otherwise."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, TextIO
+
+from loguru import logger
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
+
+
+class ProgressDisplay:
+    """Shows, per stage, tasks done (+ failed) of the tasks that reached it, and throughput.
+
+    `mode`: "auto" (bars on a terminal, log lines otherwise), "bars", "log" or "off".
+    """
+
+    def __init__(
+        self,
+        stage_names: list[str],
+        *,
+        mode: str = "auto",
+        interval_s: float = 10.0,
+        stream: TextIO | None = None,
+    ) -> None:
+        if mode not in ("auto", "bars", "log", "off"):
+            raise ValueError(f"progress mode must be auto, bars, log or off, got {mode!r}")
+        self._stream = stream if stream is not None else sys.stderr
+        if mode == "auto":
+            mode = "bars" if _is_terminal(self._stream) else "log"
+        self.mode = mode
+        self.interval_s = interval_s
+        self._names = stage_names
+        self._bars: list[Any] = []
+        self._last_log = float("-inf")
+        if mode == "bars":
+            from tqdm.auto import tqdm
+
+            width = max(len(n) for n in stage_names) if stage_names else 10
+            self._bars = [
+                tqdm(
+                    total=0,
+                    desc=name.ljust(width),
+                    position=i,
+                    leave=True,
+                    unit="task",
+                    file=self._stream,
+                    mininterval=min(interval_s, 0.5),
+                    dynamic_ncols=True,
+                )
+                for i, name in enumerate(stage_names)
+            ]
+
+    def update(self, stages: list[dict[str, Any]], now: float, *, force: bool = False) -> None:
+        """Refresh from the scheduler's per-stage metrics (`now`: seconds since the run started)."""
+        if self.mode == "off":
+            return
+        if self.mode == "bars":
+            for bar, m in zip(self._bars, stages, strict=False):
+                bar.total = int(m["tasks_in"])
+                bar.n = int(m["tasks_done"] + m["tasks_failed"])
+                bar.set_postfix(
+                    queued=int(m["queued_tasks"]),
+                    running=int(m["in_flight_tasks"]),
+                    actors=int(m["actors_ready"]),
+                    failed=int(m["tasks_failed"]),
+                    refresh=False,
+                )
+                bar.refresh()
+            return
+        if force or now - self._last_log >= self.interval_s:
+            self._last_log = now
+            logger.info(self.line(stages, now))
+
+    @staticmethod
+    def line(stages: list[dict[str, Any]], now: float) -> str:
+        parts = []
+        for m in stages:
+            done = int(m["tasks_done"] + m["tasks_failed"])
+            rate = done / now if now > 0 else 0.0
+            fail = f" {int(m['tasks_failed'])} failed" if m["tasks_failed"] else ""
+            parts.append(f"{m['name']} {done}/{int(m['tasks_in'])} ({rate:.1f}/s{fail})")
+        return f"progress {now:6.1f}s | " + " | ".join(parts)
+
+    def close(self) -> None:
+        for bar in self._bars:
+            bar.close()
+        self._bars = []

@@ -1,0 +1,122 @@
+"""The run report: what `execute()` did, readable after it returns (`executor.last_run`)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class StageReport:
+    """One stage over the whole run. Times in seconds, sizes in bytes."""
+
+    name: str
+    tasks_in: int = 0
+    tasks_out: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    tasks_failed: int = 0
+    batches: int = 0
+    calls: int = 0
+    retries: int = 0
+    busy_s: float = 0.0
+    #: From the stage's first batch start to its last batch end.
+    wall_s: float = 0.0
+    actors: int = 0
+    actors_died: int = 0
+    #: Seconds actors of this stage were alive and ready (summed over actors).
+    actor_s: float = 0.0
+
+    @property
+    def throughput(self) -> float:
+        """Input tasks per second of the stage's active wall time."""
+        return self.tasks_in / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def utilisation(self) -> float:
+        """Share of the actors' ready time spent inside `process_batch`."""
+        return min(1.0, self.busy_s / self.actor_s) if self.actor_s > 0 else 0.0
+
+
+@dataclass
+class RunReport:
+    """Metrics, failures and count balance of one `execute()`; `to_dict()`/`to_json()` export it."""
+
+    executor: str
+    total_s: float = 0.0
+    stages: list[StageReport] = field(default_factory=list)
+    #: One entry per failed batch: stage, task_ids, error_type, message, attempts (and kind, traceback).
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    #: The scheduler's proof that every input is output, filtered or failed.
+    balance: dict[str, Any] = field(default_factory=dict)
+    #: Samples (t, per-stage tasks done / in flight / queued) for the timeline picture.
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    #: Actor life events (ready, died) with their node.
+    actor_events: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def balanced(self) -> bool:
+        return bool(self.balance.get("balanced", False))
+
+    @property
+    def num_failed_tasks(self) -> int:
+        return sum(len(f.get("task_ids", [])) for f in self.failures)
+
+    def stage(self, name: str) -> StageReport:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise KeyError(f"no stage named {name!r} in this run (stages: {[s.name for s in self.stages]})")
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        for s, d in zip(self.stages, out["stages"], strict=True):
+            d["throughput"] = s.throughput
+            d["utilisation"] = s.utilisation
+        out["balanced"] = self.balanced
+        return out
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2, default=str)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    def format_summary(self) -> str:
+        """A table: per stage tasks and items in/out, busy and wall time, throughput, actors, retries."""
+        head = (
+            f"{'stage':<26}{'tasks in':>9}{'out':>8}{'items in':>10}{'out':>9}{'wall s':>8}{'busy s':>8}"
+            f"{'tasks/s':>9}{'actors':>7}{'util':>6}{'retry':>6}{'fail':>6}"
+        )
+        lines = [head, "-" * len(head)]
+        for s in self.stages:
+            lines.append(
+                f"{s.name[:25]:<26}{s.tasks_in:>9}{s.tasks_out:>8}{s.items_in:>10}{s.items_out:>9}"
+                f"{s.wall_s:>8.2f}{s.busy_s:>8.2f}{s.throughput:>9.1f}{s.actors:>7}"
+                f"{s.utilisation * 100:>5.0f}%{s.retries:>6}{s.tasks_failed:>6}"
+            )
+        b = self.balance
+        lines.append("-" * len(head))
+        lines.append(
+            f"{self.executor}: {self.total_s:.2f} s total; inputs {b.get('initial', 0)}, "
+            f"final outputs {b.get('emitted', 0)}, filtered {b.get('filtered', 0)}, failed {b.get('failed', 0)}; "
+            f"count balance {'OK' if self.balanced else 'BROKEN'}"
+        )
+        if self.failures:
+            lines.append(f"{len(self.failures)} failed batch(es), {self.num_failed_tasks} task(s):")
+            for f in self.failures[:10]:
+                lines.append(
+                    f"  {f['stage']}: {f['task_ids'][:5]} {f['error_type']}: {f['message'][:120]} "
+                    f"(attempts {f.get('attempts', 1)})"
+                )
+        return "\n".join(lines)
+
+    def plot_timeline(self, path: str | Path) -> Path:
+        """Write a PNG: tasks done over time per stage, and throughput (needs matplotlib)."""
+        from nemo_curator.observability.timeline import plot_timeline
+
+        return plot_timeline(self, path)

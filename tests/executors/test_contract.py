@@ -1,0 +1,167 @@
+"""One contract suite, every executor a parameter: each must give the in-process executor's answers.
+
+Compared per output task: type, task_id, data, metadata, and the perf-stat history (stage names and, where
+batching is deterministic, items processed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+
+from nemo_curator.backends.base import BaseExecutor
+from nemo_curator.backends.in_process import InProcessExecutor
+from nemo_curator.pipeline import Pipeline
+from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.tasks import Task
+from nemo_curator.testing.stages import (
+    AddConstantStage,
+    AddLengthStage,
+    AddThenFilterStage,
+    BatchRecorderStage,
+    DocumentSourceStage,
+    FanOutStage,
+    FilterEvenStage,
+    IntSourceStage,
+    PassthroughStage,
+    SplitIntoRowsStage,
+    make_document_batches,
+    make_int_tasks,
+)
+
+
+def _actor_pool() -> BaseExecutor:
+    from nemo_curator.backends.experimental import RayActorPoolExecutor
+
+    return RayActorPoolExecutor()
+
+
+def _actor_pool_packed() -> BaseExecutor:
+    from nemo_curator.backends.experimental import RayActorPoolExecutor
+
+    # One actor per stage and tiny queues: exercises packing, backpressure and rebalancing paths.
+    return RayActorPoolExecutor(config={"pool_size": 1, "queue_max_tasks": 4, "slots_per_actor": 1})
+
+
+EXECUTORS: dict[str, Callable[[], BaseExecutor]] = {
+    "ray_actor_pool": _actor_pool,
+    "ray_actor_pool_small_queues": _actor_pool_packed,
+}
+
+
+@pytest.fixture(params=sorted(EXECUTORS), scope="module")
+def make_executor(request: pytest.FixtureRequest, ray_session: None) -> Callable[[], BaseExecutor]:
+    return EXECUTORS[request.param]
+
+
+def _data(task: Task[Any]) -> Any:
+    data = task.data
+    if isinstance(data, pa.Table):
+        return ("table", data.to_pylist())
+    if isinstance(data, pd.DataFrame):
+        return ("frame", data.to_dict("records"))
+    return data
+
+
+def _canon(tasks: list[Task[Any]], *, items: bool) -> list[tuple[Any, ...]]:
+    out = []
+    for t in tasks:
+        perf = [(p.stage_name, p.num_items_processed if items else None) for p in t._stage_perf]
+        meta = {k: v for k, v in t._metadata.items() if not k.endswith("_batch_ids")}
+        out.append((type(t).__name__, t.task_id, repr(_data(t)), repr(sorted(meta.items())), perf))
+    return sorted(out, key=lambda x: x[1])
+
+
+def _check_same(
+    make: Callable[[], BaseExecutor],
+    stages: list[ProcessingStage[Any, Any]],
+    tasks: Callable[[], list[Task[Any]] | None],
+    *,
+    items: bool = True,
+) -> list[Task[Any]]:
+    expected = InProcessExecutor().execute(stages, tasks())
+    got = make().execute(stages, tasks())
+    assert _canon(got, items=items) == _canon(expected, items=items)
+    return got
+
+
+def test_linear_ints(make_executor: Callable[[], BaseExecutor]) -> None:
+    _check_same(make_executor, [AddConstantStage(value=2), PassthroughStage()], lambda: make_int_tasks(25))
+
+
+def test_fan_out_then_map(make_executor: Callable[[], BaseExecutor]) -> None:
+    got = _check_same(
+        make_executor, [FanOutStage(n=3), AddConstantStage(value=1)], lambda: make_int_tasks(10)
+    )
+    assert len(got) == 30
+
+
+@pytest.mark.parametrize("use_empty_list", [False, True])
+def test_filtering(make_executor: Callable[[], BaseExecutor], use_empty_list: bool) -> None:
+    got = _check_same(
+        make_executor,
+        [FilterEvenStage(use_empty_list=use_empty_list), AddConstantStage()],
+        lambda: make_int_tasks(20),
+    )
+    assert len(got) == 10
+
+
+def test_source_stage_from_empty_start(make_executor: Callable[[], BaseExecutor]) -> None:
+    got = _check_same(make_executor, [IntSourceStage(n=12), AddConstantStage(value=5)], lambda: None)
+    assert len(got) == 12
+
+
+def test_zero_output_stage_ends_with_no_tasks(make_executor: Callable[[], BaseExecutor]) -> None:
+    stages = [AddConstantStage(value=1).with_(name="make_even"), FilterEvenStage(), AddConstantStage()]
+    got = make_executor().execute(stages, [t for t in make_int_tasks(10) if t.data % 2 == 1])
+    assert got == []
+
+
+@pytest.mark.parametrize("batch_size", [1, 3, 64])
+def test_batch_sizes(make_executor: Callable[[], BaseExecutor], batch_size: int) -> None:
+    stages = [AddConstantStage(), BatchRecorderStage(batch_size=batch_size)]
+    got = _check_same(make_executor, stages, lambda: make_int_tasks(40), items=batch_size == 1)
+    lens = [t._metadata["batch_recorder_batch_len"] for t in got]
+    assert max(lens) <= batch_size
+    # Exactly one process_batch per batch: batches partition the tasks.
+    batches = {tuple(t._metadata["batch_recorder_batch_ids"]) for t in got}
+    assert sum(len(b) for b in batches) == 40
+    if batch_size == 3:
+        assert sum(1 for b in batches if len(b) < 3) <= 1  # full batches except at most the last
+    for t in got:
+        perf = t._stage_perf[-1]
+        assert perf.stage_name == "batch_recorder"
+        assert perf.custom_metrics["batch_tasks"] == t._metadata["batch_recorder_batch_len"]
+        assert perf.num_items_processed == perf.custom_metrics["batch_items"]
+        assert perf.process_time > 0
+
+
+def test_document_batches_through_split(make_executor: Callable[[], BaseExecutor]) -> None:
+    stages = [AddLengthStage(), SplitIntoRowsStage(), AddLengthStage(output_column="length2")]
+    got = _check_same(make_executor, stages, lambda: make_document_batches(6, 5))
+    assert len(got) == 30
+
+
+def test_document_source_stage(make_executor: Callable[[], BaseExecutor]) -> None:
+    _check_same(
+        make_executor, [DocumentSourceStage(num_batches=5, rows_per_batch=4), AddLengthStage()], lambda: None
+    )
+
+
+def test_composite_through_pipeline(make_executor: Callable[[], BaseExecutor]) -> None:
+    expected = Pipeline("p", stages=[AddThenFilterStage(value=1)]).run(
+        InProcessExecutor(), make_int_tasks(15)
+    )
+    got = Pipeline("p", stages=[AddThenFilterStage(value=1)]).run(make_executor(), make_int_tasks(15))
+    assert _canon(got or [], items=True) == _canon(expected or [], items=True)
+
+
+def test_inputs_are_not_mutated(make_executor: Callable[[], BaseExecutor]) -> None:
+    tasks = make_int_tasks(5)
+    before = [(t.task_id, t.data, len(t._stage_perf), dict(t._metadata)) for t in tasks]
+    make_executor().execute([AddConstantStage(), BatchRecorderStage()], tasks)
+    assert [(t.task_id, t.data, len(t._stage_perf), dict(t._metadata)) for t in tasks] == before

@@ -1,0 +1,102 @@
+"""What a run shows: the run report's numbers, progress output (terminal and log modes), the plot."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+from loguru import logger
+
+from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
+from nemo_curator.observability import ProgressDisplay
+from nemo_curator.testing.probes import CrashOnce, RaiseOn, numbered_tasks
+from nemo_curator.testing.stages import FanOutStage, FilterEvenStage, make_int_tasks
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+
+@pytest.fixture
+def log_lines() -> Any:
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
+    yield lines
+    logger.remove(handler)
+
+
+def test_report_counts_fan_out_and_filtering() -> None:
+    ex = RayActorPoolExecutor(config={"show_progress": False})
+    out = ex.execute([FanOutStage(n=3), FilterEvenStage()], make_int_tasks(10))
+    report = ex.last_run
+    assert report is not None and report.balanced
+    fan, filt = report.stage("fan_out"), report.stage("filter_even")
+    assert (fan.tasks_in, fan.tasks_out) == (10, 30)
+    assert (filt.tasks_in, filt.tasks_out) == (30, len(out))
+    assert report.balance["initial"] == 10 and report.balance["emitted"] == len(out)
+    assert fan.actors >= 1 and fan.busy_s > 0 and fan.batches == 10
+    assert report.failures == []
+    data = json.loads(report.to_json())
+    assert data["stages"][0]["name"] == "fan_out" and data["balanced"] is True
+
+
+def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
+    ex = RayActorPoolExecutor(config={"show_progress": False, "ignore_failures": True, "pool_size": 1})
+    ex.execute([CrashOnce(str(tmp_path), "t2"), RaiseOn("t5")], numbered_tasks(8))
+    report = ex.last_run
+    assert report is not None and report.balanced
+    assert report.stage("crash_once").retries == 1
+    assert report.stage("crash_once").actors_died == 1
+    assert report.stage("raise_on").tasks_failed == 1
+    assert [(f["stage"], f["task_ids"], f["error_type"]) for f in report.failures] == [
+        ("raise_on", ["t5"], "ValueError")
+    ]
+    assert report.balance["failed"] == 1
+    summary = report.format_summary()
+    assert "raise_on" in summary and "count balance OK" in summary and "ValueError" in summary
+
+
+def test_progress_log_lines_and_silence(log_lines: list[str]) -> None:
+    RayActorPoolExecutor(config={"progress_interval_s": 0.01}).execute([FanOutStage(n=2)], make_int_tasks(4))
+    assert any(line.startswith("progress") and "fan_out" in line for line in log_lines)
+    assert any("count balance OK" in line for line in log_lines)  # the end-of-run summary
+    log_lines.clear()
+    RayActorPoolExecutor(config={"show_progress": False}).execute([FanOutStage(n=2)], make_int_tasks(4))
+    assert not any(line.startswith("progress") or "run summary" in line for line in log_lines)
+
+
+def test_progress_bars_on_a_terminal_stream() -> None:
+    stream = io.StringIO()
+    display = ProgressDisplay(["read", "filter"], mode="bars", interval_s=0.1, stream=stream)
+    metrics = [
+        {
+            "name": "read",
+            "tasks_in": 4,
+            "tasks_done": 4,
+            "tasks_failed": 0,
+            "queued_tasks": 0,
+            "in_flight_tasks": 0,
+            "actors_ready": 1,
+        },
+        {
+            "name": "filter",
+            "tasks_in": 4,
+            "tasks_done": 1,
+            "tasks_failed": 1,
+            "queued_tasks": 1,
+            "in_flight_tasks": 1,
+            "actors_ready": 2,
+        },
+    ]
+    display.update(metrics, 1.0)
+    display.close()
+    text = stream.getvalue()
+    assert "read" in text and "4/4" in text and "2/4" in text
+
+
+def test_timeline_plot_is_written(tmp_path: Any) -> None:
+    ex = RayActorPoolExecutor(config={"show_progress": False})
+    ex.execute([FanOutStage(n=2), FilterEvenStage()], make_int_tasks(20))
+    assert ex.last_run is not None and len(ex.last_run.timeline) >= 1
+    path = ex.last_run.plot_timeline(tmp_path / "timeline.png")
+    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
