@@ -37,25 +37,36 @@ from nemo_curator.testing.stages import (
 def _actor_pool() -> BaseExecutor:
     from nemo_curator.backends.experimental import RayActorPoolExecutor
 
-    return RayActorPoolExecutor()
+    return RayActorPoolExecutor(config={"show_progress": False})
 
 
-def _actor_pool_packed() -> BaseExecutor:
+def _actor_pool_small_queues() -> BaseExecutor:
     from nemo_curator.backends.experimental import RayActorPoolExecutor
 
-    # One actor per stage and tiny queues: exercises packing, backpressure and rebalancing paths.
-    return RayActorPoolExecutor(config={"pool_size": 1, "queue_max_tasks": 4, "slots_per_actor": 1})
+    # One actor per stage and tiny queues: exercises backpressure and rebalancing paths.
+    return RayActorPoolExecutor(
+        config={"pool_size": 1, "queue_max_tasks": 4, "slots_per_actor": 1, "show_progress": False}
+    )
 
 
 EXECUTORS: dict[str, Callable[[], BaseExecutor]] = {
     "ray_actor_pool": _actor_pool,
-    "ray_actor_pool_small_queues": _actor_pool_packed,
+}
+# Variants run on the tests that stress their settings only (each Ray run costs seconds here).
+VARIANTS: dict[str, Callable[[], BaseExecutor]] = {
+    **EXECUTORS,
+    "ray_actor_pool_small_queues": _actor_pool_small_queues,
 }
 
 
 @pytest.fixture(params=sorted(EXECUTORS), scope="module")
 def make_executor(request: pytest.FixtureRequest, ray_session: None) -> Callable[[], BaseExecutor]:
     return EXECUTORS[request.param]
+
+
+@pytest.fixture(params=sorted(VARIANTS), scope="module")
+def make_variant(request: pytest.FixtureRequest, ray_session: None) -> Callable[[], BaseExecutor]:
+    return VARIANTS[request.param]
 
 
 def _data(task: Task[Any]) -> Any:
@@ -93,9 +104,9 @@ def test_linear_ints(make_executor: Callable[[], BaseExecutor]) -> None:
     _check_same(make_executor, [AddConstantStage(value=2), PassthroughStage()], lambda: make_int_tasks(25))
 
 
-def test_fan_out_then_map(make_executor: Callable[[], BaseExecutor]) -> None:
+def test_fan_out_then_map(make_variant: Callable[[], BaseExecutor]) -> None:
     got = _check_same(
-        make_executor, [FanOutStage(n=3), AddConstantStage(value=1)], lambda: make_int_tasks(10)
+        make_variant, [FanOutStage(n=3), AddConstantStage(value=1)], lambda: make_int_tasks(10)
     )
     assert len(got) == 30
 
@@ -122,9 +133,9 @@ def test_zero_output_stage_ends_with_no_tasks(make_executor: Callable[[], BaseEx
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
-def test_batch_sizes(make_executor: Callable[[], BaseExecutor], batch_size: int) -> None:
+def test_batch_sizes(make_variant: Callable[[], BaseExecutor], batch_size: int) -> None:
     stages = [AddConstantStage(), BatchRecorderStage(batch_size=batch_size)]
-    got = _check_same(make_executor, stages, lambda: make_int_tasks(40), items=batch_size == 1)
+    got = _check_same(make_variant, stages, lambda: make_int_tasks(40), items=batch_size == 1)
     lens = [t._metadata["batch_recorder_batch_len"] for t in got]
     assert max(lens) <= batch_size
     # Exactly one process_batch per batch: batches partition the tasks.

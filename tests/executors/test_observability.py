@@ -45,8 +45,9 @@ def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
     ex.execute([CrashOnce(str(tmp_path), "t2"), RaiseOn("t5")], numbered_tasks(8))
     report = ex.last_run
     assert report is not None and report.balanced
-    assert report.stage("crash_once").retries == 1
+    # One actor died; every batch it had in flight (packed calls, 2 slots) went back to the queue.
     assert report.stage("crash_once").actors_died == 1
+    assert report.stage("crash_once").retries >= 1
     assert report.stage("raise_on").tasks_failed == 1
     assert [(f["stage"], f["task_ids"], f["error_type"]) for f in report.failures] == [
         ("raise_on", ["t5"], "ValueError")

@@ -128,7 +128,7 @@ class RunMonitor:
                     batches=int(m["batches_done"] + m["batches_failed"]),
                     calls=int(m["calls"]),
                     retries=int(m["retries"]),
-                    busy_s=float(m["busy_secs"]),
+                    busy_s=float(m["busy_s"]),
                     wall_s=float(last - first) if first is not None and last is not None else 0.0,
                     actors=int(m["actors_created"]),
                     actors_died=int(m["actors_died"]),

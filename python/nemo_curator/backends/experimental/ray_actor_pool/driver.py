@@ -185,13 +185,18 @@ class ActorPoolDriver:
                 num_cpus=float(stage.resources.cpus),
                 num_gpus=float(stage.resources.gpus),
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
-                runtime_env=self._runtime_env,
+                # Only what needs it: an actor with its own runtime_env cannot reuse a pooled worker.
+                runtime_env=self._runtime_env if self._needs_env(stage) else None,
                 max_concurrency=1,
             )
             .remote(self._stage_refs[stage_idx], [self._setup_refs[key]], self.config.inline_bytes)
         )
         self._actors[actor_id] = _Actor(actor_id, stage_idx, node, handle)
         self._starting[handle.ready.remote()] = actor_id
+
+    def _needs_env(self, stage: ProcessingStage[Any, Any]) -> bool:
+        # The CUDA_VISIBLE_DEVICES switch matters to GPU actors only; user env vars to every actor.
+        return bool(self.config.runtime_env) or float(stage.resources.gpus) > 0
 
     def _submit(self, actor_id: int, batches: list[tuple[int, list[int], int]]) -> None:
         actor = self._actors[actor_id]
@@ -323,8 +328,8 @@ class ActorPoolDriver:
                     batch_id, _, busy_s, placed, sizes, items, ids = res
                     done_ids.append(batch_id)
                     n_out.append(len(placed))
-                    out_bytes.extend(sizes)
-                    out_items.extend(items)
+                    out_bytes.append(sum(sizes))
+                    out_items.append(sum(items))
                     busy.append(busy_s)
                     placed_all.append((placed, yielded, ids))
                 else:
