@@ -29,7 +29,7 @@ def gpu_ray() -> Iterator[None]:
 
 @pytest.mark.usefixtures("gpu_ray")
 def test_whole_gpu_actors_each_get_their_own_device(tmp_path: Any) -> None:
-    stage = GpuProbe(str(tmp_path), gpus=1.0)
+    stage = GpuProbe(str(tmp_path), gpus=1.0, wait_for_actors=2)
     out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(4))
     assert len(out) == 4
     recs = read_records(tmp_path, "gpu")
@@ -39,7 +39,7 @@ def test_whole_gpu_actors_each_get_their_own_device(tmp_path: Any) -> None:
 
 @pytest.mark.usefixtures("gpu_ray")
 def test_fractional_gpu_actors_share_a_device(tmp_path: Any) -> None:
-    stage = GpuProbe(str(tmp_path), gpus=0.5, name="half_gpu")
+    stage = GpuProbe(str(tmp_path), gpus=0.5, name="half_gpu", wait_for_actors=4)
     out = RayActorPoolExecutor(config={"pool_size": 4}).execute([stage], numbered_tasks(8))
     assert len(out) == 8
     recs = read_records(tmp_path, "gpu")

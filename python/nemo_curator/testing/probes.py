@@ -130,6 +130,8 @@ class GpuProbe(ProcessingStage[Task[Any], Task[Any]]):
     directory: str
     gpus: float = 1.0
     name: str = "gpu_probe"
+    #: Hold every batch until this many actors have set up (a barrier), so the whole pool comes up.
+    wait_for_actors: int = 0
 
     def __post_init__(self) -> None:
         self.resources = Resources(cpus=0.5, gpus=self.gpus)
@@ -147,6 +149,9 @@ class GpuProbe(ProcessingStage[Task[Any], Task[Any]]):
         )
 
     def process(self, task: Task[Any]) -> Task[Any]:
+        deadline = time.time() + 120
+        while len(read_records(self.directory, "gpu")) < self.wait_for_actors and time.time() < deadline:
+            time.sleep(0.05)
         return task
 
 
