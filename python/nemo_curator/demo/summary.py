@@ -44,11 +44,8 @@ def _stage_rows(results: list[Task[Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def format_summary(results: list[Task[Any]], wall_s: float, executor: Any = None) -> str:
-    """The executor's own run report when it has one, else a table rebuilt from the tasks' perf stats."""
-    report = getattr(executor, "last_run", None)
-    if report is not None and hasattr(report, "format_summary"):
-        return str(report.format_summary())
+def format_summary(results: list[Task[Any]], wall_s: float) -> str:
+    """A per-stage table rebuilt from the output tasks' perf stats (for executors without a run report)."""
     lines = [f"{'stage':<28}{'batches':>8}{'items in':>10}{'items out':>10}{'busy s':>9}{'items/s':>10}"]
     for row in _stage_rows(results):
         rate = row["items_in"] / row["busy_s"] if row["busy_s"] > 0 else 0.0
