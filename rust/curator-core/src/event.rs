@@ -79,5 +79,8 @@ pub enum Command {
     /// Every input is accounted for; all actors have been told to stop.
     Finish,
     /// The run cannot go on (a user error without `ignore_failures`, retries exhausted, a failed setup).
-    Abort { reason: String, failure: Option<Failure> },
+    Abort {
+        reason: String,
+        failure: Option<Failure>,
+    },
 }

@@ -19,4 +19,6 @@ pub use event::{Batch, Command, Event, Failure, FailureKind};
 pub use lineage::Balance;
 pub use metrics::{RunMetrics, StageMetrics};
 pub use scheduler::Scheduler;
-pub use spec::{ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta};
+pub use spec::{
+    ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta,
+};

@@ -45,7 +45,10 @@ impl StageSpec {
         Self {
             name: name.into(),
             batch_size: 1,
-            resources: Resources { cpus: 1.0, gpus: 0.0 },
+            resources: Resources {
+                cpus: 1.0,
+                gpus: 0.0,
+            },
             pool: PoolSize::Auto { max: None },
             slots_per_actor: 2,
             max_batches_per_call: 64,
@@ -67,7 +70,11 @@ pub struct NodeSpec {
 
 impl NodeSpec {
     pub fn new(id: impl Into<String>, cpus: f64, gpus: f64) -> Self {
-        Self { id: id.into(), cpus, gpus }
+        Self {
+            id: id.into(),
+            cpus,
+            gpus,
+        }
     }
 }
 

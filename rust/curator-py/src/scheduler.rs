@@ -4,8 +4,8 @@
 //! plain tuples tagged by a string, so the only per-task Python objects are the task-id ints.
 
 use curator_core::{
-    Balance, Command, CoreError, Event, Failure, FailureKind, NodeSpec, PoolSize, Resources, RunMetrics, Scheduler,
-    SchedulerConfig, StageMetrics, StageSpec, TaskMeta,
+    Balance, Command, CoreError, Event, Failure, FailureKind, NodeSpec, PoolSize, Resources,
+    RunMetrics, Scheduler, SchedulerConfig, StageMetrics, StageSpec, TaskMeta,
 };
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -17,8 +17,12 @@ use crate::errors::{value_error, PyCoreError};
 const DETACH_ABOVE: usize = 4096;
 
 fn non_negative(owner: &str, what: &str, value: i64) -> PyResult<u64> {
-    u64::try_from(value)
-        .map_err(|_| PyCoreError(CoreError::Config(format!("{owner}: {what} must be >= 0, got {value}"))).into())
+    u64::try_from(value).map_err(|_| {
+        PyCoreError(CoreError::Config(format!(
+            "{owner}: {what} must be >= 0, got {value}"
+        )))
+        .into()
+    })
 }
 
 fn to_usize(owner: &str, what: &str, value: i64) -> PyResult<usize> {
@@ -48,7 +52,7 @@ impl PyStageSpec {
     #[pyo3(signature = (
         name, *, batch_size = 1, cpus = 1.0, gpus = 0.0, pool_size = None, max_pool_size = None,
         slots_per_actor = 2, max_batches_per_call = 64, max_retries = 3, queue_max_tasks = 10_000,
-        queue_max_bytes = 1 << 30,
+        queue_max_bytes = 1_073_741_824,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -70,8 +74,12 @@ impl PyStageSpec {
             batch_size: to_usize(&owner, "batch_size", batch_size)?,
             cpus,
             gpus,
-            pool_size: pool_size.map(|n| to_usize(&owner, "pool_size", n)).transpose()?,
-            max_pool_size: max_pool_size.map(|n| to_usize(&owner, "max_pool_size", n)).transpose()?,
+            pool_size: pool_size
+                .map(|n| to_usize(&owner, "pool_size", n))
+                .transpose()?,
+            max_pool_size: max_pool_size
+                .map(|n| to_usize(&owner, "max_pool_size", n))
+                .transpose()?,
             slots_per_actor: to_usize(&owner, "slots_per_actor", slots_per_actor)?,
             max_batches_per_call: to_usize(&owner, "max_batches_per_call", max_batches_per_call)?,
             max_retries: u32::try_from(retries).unwrap_or(u32::MAX),
@@ -94,11 +102,16 @@ impl PyStageSpec {
         StageSpec {
             name: self.name.clone(),
             batch_size: self.batch_size,
-            resources: Resources { cpus: self.cpus, gpus: self.gpus },
+            resources: Resources {
+                cpus: self.cpus,
+                gpus: self.gpus,
+            },
             // An explicit pool size wins over a maximum.
             pool: match self.pool_size {
                 Some(n) => PoolSize::Fixed(n),
-                None => PoolSize::Auto { max: self.max_pool_size },
+                None => PoolSize::Auto {
+                    max: self.max_pool_size,
+                },
             },
             slots_per_actor: self.slots_per_actor,
             max_batches_per_call: self.max_batches_per_call,
@@ -127,7 +140,10 @@ impl PyNodeSpec {
     }
 
     fn __repr__(&self) -> String {
-        format!("NodeSpec({:?}, cpus={}, gpus={})", self.id, self.cpus, self.gpus)
+        format!(
+            "NodeSpec({:?}, cpus={}, gpus={})",
+            self.id, self.cpus, self.gpus
+        )
     }
 }
 
@@ -163,7 +179,9 @@ fn failure_dict<'py>(py: Python<'py>, s: &Scheduler, f: &Failure) -> PyResult<Bo
 
 fn command_tuple<'py>(py: Python<'py>, s: &Scheduler, c: Command) -> PyResult<Bound<'py, PyTuple>> {
     match c {
-        Command::CreateActor { actor, stage, node } => (intern!(py, "create"), actor, stage, node).into_pyobject(py),
+        Command::CreateActor { actor, stage, node } => {
+            (intern!(py, "create"), actor, stage, node).into_pyobject(py)
+        }
         Command::Submit { actor, batches } => {
             let items = batches
                 .iter()
@@ -172,9 +190,15 @@ fn command_tuple<'py>(py: Python<'py>, s: &Scheduler, c: Command) -> PyResult<Bo
             (intern!(py, "submit"), actor, PyList::new(py, items)?).into_pyobject(py)
         }
         Command::KillActor { actor } => (intern!(py, "kill"), actor).into_pyobject(py),
-        Command::Emit { tasks } => (intern!(py, "emit"), PyList::new(py, &tasks)?).into_pyobject(py),
-        Command::Drop { tasks } => (intern!(py, "drop"), PyList::new(py, &tasks)?).into_pyobject(py),
-        Command::RecordFailure(f) => (intern!(py, "failure"), failure_dict(py, s, &f)?).into_pyobject(py),
+        Command::Emit { tasks } => {
+            (intern!(py, "emit"), PyList::new(py, &tasks)?).into_pyobject(py)
+        }
+        Command::Drop { tasks } => {
+            (intern!(py, "drop"), PyList::new(py, &tasks)?).into_pyobject(py)
+        }
+        Command::RecordFailure(f) => {
+            (intern!(py, "failure"), failure_dict(py, s, &f)?).into_pyobject(py)
+        }
         Command::Finish => (intern!(py, "finish"),).into_pyobject(py),
         Command::Abort { reason, failure } => {
             let failure = failure.map(|f| failure_dict(py, s, &f)).transpose()?;
@@ -227,7 +251,11 @@ fn stage_dict<'py>(py: Python<'py>, m: &StageMetrics) -> PyResult<Bound<'py, PyD
 
 fn metrics_dict<'py>(py: Python<'py>, m: &RunMetrics) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
-    let stages = m.stages.iter().map(|s| stage_dict(py, s)).collect::<PyResult<Vec<_>>>()?;
+    let stages = m
+        .stages
+        .iter()
+        .map(|s| stage_dict(py, s))
+        .collect::<PyResult<Vec<_>>>()?;
     d.set_item("stages", PyList::new(py, stages)?)?;
     d.set_item("now", m.now)?;
     let counts = [
@@ -273,7 +301,9 @@ fn same_len(what: &str, expected: usize, got: usize) -> PyResult<()> {
     if expected == got {
         Ok(())
     } else {
-        Err(value_error(format!("{what}: expected {expected} values, got {got}")))
+        Err(value_error(format!(
+            "{what}: expected {expected} values, got {got}"
+        )))
     }
 }
 
@@ -297,7 +327,11 @@ impl PyScheduler {
             .iter()
             .map(|n| {
                 let n = n.get();
-                NodeSpec { id: n.id.clone(), cpus: n.cpus, gpus: n.gpus }
+                NodeSpec {
+                    id: n.id.clone(),
+                    cpus: n.cpus,
+                    gpus: n.gpus,
+                }
             })
             .collect();
         let config = SchedulerConfig {
@@ -312,13 +346,25 @@ impl PyScheduler {
 
     /// Add first-stage inputs; returns their task ids.
     #[pyo3(signature = (bytes, items = None))]
-    fn add_tasks(&mut self, py: Python<'_>, bytes: Vec<u64>, items: Option<Vec<u64>>) -> PyResult<Vec<u64>> {
+    fn add_tasks(
+        &mut self,
+        py: Python<'_>,
+        bytes: Vec<u64>,
+        items: Option<Vec<u64>>,
+    ) -> PyResult<Vec<u64>> {
         if let Some(items) = &items {
             same_len("items", bytes.len(), items.len())?;
         }
         let metas: Vec<TaskMeta> = match items {
-            Some(items) => bytes.iter().zip(items).map(|(&bytes, items)| TaskMeta { bytes, items }).collect(),
-            None => bytes.iter().map(|&bytes| TaskMeta { bytes, items: 0 }).collect(),
+            Some(items) => bytes
+                .iter()
+                .zip(items)
+                .map(|(&bytes, items)| TaskMeta { bytes, items })
+                .collect(),
+            None => bytes
+                .iter()
+                .map(|&bytes| TaskMeta { bytes, items: 0 })
+                .collect(),
         };
         let inner = &mut self.inner;
         let ids = if metas.len() > DETACH_ABOVE {
@@ -334,23 +380,36 @@ impl PyScheduler {
     }
 
     fn tick(&mut self, now: f64) -> PyResult<()> {
-        Ok(self.inner.handle(Event::Tick { now }).map_err(PyCoreError)?)
+        Ok(self
+            .inner
+            .handle(Event::Tick { now })
+            .map_err(PyCoreError)?)
     }
 
     fn actors_ready(&mut self, actors: Vec<u64>) -> PyResult<()> {
         for actor in actors {
-            self.inner.handle(Event::ActorReady { actor }).map_err(PyCoreError)?;
+            self.inner
+                .handle(Event::ActorReady { actor })
+                .map_err(PyCoreError)?;
         }
         Ok(())
     }
 
     fn actor_failed(&mut self, actor: u64, user_error: bool, message: String) -> PyResult<()> {
-        let event = Event::ActorFailed { actor, kind: kind(user_error), message };
+        let event = Event::ActorFailed {
+            actor,
+            kind: kind(user_error),
+            message,
+        };
         Ok(self.inner.handle(event).map_err(PyCoreError)?)
     }
 
     fn batch_failed(&mut self, batch: u64, user_error: bool, message: String) -> PyResult<()> {
-        let event = Event::BatchFailed { batch, kind: kind(user_error), message };
+        let event = Event::BatchFailed {
+            batch,
+            kind: kind(user_error),
+            message,
+        };
         Ok(self.inner.handle(event).map_err(PyCoreError)?)
     }
 
@@ -373,12 +432,24 @@ impl PyScheduler {
         let mut apply = || -> Result<Vec<u64>, CoreError> {
             let mut ids = Vec::with_capacity(n_outputs.iter().sum());
             for i in 0..n {
-                let total = TaskMeta { bytes: out_bytes[i], items: out_items[i] };
-                ids.extend(inner.batch_done_totals(batch_ids[i], n_outputs[i], total, busy_s[i])?);
+                let total = TaskMeta {
+                    bytes: out_bytes[i],
+                    items: out_items[i],
+                };
+                ids.extend(inner.batch_done_totals(
+                    batch_ids[i],
+                    n_outputs[i],
+                    total,
+                    busy_s[i],
+                )?);
             }
             Ok(ids)
         };
-        let ids = if n > DETACH_ABOVE / 64 { py.detach(apply) } else { apply() };
+        let ids = if n > DETACH_ABOVE / 64 {
+            py.detach(apply)
+        } else {
+            apply()
+        };
         Ok(ids.map_err(PyCoreError)?)
     }
 
@@ -386,7 +457,10 @@ impl PyScheduler {
     fn poll<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let commands = self.inner.poll();
         let inner = &self.inner;
-        let tuples = commands.into_iter().map(|c| command_tuple(py, inner, c)).collect::<PyResult<Vec<_>>>()?;
+        let tuples = commands
+            .into_iter()
+            .map(|c| command_tuple(py, inner, c))
+            .collect::<PyResult<Vec<_>>>()?;
         PyList::new(py, tuples)
     }
 
@@ -412,7 +486,9 @@ impl PyScheduler {
 
     #[getter]
     fn stage_names(&self) -> Vec<String> {
-        (0..self.inner.num_stages()).map(|s| self.inner.stage_spec(s).name.clone()).collect()
+        (0..self.inner.num_stages())
+            .map(|s| self.inner.stage_spec(s).name.clone())
+            .collect()
     }
 
     fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
@@ -436,14 +512,23 @@ impl PyScheduler {
     }
 
     fn __repr__(&self) -> String {
-        let m = self.inner.metrics();
+        let b = self.inner.balance();
+        let names: Vec<String> = self
+            .stage_names()
+            .iter()
+            .map(|n| format!("{n:?}"))
+            .collect();
+        let state = match (self.inner.is_finished(), self.inner.is_aborted()) {
+            (_, true) => "aborted",
+            (true, false) => "finished",
+            _ => "running",
+        };
         format!(
-            "Scheduler(stages={:?}, emitted={}, queued={}, in_flight={}, finished={})",
-            m.stages.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
-            m.tasks_emitted,
-            m.tasks_queued,
-            m.tasks_in_flight,
-            m.finished
+            "Scheduler(stages=[{}], emitted={}, queued={}, in_flight={}, {state})",
+            names.join(", "),
+            b.emitted,
+            b.queued,
+            b.in_flight
         )
     }
 }
