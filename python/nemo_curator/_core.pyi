@@ -1,10 +1,12 @@
 # Hand-written stub for the native module `nemo_curator._core`; checked by `python -m mypy.stubtest`.
 # Each section belongs to one Rust module of rust/curator-py/src.
 
+import typing as _typing
+from typing import final as _final
+
 import pyarrow as pa  # type: ignore[import-untyped]
 
 # --- lib.rs -------------------------------------------------------------------------------------
-__all__: list[str]
 __version__: str
 RELEASE_BUILD: bool
 
@@ -15,6 +17,166 @@ class InfeasibleError(CuratorCoreError): ...
 class ProtocolError(CuratorCoreError): ...
 
 # --- scheduler.rs -------------------------------------------------------------------------------
+# Commands returned by `Scheduler.poll`, plain tuples tagged by their first item:
+#   ("create", actor, stage, node_index)      start an actor of `stage` on `nodes[node_index]`
+#   ("submit", actor, [(batch_id, task_ids, attempt), ...])
+#                                             one remote call; `process_batch` once per batch
+#   ("kill", actor)                           teardown, then kill (stage done, capacity moved, or run over)
+#   ("emit", task_ids)                        final outputs, in completion order
+#   ("drop", task_ids)                        payloads no longer needed (their batch finished for good)
+#   ("failure", failure)                      a batch failed for good and the run goes on (ignore_failures)
+#   ("finish",)                               every task is accounted for; always the last command
+#   ("abort", reason, failure | None)         the run cannot go on; always the last command
+# `failure` is {"stage": int, "stage_name": str, "batch": int, "tasks": list[int],
+#               "kind": "user" | "infra", "message": str, "attempts": int}.
+
+@_typing.final
+class StageSpec:
+    """One pipeline stage as the scheduler sees it (immutable).
+
+    `pool_size` fixes the pool (capped to what fits, with a warning); else `max_pool_size` bounds an
+    automatic pool (None: as many actors as fit; one per node for stages needing no CPU and no GPU).
+    """
+
+    def __new__(
+        cls,
+        name: str,
+        *,
+        batch_size: int = 1,
+        cpus: float = 1.0,
+        gpus: float = 0.0,
+        pool_size: int | None = None,
+        max_pool_size: int | None = None,
+        slots_per_actor: int = 2,
+        max_batches_per_call: int = 64,
+        max_retries: int = 3,
+        queue_max_tasks: int = 10000,
+        queue_max_bytes: int = 1073741824,
+    ) -> StageSpec: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def batch_size(self) -> int:
+        """At most this many tasks per `process_batch` call."""
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def gpus(self) -> float:
+        """GPUs per actor: a fraction of one device, or a whole number of devices."""
+    @property
+    def pool_size(self) -> int | None: ...
+    @property
+    def max_pool_size(self) -> int | None: ...
+    @property
+    def slots_per_actor(self) -> int:
+        """Remote calls in flight per actor."""
+    @property
+    def max_batches_per_call(self) -> int: ...
+    @property
+    def max_retries(self) -> int:
+        """Retries of a batch after infrastructure failures."""
+    @property
+    def queue_max_tasks(self) -> int:
+        """Bound of this stage's input queue in tasks; upstream waits while it is reached."""
+    @property
+    def queue_max_bytes(self) -> int:
+        """Bound of this stage's input queue in bytes."""
+
+@_typing.final
+class NodeSpec:
+    """Capacity of one node the run may use (reserved resources already taken off)."""
+
+    def __new__(cls, id: str, cpus: float, gpus: float = 0.0) -> NodeSpec: ...
+    @property
+    def id(self) -> str: ...
+    @property
+    def cpus(self) -> float: ...
+    @property
+    def gpus(self) -> float: ...
+
+@_typing.final
+class Scheduler:
+    """The sans-IO streaming scheduler: feed it events, execute the commands `poll` returns.
+
+    Raises `ConfigError` for an invalid spec or setting (naming the stage) and `InfeasibleError` when
+    there are no nodes or a stage's actor fits on no node. Times are the driver's monotonic clock in
+    seconds; sizes are bytes. Event methods raise `ProtocolError` for an unknown actor or batch, a batch
+    that is not in flight (e.g. reported twice) or an actor reported ready twice; after the run ended
+    they accept late reports and ignore them.
+    """
+
+    def __new__(
+        cls,
+        stages: list[StageSpec],
+        nodes: list[NodeSpec],
+        *,
+        ignore_failures: bool = False,
+        batch_timeout_s: float | None = None,
+        call_overhead_s: float = 0.0005,
+        rebalance_interval_s: float = 0.5,
+    ) -> Scheduler: ...
+    def add_tasks(self, bytes: list[int], items: list[int] | None = None) -> list[int]:
+        """Add inputs of the first stage (sizes in bytes, item counts); returns their task ids.
+
+        `ProtocolError` after `close_input`.
+        """
+    def close_input(self) -> None:
+        """No more inputs: partial batches may go, and the run can finish."""
+    def tick(self, now: float) -> None:
+        """Tell the clock (seconds, monotonic); at least once per driver round. Drives batch timeouts
+        and rebalancing."""
+    def actors_ready(self, actors: list[int]) -> None:
+        """These actors finished their constructor (setup included) and can take calls."""
+    def actor_failed(self, actor: int, user_error: bool, message: str) -> None:
+        """The actor is gone: its setup raised (`user_error`, aborts the run) or it died (its batches
+        are retried and it is replaced). Calls still outstanding on it must not be reported."""
+    def batches_done(
+        self,
+        batch_ids: list[int],
+        n_outputs: list[int],
+        out_bytes: list[int],
+        out_items: list[int],
+        busy_s: list[float],
+    ) -> list[int]:
+        """Report finished batches (parallel lists: output count, total output bytes and items, seconds
+        spent in `process_batch`). Returns the new output task ids, batch after batch, in each batch's
+        output order; bytes and items are spread evenly over a batch's outputs."""
+    def batch_failed(self, batch: int, user_error: bool, message: str) -> None:
+        """The batch raised (`user_error`: recorded with ignore_failures, else the run aborts) or was
+        lost to an infrastructure failure (retried first, up to `max_retries`)."""
+    def poll(self) -> list[tuple[_typing.Any, ...]]:
+        """Every decision since the last poll, as tagged tuples (see above); cheap when nothing changed."""
+    @property
+    def finished(self) -> bool:
+        """True once `finish` or `abort` was decided."""
+    @property
+    def aborted(self) -> bool: ...
+    @property
+    def input_closed(self) -> bool: ...
+    @property
+    def now(self) -> float:
+        """The clock at the last `tick` (seconds)."""
+    @property
+    def stage_names(self) -> list[str]: ...
+    def metrics(self) -> dict[str, _typing.Any]:
+        """Snapshot: {"stages": [per-stage dict], "now", "tasks_initial", "tasks_emitted",
+        "tasks_failed", "tasks_queued", "tasks_in_flight", "actors_live", "calls_in_flight",
+        "free_cpus", "free_gpus", "finished", "aborted"}. Per stage: "name", "queued_tasks",
+        "queued_bytes", "in_flight_batches", "in_flight_tasks", "tasks_in", "bytes_in", "items_in",
+        "tasks_done", "tasks_out", "bytes_out", "items_out", "tasks_failed", "batches_done",
+        "batches_failed", "retries", "calls", "busy_s", "mean_batch_s", "actors_pending",
+        "actors_ready", "actors_busy", "actors_idle", "actors_created", "actors_died", "slots_in_use",
+        "pool_target", "first_start", "last_end", "output_ratio", "backpressured", "finished"."""
+    def balance(self) -> dict[str, int | bool]:
+        """Where every task is: "initial" + "produced" == "emitted" + "consumed" + "failed" + "queued"
+        + "in_flight" ("balanced"); "complete" when also nothing is queued or in flight. "filtered"
+        counts inputs of batches that succeeded with no output."""
+    def roots(self, task_id: int) -> list[int]:
+        """The initial inputs a task descends from (sorted; empty for an unknown id)."""
+    def take_warnings(self) -> list[str]:
+        """Warnings to log (e.g. a fixed pool capped to what fits); each is returned once."""
+    def heap_bytes(self) -> int:
+        """Approximate bytes held by the scheduler's per-task and per-batch records."""
 
 # --- arrow.rs -----------------------------------------------------------------------------------
 def table_nbytes(table: object) -> int: ...
@@ -28,3 +190,34 @@ def coalesce(
 def concat_to_single_batch(table: object) -> pa.Table: ...
 
 # --- codec.rs -----------------------------------------------------------------------------------
+
+@_final
+class Ledger:
+    """Per-stage task counts of a run (batches, tasks in/out, failed tasks/batches)."""
+
+    def __new__(cls, num_stages: int) -> Ledger: ...
+    def record(
+        self,
+        stage: int,
+        tasks_in: int,
+        tasks_out: int,
+        failed_tasks: int = 0,
+        batches: int = 1,
+        failed_batches: int = 0,
+    ) -> None: ...
+    def merge(self, other: Ledger | bytes) -> None: ...
+    def merge_column(self, table: object, column: str) -> int: ...
+    def to_bytes(self) -> bytes: ...
+    @staticmethod
+    def from_bytes(data: bytes) -> Ledger: ...
+    @property
+    def num_stages(self) -> int: ...
+    def stages(self) -> list[dict[str, int]]: ...
+    def check(
+        self,
+        initial_tasks: int,
+        final_tasks: int,
+        failure_records: int,
+        stage_names: list[str] | None = None,
+    ) -> list[str]: ...
+    def __eq__(self, value: object, /) -> bool: ...

@@ -105,9 +105,7 @@ def test_linear_ints(make_executor: Callable[[], BaseExecutor]) -> None:
 
 
 def test_fan_out_then_map(make_variant: Callable[[], BaseExecutor]) -> None:
-    got = _check_same(
-        make_variant, [FanOutStage(n=3), AddConstantStage(value=1)], lambda: make_int_tasks(10)
-    )
+    got = _check_same(make_variant, [FanOutStage(n=3), AddConstantStage(value=1)], lambda: make_int_tasks(10))
     assert len(got) == 30
 
 

@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
 
         # One local Ray for all runs, so start-up (seconds) is paid once and reported apart.
         start = time.perf_counter()
+        # address="local": always a fresh local Ray, never some other cluster found on this machine.
         ray.init(
+            address="local",
             num_cpus=args.num_cpus,
             include_dashboard=False,
             log_to_driver=False,
@@ -114,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             print(format_summary(results, wall))
         else:
             print(f"{len(results)} output tasks in {wall:.2f} s wall time")
+            report = executor.last_run
+            report.to_json(Path(args.output) / f"{name}-report.json")
+            try:
+                png = report.plot_timeline(Path(args.output) / f"{name}-timeline.png")
+                print(f"Run report: {Path(args.output) / f'{name}-report.json'}; timeline picture: {png}")
+            except ImportError as exc:
+                print(f"(no timeline picture: {exc})")
         files = sorted(out_dir.glob("*.parquet"))
         print(f"Output: {len(files)} Parquet files in {out_dir.resolve()}")
     print(

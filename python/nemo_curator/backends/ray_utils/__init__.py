@@ -12,4 +12,11 @@ from nemo_curator.backends.ray_utils.nodes import (
 from nemo_curator.backends.ray_utils.payload import payload_nbytes
 from nemo_curator.backends.ray_utils.session import RaySession
 
-__all__ = ["ClusterNode", "RaySession", "cluster_nodes", "payload_nbytes", "run_setup_on_node", "wait_for_resources"]
+__all__ = [
+    "ClusterNode",
+    "RaySession",
+    "cluster_nodes",
+    "payload_nbytes",
+    "run_setup_on_node",
+    "wait_for_resources",
+]

@@ -1,11 +1,12 @@
 """What runs inside Ray Data's workers: one stage over codec blocks.
 
-Each `map_batches` call gets a block of tasks, runs `process_batch` on consecutive slices of exactly
-`batch_size` tasks, and returns one block with the outputs. The block's ledger (what every upstream
-call did) is merged with this call's counts and travels on; so do failure records.
+Each `map_batches` call gets a block of tasks and runs a segment (one or more consecutive stages)
+on it: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
+it receives, and the last stage's outputs go back as one block. The block's ledger (what every
+upstream call did) is merged with this call's counts and travels on; so do failure records.
 
-Actor stages are a class Ray Data instantiates once per actor; task stages are a function whose
-stage instance is kept per worker process, so `setup` runs once per process and the stage timer
+Actor segments are a class Ray Data instantiates once per actor; task segments are a function whose
+stage instances are kept per worker process, so `setup` runs once per process and each stage timer
 measures idle time between calls (Curator builds a new adapter per task).
 
 `setup_on_node` runs once per (stage, node) through a small registry actor: the first worker of a
@@ -63,7 +64,6 @@ def failure_message(failure: dict[str, Any]) -> str:
 class StagePlan:
     """Everything a worker needs to run one stage of one run (picklable, small)."""
 
-    run_id: str
     index: int
     num_stages: int
     name: str
@@ -71,7 +71,20 @@ class StagePlan:
     batch_size: int
     ignore_failures: bool
     node_setups: Any  # handle of the run's `NodeSetups` actor; None: the stage has no setup_on_node
-    stored_inputs: list[Any] | None = None  # first stage: refs of the initial task lists
+
+
+@dataclass(frozen=True)
+class SegmentPlan:
+    """Consecutive stages that one `map_batches` call runs one after the other, tasks in memory."""
+
+    run_id: str
+    index: int
+    stages: tuple[StagePlan, ...]
+    stored_inputs: list[Any] | None = None  # first segment: refs of the initial task lists
+
+    @property
+    def label(self) -> str:
+        return "+".join(s.name for s in self.stages)
 
 
 @ray.remote(num_cpus=0)
@@ -96,7 +109,7 @@ class NodeSetups:
 
 
 class StageRunner:
-    """One stage instance in one worker process: setup once, then blocks in, blocks out."""
+    """One stage instance in one worker process: `setup` once, then batches of exactly `batch_size`."""
 
     def __init__(self, plan: StagePlan) -> None:
         self.plan = plan
@@ -106,7 +119,6 @@ class StageRunner:
         context = ray.get_runtime_context()
         self.metadata = WorkerMetadata(worker_id=context.get_worker_id(), allocation=None)
         self._torn_down = False
-        self._stored: tuple[int, Any] | None = None
         if plan.node_setups is not None:
             try:
                 # This node's setup_on_node for the stage must be over before this worker's setup.
@@ -120,28 +132,27 @@ class StageRunner:
         except Exception as exc:
             self.setup_error = {**describe_error(exc), "phase": "setup"}
 
-    def process(self, block: pa.Table) -> pa.Table:
-        plan = self.plan
+    def check_setup(self) -> None:
         if self.setup_error is not None:
-            failure = {"stage": plan.name, "task_ids": [], **self.setup_error}
+            name = self.plan.name
+            failure = {"stage": name, "task_ids": [], **self.setup_error}
             raise StageFailedError(
-                f"{self.setup_error['phase']} of stage '{plan.name}' failed: "
+                f"{self.setup_error['phase']} of stage '{name}' failed: "
                 f"{failure['error_type']}: {failure['message']}\n{failure['traceback']}",
                 failure,
             )
-        decoded = codec.decode_block(block, stored=self._stored_list)
-        tasks = decoded.tasks
-        failures = decoded.failures
-        if not tasks and not decoded.ledgers and not failures:
-            return codec.empty_block()
+
+    def run(self, tasks: list[Any], ledger: Any, failures: list[dict[str, Any]]) -> list[Any]:
+        """`process_batch` on consecutive slices of `batch_size` tasks; counts go to `ledger`."""
+        plan = self.plan
         outputs: list[Any] = []
-        batches = tasks_out = failed_tasks = failed_batches = 0
+        batches = failed_tasks = failed_batches = 0
         size = plan.batch_size
         for start in range(0, len(tasks), size):
             batch = tasks[start : start + size]
             batches += 1
             try:
-                produced = self.adapter.process_batch(batch)
+                outputs.extend(self.adapter.process_batch(batch))
             except Exception as exc:
                 failure = {
                     "stage": plan.name,
@@ -159,31 +170,16 @@ class StageRunner:
                 failures.append(failure)
                 failed_tasks += len(batch)
                 failed_batches += 1
-                continue
-            tasks_out += len(produced)
-            outputs.extend(produced)
-        ledger = _core.Ledger(plan.num_stages)
-        for encoded in decoded.ledgers:
-            ledger.merge(encoded)
         if tasks:
             ledger.record(
                 plan.index,
                 len(tasks),
-                tasks_out,
+                len(outputs),
                 failed_tasks=failed_tasks,
                 batches=batches,
                 failed_batches=failed_batches,
             )
-        return codec.encode_tasks(outputs, ledger=ledger.to_bytes(), failures=failures)
-
-    def _stored_list(self, index: int) -> Any:
-        """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
-        if self._stored is None or self._stored[0] != index:
-            refs = self.plan.stored_inputs
-            if refs is None or index >= len(refs):
-                raise codec.CodecError(f"stage '{self.plan.name}' got a row of initial task list {index}")
-            self._stored = (index, ray.get(refs[index]))
-        return self._stored[1]
+        return outputs
 
     def teardown(self) -> None:
         if self._torn_down or self.setup_error is not None:
@@ -192,15 +188,59 @@ class StageRunner:
         self.stage.teardown()
 
 
+class SegmentRunner:
+    """The stages of a segment in one worker process: block in, tasks through every stage, block out.
+
+    Tasks pass from stage to stage as objects; only the segment's input and output are blocks.
+    """
+
+    def __init__(self, plan: SegmentPlan) -> None:
+        self.plan = plan
+        self.runners = [StageRunner(stage) for stage in plan.stages]
+        self._num_stages = plan.stages[0].num_stages
+        self._stored: tuple[int, Any] | None = None
+
+    def process(self, block: pa.Table) -> pa.Table:
+        for runner in self.runners:
+            runner.check_setup()
+        decoded = codec.decode_block(block, stored=self._stored_list)
+        tasks = decoded.tasks
+        failures = decoded.failures
+        if not tasks and not decoded.ledgers and not failures:
+            return codec.empty_block()
+        ledger = _core.Ledger(self._num_stages)
+        for encoded in decoded.ledgers:
+            ledger.merge(encoded)
+        for runner in self.runners:
+            tasks = runner.run(tasks, ledger, failures)
+        return codec.encode_tasks(tasks, ledger=ledger.to_bytes(), failures=failures)
+
+    def _stored_list(self, index: int) -> Any:
+        """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
+        if self._stored is None or self._stored[0] != index:
+            refs = self.plan.stored_inputs
+            if refs is None or index >= len(refs):
+                raise codec.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
+            self._stored = (index, ray.get(refs[index]))
+        return self._stored[1]
+
+    def teardown(self) -> None:
+        for runner in self.runners:
+            try:
+                runner.teardown()
+            except Exception as exc:
+                logger.warning(f"teardown of stage '{runner.plan.name}' failed: {exc!r}")
+
+
 # ------------------------------------------------------------------------------------------------------------
 # The callables handed to `map_batches`.
 
 
-class StageActor:
-    """Actor-stage UDF: one `StageRunner` per actor; `teardown` when Ray Data retires the actor."""
+class SegmentActor:
+    """Actor UDF: one `SegmentRunner` per actor; `teardown` when Ray Data retires the actor."""
 
-    def __init__(self, plan: StagePlan) -> None:
-        self._runner = StageRunner(plan)
+    def __init__(self, plan: SegmentPlan) -> None:
+        self._runner = SegmentRunner(plan)
 
     def __call__(self, block: pa.Table) -> pa.Table:
         return self._runner.process(block)
@@ -208,27 +248,28 @@ class StageActor:
     def __del__(self) -> None:
         runner = getattr(self, "_runner", None)
         if runner is not None:
-            try:
-                runner.teardown()
-            except Exception as exc:
-                logger.warning(f"teardown of stage '{runner.plan.name}' failed: {exc!r}")
+            runner.teardown()
 
 
-def actor_class_for(stage: ProcessingStage[Any, Any]) -> type:
-    """A `StageActor` subclass named after the stage's class, so Ray Data's plan reads well."""
-    return type(f"{type(stage).__name__}Actor", (StageActor,), {"__module__": StageActor.__module__})
+def _udf_name(stages: list[ProcessingStage[Any, Any]], suffix: str) -> str:
+    return "_".join(type(s).__name__ for s in stages) + suffix
 
 
-# Stage instances of task stages in this worker process, by (run id, stage index); a few runs kept.
-_RUNNERS: OrderedDict[tuple[str, int], StageRunner] = OrderedDict()
+def actor_class_for(stages: list[ProcessingStage[Any, Any]]) -> type:
+    """A `SegmentActor` subclass named after the stages' classes, so Ray Data's plan reads well."""
+    return type(_udf_name(stages, "Actor"), (SegmentActor,), {"__module__": SegmentActor.__module__})
+
+
+# Segment runners of task segments in this worker process, by (run id, segment); a few runs kept.
+_RUNNERS: OrderedDict[tuple[str, int], SegmentRunner] = OrderedDict()
 _RUNS_KEPT = 4
 
 
-def run_task_stage(plan: StagePlan, block: pa.Table) -> pa.Table:
+def run_task_segment(plan: SegmentPlan, block: pa.Table) -> pa.Table:
     key = (plan.run_id, plan.index)
     runner = _RUNNERS.get(key)
     if runner is None:
-        runner = StageRunner(plan)
+        runner = SegmentRunner(plan)
         _RUNNERS[key] = runner
         runs = list(dict.fromkeys(run for run, _ in _RUNNERS))
         for old in runs[:-_RUNS_KEPT]:
@@ -237,11 +278,13 @@ def run_task_stage(plan: StagePlan, block: pa.Table) -> pa.Table:
     return runner.process(block)
 
 
-def task_function_for(stage: ProcessingStage[Any, Any], plan: StagePlan) -> Callable[[pa.Table], pa.Table]:
-    """Task-stage UDF, named after the stage's class."""
+def task_function_for(
+    stages: list[ProcessingStage[Any, Any]], plan: SegmentPlan
+) -> Callable[[pa.Table], pa.Table]:
+    """Task UDF for a segment, named after the stages' classes."""
 
     def fn(block: pa.Table) -> pa.Table:
-        return run_task_stage(plan, block)
+        return run_task_segment(plan, block)
 
-    fn.__name__ = fn.__qualname__ = f"{type(stage).__name__}Task"
+    fn.__name__ = fn.__qualname__ = _udf_name(stages, "Task")
     return fn

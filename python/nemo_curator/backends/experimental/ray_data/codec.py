@@ -153,7 +153,7 @@ def _frame_fits_arrow(frame: pd.DataFrame) -> bool:
         return False
     index_levels = frame.index.levels if isinstance(frame.index, pd.MultiIndex) else [frame.index]
     dtypes = [*frame.dtypes, *(level.dtype for level in index_levels)]
-    return not any(dtype == object for dtype in dtypes)
+    return not any(pd.api.types.is_object_dtype(dtype) for dtype in dtypes)
 
 
 def _ipc_size(table: pa.Table) -> int:
@@ -315,7 +315,9 @@ def _column_chunks(block: pa.Table, name: str) -> list[pa.Array]:
     try:
         return block.column(name).chunks
     except KeyError as exc:
-        raise CodecError(f"not a task block: column '{name}' is missing (columns: {block.column_names})") from exc
+        raise CodecError(
+            f"not a task block: column '{name}' is missing (columns: {block.column_names})"
+        ) from exc
 
 
 def _rebuild(cls: type, attrs: dict[str, Any], task_id: str, dataset_name: str, data: Any) -> Task[Any]:
@@ -365,7 +367,9 @@ def _decode_part(batch: pa.RecordBatch, stored: StoredLists | None) -> list[Task
         return []
     formats = batch.column("_format").to_numpy(zero_copy_only=False)
     payload = batch.column("_payload")
-    offsets = np.frombuffer(payload.buffers()[1], dtype=np.int64, count=payload.offset + n + 1)[payload.offset :]
+    offsets = np.frombuffer(payload.buffers()[1], dtype=np.int64, count=payload.offset + n + 1)[
+        payload.offset :
+    ]
     values = payload.buffers()[2]
     columns: tuple[list[Any], ...] | None = None
     out: list[Task[Any]] = []
@@ -411,7 +415,9 @@ def _task_columns(batch: pa.RecordBatch) -> tuple[list[Any], ...]:
 def count_tasks(block: pa.Table) -> int:
     """Number of task rows of a block (its other rows only carry accounting)."""
     kinds = block.column("_kind")
-    return block.num_rows - sum(int(np.count_nonzero(c.to_numpy(zero_copy_only=False) != ROW_TASK)) for c in kinds.chunks)
+    return block.num_rows - sum(
+        int(np.count_nonzero(c.to_numpy(zero_copy_only=False) != ROW_TASK)) for c in kinds.chunks
+    )
 
 
 def empty_block() -> pa.Table:

@@ -20,6 +20,10 @@ class RayDataConfig:
     #: Skip a failing batch (its tasks are logged and listed in `executor.failures`) and go on,
     #: instead of failing the run.
     ignore_failures: bool = False
+    #: Retries of a Ray task, or restarts of an actor, whose worker process died (a crash, not an
+    #: exception: those fail the batch at once). When they run out the run fails, also under
+    #: `ignore_failures` (Ray Data does not say which tasks the lost block held).
+    max_retries: int = 3
     #: Actors per actor stage (fixed); `stage.num_workers()` overrides it per stage. None: from one
     #: actor up to as many as the free resources hold.
     pool_size: int | None = None
@@ -28,17 +32,18 @@ class RayDataConfig:
     reserved_gpus: float = 0.0
     #: Ray runtime environment of the stage workers (and of a Ray instance the executor starts).
     runtime_env: dict[str, Any] = field(default_factory=dict)
-    #: Most tasks in one block of the initial tasks.
-    max_tasks_per_block: int = 64
-    #: Target size of a block: Ray Data cuts bigger outputs into several blocks.
-    target_block_bytes: int = 128 * 1024 * 1024
-    #: Tasks per block after a fan-out stage (`is_fanout_stage`), so that the next stage spreads them
-    #: over its workers. None: the next stage's batch size.
+    #: Most tasks in one block of the initial tasks (fewer when needed to give every CPU work).
+    max_tasks_per_block: int = 1024
+    #: Target size of a block: the initial blocks stay under it and Ray Data cuts bigger outputs.
+    target_block_bytes: int = 8 * 1024 * 1024
+    #: Tasks per block after a fan-out stage (`is_fanout_stage`) whose next stage has batch size 1,
+    #: so that the next stage spreads them over its workers. None: 1 (larger suits tiny tasks).
     fanout_tasks_per_block: int | None = None
-    #: Full batches everywhere: a stage with `batch_size` B gets blocks of exactly B tasks from a
-    #: separate, global repartition. Otherwise the cut happens inside the previous stage's Ray tasks
-    #: (fused, no extra pass): batches are still at most B and one call each, but a previous stage
-    #: that filters or fans out leaves one short batch per task it ran.
+    #: Full batches everywhere: every stage with `batch_size` B > 1 starts its own segment and reads
+    #: blocks of exactly B tasks from a global repartition. Otherwise consecutive task stages share
+    #: one Ray Data call (no pass over the data in between); batches are still at most B and one
+    #: call each, but a stage after one that filtered or fanned out tasks in the same call may get
+    #: one short batch per call.
     exact_batches: bool = False
     #: Run every stage in an actor pool (default: only stages that override `setup`, use both GPUs
     #: and CPUs, or say `is_actor_stage`).
@@ -58,7 +63,9 @@ class RayDataConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(config) - known)
         if unknown:
-            raise ValueError(f"Unknown RayDataExecutor config key(s) {unknown}; valid keys are {sorted(known)}")
+            raise ValueError(
+                f"Unknown RayDataExecutor config key(s) {unknown}; valid keys are {sorted(known)}"
+            )
         out = cls(**config)
         out._check()
         return out
@@ -74,6 +81,8 @@ class RayDataConfig:
             value = getattr(self, key)
             if value is not None and (not _is_int(value) or value < 1):
                 raise bad(key, "a positive int or None")
+        if not _is_int(self.max_retries) or self.max_retries < 0:
+            raise bad("max_retries", "an int >= 0")
         for key in ("max_tasks_per_block", "target_block_bytes"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 raise bad(key, "an int >= 1")

@@ -1,12 +1,23 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
-Plan, per stage: a `map_batches` over codec blocks (`codec.py`) in an actor pool when the stage needs
-per-worker state (it overrides `setup`, uses GPUs and CPUs, or `ray_stage_spec()` says
-`is_actor_stage`), in Ray tasks otherwise. One row is one task, so batch sizes are task counts:
-a stage with `batch_size` B > 1 reads blocks of exactly B rows, cut by a strict streaming
-repartition (or by the initial blocking, for the first stage), and calls `process_batch` once per
-block; the only short batch is the last one, or one holding a row that only carries accounting.
-A fan-out stage's output is re-blocked so the next stage spreads it over its workers.
+One row is one task (`codec.py`), so Ray Data's row counts are task counts and its byte counts are
+the payloads' real sizes. The stages are grouped into segments, each one `map_batches`:
+
+- consecutive task stages with the same resources form one segment, run in Ray tasks: a call
+  takes a block and passes its tasks through every stage of the segment as objects (one decode and
+  one encode per segment, not per stage);
+- a stage that needs per-worker state (overrides `setup`, uses GPUs and CPUs, or its
+  `ray_stage_spec()` says `is_actor_stage`) is a segment of its own, run in an actor pool sized
+  from `num_workers()`, `pool_size` or the cluster's resources;
+- a fan-out stage ends its segment, and a strict streaming repartition re-blocks its outputs so
+  the next segment spreads them over its workers.
+
+Batches: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
+it receives. A segment whose first stage has a batch size B > 1 reads blocks of exactly B rows
+(strict repartition, or the initial blocking for the first segment), so its batches are full but
+the last one; a later stage of a segment is full too unless an earlier stage of the same segment
+filtered or fanned out tasks (then each call may end with a short batch). `exact_batches` starts a
+new segment at every stage with B > 1, for full batches everywhere at the cost of one more pass.
 
 The driver streams the final blocks (`iter_internal_ref_bundles`), decodes each as it arrives
 (Arrow payloads stay in the object store, referenced without a copy) and merges the per-block
@@ -22,18 +33,24 @@ from __future__ import annotations
 
 import math
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
 import ray
 from loguru import logger
 
 from nemo_curator import _core
-from nemo_curator.backends.base import BaseExecutor, prepare_initial_tasks, resolve_batch_size, validate_stages
+from nemo_curator.backends.base import (
+    BaseExecutor,
+    prepare_initial_tasks,
+    resolve_batch_size,
+    validate_stages,
+)
 from nemo_curator.backends.experimental.ray_data import codec
 from nemo_curator.backends.experimental.ray_data.adapter import (
     NodeSetups,
+    SegmentPlan,
     StageFailedError,
     StagePlan,
     actor_class_for,
@@ -41,6 +58,7 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
     task_function_for,
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes
 from nemo_curator.stages.base import ProcessingStage
@@ -58,15 +76,13 @@ _NODE_ID_LABEL = "ray.io/node-id"
 _FETCH_BLOCKS = 8
 
 
-def is_actor_stage(stage: ProcessingStage[Any, Any]) -> bool:
-    """Curator's rule: an explicit `is_actor_stage` wins; otherwise a stage that overrides `setup`
-    or needs both GPUs and CPUs runs in actors."""
+def _runs_in_actors(stage: ProcessingStage[Any, Any]) -> bool:
+    """Curator's rule: an explicit `is_actor_stage` wins; otherwise `utils.is_actor_stage`."""
     spec = stage.ray_stage_spec() or {}
     explicit = spec.get(RayStageSpecKeys.IS_ACTOR_STAGE.value)
     if explicit is not None:
         return bool(explicit)
-    res = stage.resources
-    return type(stage).setup is not ProcessingStage.setup or (res.gpus > 0 and res.cpus > 0)
+    return is_actor_stage(stage)
 
 
 @dataclass
@@ -95,6 +111,7 @@ class RayDataExecutor(BaseExecutor):
         self.settings = RayDataConfig.from_dict(self.config)
         self.failures: list[dict[str, Any]] = []
         self.last_run_stats: list[dict[str, Any]] = []
+        self._segment_udfs: list[tuple[str, list[str]]] = []
 
     # ----------------------------------------------------------------------------------------- execute
     def execute(
@@ -114,8 +131,14 @@ class RayDataExecutor(BaseExecutor):
             _size_pools(plans, nodes, s.pool_size)
             stage_refs = [_put_stage(p.stage) for p in plans]
             # Only stages that override `setup_on_node` need the per-node registry (an actor).
-            needs_node_setup = [type(p.stage).setup_on_node is not ProcessingStage.setup_on_node for p in plans]
-            setups = NodeSetups.remote(stage_refs, [p.stage.name for p in plans]) if any(needs_node_setup) else None
+            needs_node_setup = [
+                type(p.stage).setup_on_node is not ProcessingStage.setup_on_node for p in plans
+            ]
+            setups = (
+                NodeSetups.remote(stage_refs, [p.stage.name for p in plans])
+                if any(needs_node_setup)
+                else None
+            )
             try:
                 results = self._run(plans, stage_refs, setups, needs_node_setup, tasks, nodes)
             finally:
@@ -134,11 +157,13 @@ class RayDataExecutor(BaseExecutor):
                 )
         res = stage.resources
         if res.gpus <= 0 and (getattr(res, "nvdecs", 0) > 0 or getattr(res, "nvencs", 0) > 0):
-            raise ValueError(f"Stage '{stage.name}': Ray Data does not support nvdecs / nvencs. Please use gpus instead.")
+            raise ValueError(
+                f"Stage '{stage.name}': Ray Data does not support nvdecs / nvencs. Please use gpus instead."
+            )
         return _StagePlan(
             stage=stage,
             batch_size=resolve_batch_size(stage),
-            actor=self.settings.force_actors or is_actor_stage(stage),
+            actor=self.settings.force_actors or _runs_in_actors(stage),
             fanout=bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
         )
 
@@ -154,8 +179,24 @@ class RayDataExecutor(BaseExecutor):
     ) -> list[Task[Any]]:
         s = self.settings
         run_id = uuid.uuid4().hex
+        n = len(plans)
+        stage_plans = [
+            StagePlan(
+                index=i,
+                num_stages=n,
+                name=plan.stage.name,
+                stage_ref=stage_refs[i],
+                batch_size=plan.batch_size,
+                ignore_failures=s.ignore_failures,
+                node_setups=setups if needs_node_setup[i] else None,
+            )
+            for i, plan in enumerate(plans)
+        ]
+        segments = _segments(plans, s.exact_batches)
+        first = segments[0]
         total_cpus = max(1, int(sum(n.cpus for n in nodes)))
-        groups = _initial_groups(tasks, s.max_tasks_per_block, s.target_block_bytes, total_cpus, plans[0].batch_size)
+        first_batch = math.lcm(*(plans[i].batch_size for i in first))
+        groups = _initial_groups(tasks, s.max_tasks_per_block, s.target_block_bytes, total_cpus, first_batch)
         # The initial tasks go into the object store once, as they are (Arrow buffers travel
         # out-of-band: the first stage reads them without a copy); the dataset's first blocks only
         # point at them.
@@ -163,63 +204,68 @@ class RayDataExecutor(BaseExecutor):
         ds = ray.data.from_arrow([codec.encode_stored(group, k) for k, group in enumerate(groups)])
         del groups
         self._configure_context(ds.context, nodes)
-        n = len(plans)
-        for i, plan in enumerate(plans):
-            stage = plan.stage
-            worker_plan = StagePlan(
+        self._segment_udfs = []
+        for k, members in enumerate(segments):
+            if k > 0:
+                previous = plans[segments[k - 1][-1]]
+                head = plans[members[0]].batch_size
+                if head > 1:
+                    # Exact batches: blocks of `batch_size` rows, whatever the previous segment emitted.
+                    ds = ds.repartition(target_num_rows_per_block=head, strict=True)
+                elif previous.fanout:
+                    # Spread a fan-out's outputs over the next segment's workers. Strict, so Ray does
+                    # not fuse it into the previous segment (its calls take whole blocks).
+                    ds = ds.repartition(target_num_rows_per_block=s.fanout_tasks_per_block or 1, strict=True)
+            plan = SegmentPlan(
                 run_id=run_id,
-                index=i,
-                num_stages=n,
-                name=stage.name,
-                stage_ref=stage_refs[i],
-                batch_size=plan.batch_size,
-                ignore_failures=s.ignore_failures,
-                node_setups=setups if needs_node_setup[i] else None,
-                stored_inputs=stored if i == 0 else None,
+                index=k,
+                stages=tuple(stage_plans[i] for i in members),
+                stored_inputs=stored if k == 0 else None,
             )
-            after = plans[i + 1].batch_size if i + 1 < n else 1
-            # Blocks of exactly `after` rows for the next stage. Cut inside this stage's tasks when
-            # they are Ray tasks (Ray fuses the repartition into them: no extra pass over the data);
-            # `exact_batches` or an actor stage cut them in a separate, global pass instead.
-            fused_cut = after > 1 and not plan.actor and not s.exact_batches
-            ray_batch: int | None = None
-            if fused_cut:
-                ray_batch = math.lcm(plan.batch_size, after)
-            elif stage.resources.gpus > 0:
-                ray_batch = plan.batch_size
-            ds = ds.map_batches(**self._map_args(plan, worker_plan, ray_batch))
-            if after > 1:
-                ds = ds.repartition(target_num_rows_per_block=after, strict=True)
-            elif plan.fanout and i + 1 < n:
-                # Spread a fan-out's outputs over the next stage's workers.
-                ds = ds.repartition(target_num_rows_per_block=s.fanout_tasks_per_block or 1)
+            args = self._map_args([plans[i] for i in members], plan)
+            udf = args["fn"].__name__
+            self._segment_udfs.append((udf, [plans[i].stage.name for i in members]))
+            with warnings.catch_warnings():
+                # Ray 2.60 has no named parameter for max_retries / max_restarts / max_task_retries.
+                warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
+                ds = ds.map_batches(**args)
             logger.debug(
-                f"Stage {i + 1}/{n} '{stage.name}': {'actors ' + str(plan.pool) if plan.actor else 'tasks'}, "
-                f"batch_size={plan.batch_size}, cpus={stage.resources.cpus}, gpus={stage.resources.gpus}"
+                f"Segment {k + 1}/{len(segments)} {plan.label}: "
+                f"{'actors ' + str(plans[members[0]].pool) if plans[members[0]].actor else 'tasks'}, "
+                f"batch sizes {[plans[i].batch_size for i in members]}"
             )
         return self._stream(ds, plans, len(tasks))
 
-    def _map_args(self, plan: _StagePlan, worker_plan: StagePlan, ray_batch: int | None) -> dict[str, Any]:
-        stage = plan.stage
-        res = stage.resources
+    def _map_args(self, members: list[_StagePlan], plan: SegmentPlan) -> dict[str, Any]:
+        stages = [m.stage for m in members]
+        res = stages[0].resources  # the same for every stage of a segment
         args: dict[str, Any] = {
             "batch_format": "pyarrow",
             "zero_copy_batch": True,
-            # Rows per UDF call: None is a whole block, which the runner cuts into batches (cheaper
-            # than a Ray Data call per batch); always a multiple of the stage's batch size.
-            "batch_size": ray_batch,
+            # A call takes a whole block and the stages cut it into batches (cheaper than a Ray Data
+            # call per batch); Ray Data insists on a batch size for GPU stages.
+            "batch_size": members[0].batch_size if res.gpus > 0 else None,
         }
-        if plan.actor:
-            args["fn"] = actor_class_for(stage)
-            args["fn_constructor_args"] = (worker_plan,)
-            assert plan.pool is not None
-            low, high, initial = plan.pool
+        retries = self.settings.max_retries
+        if members[0].actor:
+            args["fn"] = actor_class_for(stages)
+            # Ray Data restarts dead actors and retries their calls forever by default.
+            args["max_restarts"] = retries
+            args["max_task_retries"] = retries
+            args["fn_constructor_args"] = (plan,)
+            assert members[0].pool is not None
+            low, high, initial = members[0].pool
             if low == high:
                 args["compute"] = ray.data.ActorPoolStrategy(size=low)
             else:
-                args["compute"] = ray.data.ActorPoolStrategy(min_size=low, max_size=high, initial_size=initial)
+                args["compute"] = ray.data.ActorPoolStrategy(
+                    min_size=low, max_size=high, initial_size=initial
+                )
         else:
-            args["fn"] = task_function_for(stage, worker_plan)
+            args["fn"] = task_function_for(stages, plan)
+            # Ray Data retries a task whose worker died forever by default: a task that always
+            # kills its worker would never end.
+            args["max_retries"] = retries
         if res.cpus > 0:
             args["num_cpus"] = float(res.cpus)
         if res.gpus > 0:
@@ -239,7 +285,9 @@ class RayDataExecutor(BaseExecutor):
         options = ctx.execution_options
         options.preserve_order = s.preserve_order
         if self.ignore_head_node:
-            head = next((n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})), None)
+            head = next(
+                (n["NodeID"] for n in ray.nodes() if "node:__internal_head__" in n.get("Resources", {})), None
+            )
             if head is not None:
                 options.label_selector = {_NODE_ID_LABEL: f"!{head}"}
         if self.ignore_head_node or s.reserved_cpus or s.reserved_gpus:
@@ -270,15 +318,43 @@ class RayDataExecutor(BaseExecutor):
             if isinstance(cause, StageFailedError):
                 # The worker's message names the stage, the task ids and the original error.
                 raise StageFailedError(str(cause.args[0]), cause.failure) from None
-            raise
+            raise self._infra_failure(exc) from exc
+        except ray.exceptions.RayError as exc:
+            raise self._infra_failure(exc) from exc
         self.failures = failures
         for failure in failures:
             logger.warning(failure_message(failure).splitlines()[0] + " (skipped: ignore_failures=True)")
-        self.last_run_stats = [{"stage": name, **counts} for name, counts in zip(names, ledger.stages(), strict=True)]
+        self.last_run_stats = [
+            {"stage": name, **counts} for name, counts in zip(names, ledger.stages(), strict=True)
+        ]
         problems = ledger.check(num_initial, len(results), len(failures), names)
         if problems:
             raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
         return results
+
+    def _infra_failure(self, exc: BaseException) -> StageFailedError:
+        """A worker or actor died more often than `max_retries` allows: name the stages it ran."""
+        text = str(exc)
+        stages = [name for udf, names in self._segment_udfs if udf in text for name in names]
+        if stages:
+            where = f"stage(s) {stages}"
+        else:  # Ray's error does not name the task: list every stage the worker may have run.
+            stages = [name for _, names in self._segment_udfs for name in names]
+            where = f"one of the stages {stages}"
+        failure = {
+            "stage": stages[0] if len(stages) == 1 else "",
+            "task_ids": [],
+            "error_type": type(exc).__name__,
+            "message": text.splitlines()[0] if text else "",
+            "traceback": text,
+            "attempts": self.settings.max_retries + 1,
+            "kind": "infra",
+        }
+        return StageFailedError(
+            f"A Ray worker running {where} died {self.settings.max_retries + 1} time(s) (max_retries="
+            f"{self.settings.max_retries}): {failure['error_type']}: {failure['message']}",
+            failure,
+        )
 
     @staticmethod
     def _take(
@@ -315,7 +391,11 @@ def _usable_nodes(ignore_head_node: bool, reserved_cpus: float, reserved_gpus: f
         if node is None:
             continue
         total = info.get("Resources", {})
-        nodes.append(ClusterNode(node.node_id, node.is_head, float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))))
+        nodes.append(
+            ClusterNode(
+                node.node_id, node.is_head, float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
+            )
+        )
     nodes.sort(key=lambda n: (not n.is_head, n.node_id))
     out = []
     for n in nodes:
@@ -374,6 +454,27 @@ def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: in
         else:
             initial = max(1, capacity // max(1, actor_stages))
             plan.pool = (1, capacity, min(initial, capacity))
+
+
+def _segments(plans: list[_StagePlan], exact_batches: bool) -> list[list[int]]:
+    """Stage indices grouped into segments (see the module docs)."""
+    segments: list[list[int]] = []
+    for i, plan in enumerate(plans):
+        if segments:
+            prev = plans[i - 1]
+            same = (
+                not plan.actor
+                and not prev.actor
+                and not prev.fanout
+                and not (exact_batches and plan.batch_size > 1)
+                and (plan.stage.resources.cpus, plan.stage.resources.gpus)
+                == (prev.stage.resources.cpus, prev.stage.resources.gpus)
+            )
+            if same:
+                segments[-1].append(i)
+                continue
+        segments.append([i])
+    return segments
 
 
 def _initial_groups(
