@@ -17,9 +17,12 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 
 def _ray_executors() -> dict[str, BaseExecutor]:
-    from nemo_curator.backends.experimental import RayActorPoolExecutor
+    from nemo_curator.backends.experimental import RayActorPoolExecutor, RayDataExecutor
 
-    return {"ray_actor_pool": RayActorPoolExecutor(config={"show_progress": False})}
+    return {
+        "ray_actor_pool": RayActorPoolExecutor(config={"show_progress": False}),
+        "ray_data": RayDataExecutor(),
+    }
 
 
 def _run(executor: BaseExecutor, corpus: Path, out: Path) -> dict[str, list[dict[str, Any]]]:
