@@ -6,6 +6,7 @@ Nothing here makes scheduling decisions; those live in the Rust core (`nemo_cura
 from nemo_curator.backends.ray_utils.nodes import (
     ClusterNode,
     cluster_nodes,
+    put_stage,
     run_setup_on_node,
     wait_for_resources,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "RaySession",
     "cluster_nodes",
     "payload_nbytes",
+    "put_stage",
     "run_setup_on_node",
     "wait_for_resources",
 ]

@@ -107,3 +107,14 @@ def run_setup_on_node(stage_ref: Any, stage_name: str, node_id: str) -> ray.Obje
         scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
         name=f"{stage_name}.setup_on_node",
     ).remote(stage_ref, node_id)
+
+
+def put_stage(stage: Any) -> Any:
+    """`ray.put` the stage once (its workers share that copy); an unpicklable stage fails here, early."""
+    try:
+        return ray.put(stage)
+    except Exception as exc:
+        raise TypeError(
+            f"Stage '{stage.name}' ({type(stage).__name__}) cannot be pickled to send it to Ray workers: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc

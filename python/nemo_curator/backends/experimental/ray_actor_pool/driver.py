@@ -23,7 +23,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     SetupFailedError,
     worker_class_for,
 )
-from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, run_setup_on_node
+from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, put_stage, run_setup_on_node
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -65,7 +65,7 @@ class ActorPoolDriver:
         self.config = config
         self.monitor = monitor
         self._runtime_env = _parse_runtime_env(config.runtime_env)
-        self._stage_refs = [_put_stage(s) for s in stages]
+        self._stage_refs = [put_stage(s) for s in stages]
         specs = [
             _core.StageSpec(
                 name=s.name,
@@ -441,17 +441,6 @@ def _get_each(refs: Any) -> list[Any]:
             except ray.exceptions.RayError as exc:
                 out.append(exc)
         return out
-
-
-def _put_stage(stage: ProcessingStage[Any, Any]) -> Any:
-    # One copy per stage in the object store, shared by its actors; also the early pickling check.
-    try:
-        return ray.put(stage)
-    except Exception as exc:
-        raise TypeError(
-            f"Stage '{stage.name}' ({type(stage).__name__}) cannot be pickled to send it to Ray workers: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def _pool_size(stage: ProcessingStage[Any, Any], config: ActorPoolConfig) -> int | None:

@@ -1,4 +1,4 @@
-"""What runs inside Ray Data's workers: one stage over codec blocks.
+"""What runs inside Ray Data's workers: a segment of stages over codec blocks.
 
 Each `map_batches` call gets a block of tasks and runs a segment (one or more consecutive stages)
 on it: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks

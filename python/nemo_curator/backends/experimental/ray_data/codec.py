@@ -87,7 +87,7 @@ _CLASS_CACHE: dict[str, type] = {}
 _BY_NAME_CACHE: dict[type, bool] = {}
 
 
-def _resolve(name: str) -> type:
+def _resolve(name: str) -> type[Any]:
     cls = _CLASS_CACHE.get(name)
     if cls is None:
         module_name, _, qualname = name.partition(":")
@@ -320,7 +320,9 @@ def _column_chunks(block: pa.Table, name: str) -> list[pa.Array]:
         ) from exc
 
 
-def _rebuild(cls: type, attrs: dict[str, Any], task_id: str, dataset_name: str, data: Any) -> Task[Any]:
+def _rebuild(
+    cls: type[Task[Any]], attrs: dict[str, Any], task_id: str, dataset_name: str, data: Any
+) -> Task[Any]:
     task = cls.__new__(cls)
     state = task.__dict__
     state["task_id"] = task_id

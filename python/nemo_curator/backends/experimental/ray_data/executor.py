@@ -60,7 +60,7 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
-from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes
+from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, put_stage
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
 
@@ -97,9 +97,11 @@ class _StagePlan:
 class RayDataExecutor(BaseExecutor):
     """Runs a pipeline as one Ray Data dataset whose rows are tasks (see the module docs).
 
-    Config keys: see `RayDataConfig` (`ignore_failures`, `pool_size`, `reserved_cpus`, `reserved_gpus`,
-    `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `fanout_tasks_per_block`,
-    `preserve_order`, `show_progress`, `data_context`). Unknown keys raise `ValueError`.
+    Config keys: see `RayDataConfig` (`ignore_failures`, `max_retries`, `pool_size`, `reserved_cpus`,
+    `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`,
+    `fanout_tasks_per_block`, `exact_batches`, `force_actors`, `preserve_order`, `show_progress`,
+    `data_context`). Unknown keys raise `ValueError`. A stage's `ray_stage_spec()` may also size its
+    actor pool with `min_workers` / `max_workers` / `initial_workers`.
 
     After `execute()`: `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
     error type, message, traceback) and `last_run_stats` has one entry per stage (batches, tasks in
@@ -129,13 +131,13 @@ class RayDataExecutor(BaseExecutor):
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             nodes = _usable_nodes(self.ignore_head_node, s.reserved_cpus, s.reserved_gpus)
             _size_pools(plans, nodes, s.pool_size)
-            stage_refs = [_put_stage(p.stage) for p in plans]
+            stage_refs = [put_stage(p.stage) for p in plans]
             # Only stages that override `setup_on_node` need the per-node registry (an actor).
             needs_node_setup = [
                 type(p.stage).setup_on_node is not ProcessingStage.setup_on_node for p in plans
             ]
             setups = (
-                NodeSetups.remote(stage_refs, [p.stage.name for p in plans])
+                NodeSetups.remote(stage_refs, [p.stage.name for p in plans])  # type: ignore[attr-defined]
                 if any(needs_node_setup)
                 else None
             )
@@ -201,7 +203,9 @@ class RayDataExecutor(BaseExecutor):
         # out-of-band: the first stage reads them without a copy); the dataset's first blocks only
         # point at them.
         stored = [ray.put(group) for group in groups]
-        ds = ray.data.from_arrow([codec.encode_stored(group, k) for k, group in enumerate(groups)])
+        ds: ray.data.Dataset = ray.data.from_arrow(
+            [codec.encode_stored(group, k) for k, group in enumerate(groups)]
+        )
         del groups
         self._configure_context(ds.context, nodes)
         self._segment_udfs = []
@@ -405,17 +409,6 @@ def _usable_nodes(ignore_head_node: bool, reserved_cpus: float, reserved_gpus: f
     return out
 
 
-def _put_stage(stage: ProcessingStage[Any, Any]) -> Any:
-    # One copy per stage in the object store, shared by its workers; also the early pickling check.
-    try:
-        return ray.put(stage)
-    except Exception as exc:
-        raise TypeError(
-            f"Stage '{stage.name}' ({type(stage).__name__}) cannot be pickled to send it to Ray workers: "
-            f"{type(exc).__name__}: {exc}"
-        ) from exc
-
-
 def _fits(node: ClusterNode, cpus: float, gpus: float) -> int:
     """How many workers needing `cpus`/`gpus` fit on `node` (a large number when they need nothing)."""
     by_cpu = math.floor(node.cpus / cpus + 1e-9) if cpus > 0 else 1 << 20
@@ -428,8 +421,7 @@ def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: in
     actor_stages = sum(1 for p in plans if p.actor)
     for plan in plans:
         stage = plan.stage
-        # Ray Data gives a worker that asks for no CPU one CPU anyway.
-        cpus = float(stage.resources.cpus) if stage.resources.cpus > 0 else 1.0
+        cpus = _worker_cpus(plan)
         gpus = float(stage.resources.gpus)
         capacity = sum(_fits(n, cpus, gpus) for n in nodes)
         if capacity == 0:
@@ -442,6 +434,7 @@ def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: in
         if not plan.actor:
             continue
         wanted = stage.num_workers()
+        spec = stage.ray_stage_spec() or {}
         fixed = int(wanted) if wanted is not None and wanted > 0 else pool_size
         if fixed is not None:
             if fixed > capacity:
@@ -452,8 +445,44 @@ def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: in
                 fixed = capacity
             plan.pool = (fixed, fixed, fixed)
         else:
-            initial = max(1, capacity // max(1, actor_stages))
-            plan.pool = (1, capacity, min(initial, capacity))
+            low = min(int(spec.get(RayStageSpecKeys.MIN_WORKERS.value) or 1), capacity)
+            high = min(int(spec.get(RayStageSpecKeys.MAX_WORKERS.value) or capacity), capacity)
+            # Start with a fair share of the cluster rather than Ray Data's one actor.
+            initial = spec.get(RayStageSpecKeys.INITIAL_WORKERS.value) or capacity // max(1, actor_stages)
+            high = max(low, high)
+            plan.pool = (low, high, min(max(int(initial), low), high))
+    _fit_minimum_pools(plans, nodes)
+
+
+def _worker_cpus(plan: _StagePlan) -> float:
+    # Ray Data gives a worker that asks for no CPU one CPU anyway.
+    return float(plan.stage.resources.cpus) if plan.stage.resources.cpus > 0 else 1.0
+
+
+def _fit_minimum_pools(plans: list[_StagePlan], nodes: list[ClusterNode]) -> None:
+    """Shrink the actor pools' minimum sizes until they fit the cluster together, with room for one
+    task of the task stages: pools that start only when others finish could wait for each other."""
+    actors = [p for p in plans if p.actor and p.pool is not None]
+    tasks = [p for p in plans if not p.actor]
+    cpu_budget = sum(n.cpus for n in nodes) - max((_worker_cpus(p) for p in tasks), default=0.0)
+    gpu_budget = sum(n.gpus for n in nodes) - max((float(p.stage.resources.gpus) for p in tasks), default=0.0)
+
+    def over() -> bool:
+        cpus = sum(p.pool[0] * _worker_cpus(p) for p in actors if p.pool)
+        gpus = sum(p.pool[0] * float(p.stage.resources.gpus) for p in actors if p.pool)
+        return cpus > cpu_budget + 1e-9 or gpus > gpu_budget + 1e-9
+
+    shrunk = False
+    while over():
+        largest = max(actors, key=lambda p: p.pool[0] if p.pool else 0)
+        if largest.pool is None or largest.pool[0] <= 1:
+            break
+        low, high, initial = largest.pool
+        largest.pool = (low - 1, high, min(initial, high))
+        shrunk = True
+    if shrunk:
+        sizes = {p.stage.name: p.pool[0] for p in actors if p.pool}
+        logger.warning(f"Actor pools shrunk to fit the cluster together (minimum sizes {sizes})")
 
 
 def _segments(plans: list[_StagePlan], exact_batches: bool) -> list[list[int]]:
