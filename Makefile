@@ -8,8 +8,6 @@ export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 # Ray: no usage stats prompts, no dashboard pulls, quiet workers.
 export RAY_USAGE_STATS_ENABLED := 0
-# The same interpreter for maturin and cargo, so pyo3's build configuration is not redone between them.
-export PYO3_PYTHON := $(abspath $(VENV))/bin/python
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
@@ -31,11 +29,8 @@ $(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
 venv: $(VENV)/.deps
 develop: $(VENV)/.built
 
-# The core has no heavy dependencies: its tests run in debug (overflow checks on). The binding's tests run
-# in release so they reuse the Arrow crates that `maturin develop --release` already compiled.
 test-rust: $(VENV)/.built
-	cargo test -p curator-core
-	cargo test -p curator-py --release
+	cargo test --workspace
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 
