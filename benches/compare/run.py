@@ -341,6 +341,8 @@ def markdown(report: dict[str, Any]) -> str:
         "and mode (the in-process row is compared with warm). load: the machine's 1-minute load average "
         "when the run started (it is shared: compare rows measured at similar load).",
         "",
+        *[f"- Note: {note}" for note in report.get("notes", [])],
+        "",
         "Workloads (`benches/workloads.py`; each run checks its whole output):",
         "",
     ]
