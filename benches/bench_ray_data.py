@@ -13,8 +13,8 @@ Workloads:
 Each executor runs in a fresh Ray session (so the object store's high-water mark is its own), once
 to warm up and then `rounds` times; reported: the best time, throughput, and peak memory = object
 store pages touched during the measured runs + the largest sum of anonymous (heap) memory of the
-driver and all Ray worker processes seen by a 20 ms sampler, above what they held just before the
-run (idle workers, the caller's input tasks).
+driver and all Ray worker processes seen by a 20 ms sampler, above what each held when first seen
+(so idle workers, the caller's input tasks and a new worker's interpreter do not count).
 
 `make bench` runs it through pytest-benchmark (`test_*` below, small sizes, ratios in
 `extra_info`); `python benches/bench_ray_data.py` prints the full-size comparison table.
@@ -274,33 +274,37 @@ def _anonymous_bytes(pid: int) -> int:
 
 
 class _MemorySampler:
-    """Largest sum of anonymous memory of the driver and every process under the raylet (20 ms samples)."""
+    """Largest growth of anonymous memory summed over the driver and every process under the raylet
+    (20 ms samples). Each process counts from its first sample, so a worker process that Ray starts
+    during the run adds what it allocates, not its fixed interpreter and library footprint."""
 
     def __init__(self) -> None:
         import ray
 
         self._raylet = psutil.Process(ray._private.worker._global_node.all_processes["raylet"][0].process.pid)
+        self._first: dict[int, int] = {}
         self.peak = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def sample(self) -> int:
-        """The current total (taken by the caller before the run starts: the idle processes)."""
-        return self._total()
-
-    def _total(self) -> int:
+    def _growth(self) -> int:
         try:
             children = self._raylet.children(recursive=True)
         except psutil.Error:
             children = []
-        return sum(_anonymous_bytes(p.pid) for p in [psutil.Process(), *children])
+        total = 0
+        for proc in [psutil.Process(), *children]:
+            used = _anonymous_bytes(proc.pid)
+            total += max(0, used - self._first.setdefault(proc.pid, used))
+        return total
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, self._total())
+            self.peak = max(self.peak, self._growth())
             self._stop.wait(0.02)
 
     def __enter__(self) -> _MemorySampler:
+        self._growth()  # first samples: the processes as the run finds them
         self._thread.start()
         return self
 
@@ -330,9 +334,9 @@ def _units(workload: Workload, size: int) -> float:
 def measure(key: str, workload: Workload, size: int, rounds: int) -> Result:
     """Best of `rounds` runs after a warm-up, in the current Ray session.
 
-    Memory is what the first measured run added: object store pages it touched plus its heap peak
-    above the heap before it started (the object store's high-water mark only grows, so later runs
-    would add the allocator's fragmentation to it).
+    Memory is what the first measured run added: object store pages it touched plus its heap
+    growth (the object store's high-water mark only grows, so later runs would add the allocator's
+    fragmentation to it).
     """
     _executor(key).execute(workload.stages(), workload.tasks(min(size, 16)))  # warm-up
     gc.collect()
@@ -342,13 +346,12 @@ def measure(key: str, workload: Workload, size: int, rounds: int) -> Result:
         tasks = workload.tasks(size)
         plasma_before = _plasma_touched_bytes()
         with _MemorySampler() as sampler:
-            heap_before = sampler.sample()
             started = time.perf_counter()
             out = _executor(key).execute(workload.stages(), tasks)
             times.append(time.perf_counter() - started)
         if round_index == 0:
             plasma = _plasma_touched_bytes() - plasma_before
-            heap = max(0, sampler.peak - heap_before)
+            heap = sampler.peak
         workload.check(size, out)
         del out, tasks
         gc.collect()
@@ -430,8 +433,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--docs", type=int, default=300, help="DocumentBatch tasks of ~1 MB (arrow workload)")
-    parser.add_argument("--tiny", type=int, default=20000, help="tasks of the tiny workload")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--tiny", type=int, default=5000, help="tasks of the tiny workload")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workloads", default="arrow,tiny")
     parser.add_argument("--curator-blocks", action="store_true", help="also run one block per task")
     args = parser.parse_args()

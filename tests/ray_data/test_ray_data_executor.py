@@ -17,7 +17,7 @@ from nemo_curator.backends.experimental.ray_data import RayDataExecutor, StageFa
 from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.stages.resources import Resources
-from nemo_curator.tasks import DocumentBatch, Task
+from nemo_curator.tasks import DocumentBatch, EmptyTask, Task
 from nemo_curator.testing.probes import (
     CrashAlways,
     CrashOnce,
@@ -32,6 +32,7 @@ from nemo_curator.testing.stages import (
     BatchRecorderStage,
     FanOutStage,
     FilterEvenStage,
+    PassthroughStage,
     make_int_tasks,
 )
 
@@ -125,6 +126,13 @@ def test_order_inputs_stages_and_caller_session_are_kept() -> None:
     assert [(len(t._stage_perf), t._metadata) for t in tasks] == [(0, {})] * 12
     assert not hasattr(stage, "_custom_metrics")
     assert ray.is_initialized()
+
+
+def test_one_object_passed_three_times_is_three_tasks() -> None:
+    tasks = [EmptyTask()] * 3
+    out = RayDataExecutor().execute([PassthroughStage()], tasks)
+    assert [len(t._stage_perf) for t in out] == [1, 1, 1]
+    assert len({id(t) for t in out}) == 3 and tasks[0]._stage_perf == []
 
 
 def test_results_reference_the_object_store_without_copies() -> None:

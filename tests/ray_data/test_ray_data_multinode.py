@@ -50,10 +50,10 @@ def _head_id() -> str:
 def test_setup_on_node_once_per_node_and_stage_before_setup(cluster: Cluster, tmp_path: Any) -> None:
     a = LifecycleProbe(str(tmp_path), name="a", sleep_s=0.05)
     b = TaskProbe(str(tmp_path), name="b")
-    out = RayDataExecutor(config={"pool_size": 4, "max_tasks_per_block": 1}).execute(
-        [a, b], numbered_tasks(16)
+    out = RayDataExecutor(config={"pool_size": 3, "max_tasks_per_block": 1}).execute(
+        [a, b], numbered_tasks(9)
     )
-    assert len(out) == 16
+    assert len(out) == 9
     on_node = read_records(tmp_path, "setup_on_node")
     setups = read_records(tmp_path, "setup")
     # Exactly once per (stage, node where the stage ran), never once per worker.

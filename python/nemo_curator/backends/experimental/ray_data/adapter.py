@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import traceback
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,7 @@ from loguru import logger
 from nemo_curator import _core
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
 from nemo_curator.backends.experimental.ray_data import codec
-from nemo_curator.backends.ray_utils import run_setup_on_node
+from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
 from nemo_curator.stages.base import ProcessingStage
 
 
@@ -81,6 +81,7 @@ class SegmentPlan:
     index: int
     stages: tuple[StagePlan, ...]
     stored_inputs: list[Any] | None = None  # first segment: refs of the initial task lists
+    chunk_bytes: int = 4 * 1024 * 1024  # outputs are encoded and handed over in chunks of this size
 
     @property
     def label(self) -> str:
@@ -142,44 +143,49 @@ class StageRunner:
                 failure,
             )
 
-    def run(self, tasks: list[Any], ledger: Any, failures: list[dict[str, Any]]) -> list[Any]:
-        """`process_batch` on consecutive slices of `batch_size` tasks; counts go to `ledger`."""
+    def start_call(self) -> None:
+        self.counts = [0, 0, 0, 0, 0]  # tasks in, tasks out, failed tasks, batches, failed batches
+
+    def run_batch(self, batch: list[Any], failures: list[dict[str, Any]]) -> list[Any]:
+        """One `process_batch` call; a failure is raised, or recorded under `ignore_failures`."""
         plan = self.plan
-        outputs: list[Any] = []
-        batches = failed_tasks = failed_batches = 0
-        size = plan.batch_size
-        for start in range(0, len(tasks), size):
-            batch = tasks[start : start + size]
-            batches += 1
-            try:
-                outputs.extend(self.adapter.process_batch(batch))
-            except Exception as exc:
-                failure = {
-                    "stage": plan.name,
-                    "task_ids": [t.task_id for t in batch],
-                    **describe_error(exc),
-                    "attempts": 1,
-                    "kind": "user",
-                }
-                if not plan.ignore_failures:
-                    raise StageFailedError(failure_message(failure), failure) from exc
-                logger.warning(
-                    f"Stage '{plan.name}' failed on task(s) {failure['task_ids']}: "
-                    f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
-                )
-                failures.append(failure)
-                failed_tasks += len(batch)
-                failed_batches += 1
-        if tasks:
+        counts = self.counts
+        counts[0] += len(batch)
+        counts[3] += 1
+        try:
+            outputs = self.adapter.process_batch(batch)
+        except Exception as exc:
+            failure = {
+                "stage": plan.name,
+                "task_ids": [t.task_id for t in batch],
+                **describe_error(exc),
+                "attempts": 1,
+                "kind": "user",
+            }
+            if not plan.ignore_failures:
+                raise StageFailedError(failure_message(failure), failure) from exc
+            logger.warning(
+                f"Stage '{plan.name}' failed on task(s) {failure['task_ids']}: "
+                f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
+            )
+            failures.append(failure)
+            counts[2] += len(batch)
+            counts[4] += 1
+            return []
+        counts[1] += len(outputs)
+        return outputs
+
+    def end_call(self, ledger: Any) -> None:
+        tasks_in, tasks_out, failed_tasks, batches, failed_batches = self.counts
+        if batches:
             ledger.record(
-                plan.index,
-                len(tasks),
-                len(outputs),
+                self.plan.index,
+                tasks_in,
+                tasks_out,
                 failed_tasks=failed_tasks,
                 batches=batches,
                 failed_batches=failed_batches,
             )
-        return outputs
 
     def teardown(self) -> None:
         if self._torn_down or self.setup_error is not None:
@@ -198,31 +204,73 @@ class SegmentRunner:
         self.plan = plan
         self.runners = [StageRunner(stage) for stage in plan.stages]
         self._num_stages = plan.stages[0].num_stages
-        self._stored: tuple[int, Any] | None = None
 
-    def process(self, block: pa.Table) -> pa.Table:
+    def process(self, block: pa.Table) -> Iterator[pa.Table]:
+        """Tasks go through the stages depth first: a task's intermediate results are dropped as soon
+        as the next stage took them, and outputs are encoded and handed to Ray Data in chunks of
+        about `chunk_bytes` (it writes them to the object store as its output blocks fill), so a
+        call holds about one output block, not one copy of its tasks per stage."""
         for runner in self.runners:
             runner.check_setup()
-        decoded = codec.decode_block(block, stored=self._stored_list)
-        tasks = decoded.tasks
+            runner.start_call()
+        # Initial task lists read for this call only: stages mutate the tasks they get, so a list is
+        # never reused by a later call (a retry must start from the stored state).
+        stored: dict[int, Any] = {}
+
+        def stored_list(index: int) -> Any:
+            if index not in stored:
+                stored[index] = self._stored_list(index)
+            return stored[index]
+
+        decoded = codec.decode_block(block, stored=stored_list)
+        stored.clear()
         failures = decoded.failures
-        if not tasks and not decoded.ledgers and not failures:
-            return codec.empty_block()
+        if not decoded.tasks and not decoded.ledgers and not failures:
+            yield codec.empty_block()
+            return
+        sink = _ChunkedOutput(self.plan.chunk_bytes)
+        buffers: list[list[Any]] = [[] for _ in self.runners]
+
+        def push(level: int, tasks: list[Any]) -> None:
+            if level == len(self.runners):
+                sink.add(tasks)
+                return
+            buffer = buffers[level]
+            buffer.extend(tasks)
+            size = self.runners[level].plan.batch_size
+            while len(buffer) >= size:
+                batch = buffer[:size]
+                del buffer[:size]
+                push(level + 1, self.runners[level].run_batch(batch, failures))
+
+        tasks: list[Any] = decoded.tasks
+        decoded.tasks = []
+        for index in range(len(tasks)):
+            task, tasks[index] = tasks[index], None  # the input list no longer holds it
+            push(0, [task])
+            chunk = sink.ready()
+            if chunk is not None:
+                yield chunk
+        for level, runner in enumerate(self.runners):  # partial batches, upstream first
+            if buffers[level]:
+                batch, buffers[level] = buffers[level], []
+                push(level + 1, runner.run_batch(batch, failures))
+                chunk = sink.ready()
+                if chunk is not None:
+                    yield chunk
         ledger = _core.Ledger(self._num_stages)
         for encoded in decoded.ledgers:
             ledger.merge(encoded)
         for runner in self.runners:
-            tasks = runner.run(tasks, ledger, failures)
-        return codec.encode_tasks(tasks, ledger=ledger.to_bytes(), failures=failures)
+            runner.end_call(ledger)
+        yield sink.finish(ledger.to_bytes(), failures)
 
     def _stored_list(self, index: int) -> Any:
         """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
-        if self._stored is None or self._stored[0] != index:
-            refs = self.plan.stored_inputs
-            if refs is None or index >= len(refs):
-                raise codec.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
-            self._stored = (index, ray.get(refs[index]))
-        return self._stored[1]
+        refs = self.plan.stored_inputs
+        if refs is None or index >= len(refs):
+            raise codec.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
+        return ray.get(refs[index])
 
     def teardown(self) -> None:
         for runner in self.runners:
@@ -230,6 +278,35 @@ class SegmentRunner:
                 runner.teardown()
             except Exception as exc:
                 logger.warning(f"teardown of stage '{runner.plan.name}' failed: {exc!r}")
+
+
+class _ChunkedOutput:
+    """Outputs waiting to be encoded. The last task is always kept back, so the final chunk has a
+    row to carry the call's ledger and failure records."""
+
+    def __init__(self, chunk_bytes: int) -> None:
+        self._chunk_bytes = chunk_bytes
+        self._pending: list[Any] = []
+        self._bytes = 0
+
+    def add(self, tasks: list[Any]) -> None:
+        for task in tasks:
+            self._pending.append(task)
+            self._bytes += payload_nbytes(task)
+
+    def ready(self) -> pa.Table | None:
+        """A chunk of all pending outputs but the last, once they reach `chunk_bytes`."""
+        if len(self._pending) < 2 or self._bytes < self._chunk_bytes:
+            return None
+        chunk = codec.encode_tasks(self._pending[:-1])
+        self._pending = self._pending[-1:]
+        self._bytes = payload_nbytes(self._pending[0])
+        return chunk
+
+    def finish(self, ledger: bytes, failures: list[dict[str, Any]]) -> pa.Table:
+        chunk = codec.encode_tasks(self._pending, ledger=ledger, failures=failures)
+        self._pending = []
+        return chunk
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -242,7 +319,7 @@ class SegmentActor:
     def __init__(self, plan: SegmentPlan) -> None:
         self._runner = SegmentRunner(plan)
 
-    def __call__(self, block: pa.Table) -> pa.Table:
+    def __call__(self, block: pa.Table) -> Iterator[pa.Table]:
         return self._runner.process(block)
 
     def __del__(self) -> None:
@@ -265,7 +342,7 @@ _RUNNERS: OrderedDict[tuple[str, int], SegmentRunner] = OrderedDict()
 _RUNS_KEPT = 4
 
 
-def run_task_segment(plan: SegmentPlan, block: pa.Table) -> pa.Table:
+def run_task_segment(plan: SegmentPlan, block: pa.Table) -> Iterator[pa.Table]:
     key = (plan.run_id, plan.index)
     runner = _RUNNERS.get(key)
     if runner is None:
@@ -280,11 +357,11 @@ def run_task_segment(plan: SegmentPlan, block: pa.Table) -> pa.Table:
 
 def task_function_for(
     stages: list[ProcessingStage[Any, Any]], plan: SegmentPlan
-) -> Callable[[pa.Table], pa.Table]:
+) -> Callable[[pa.Table], Iterator[pa.Table]]:
     """Task UDF for a segment, named after the stages' classes."""
 
-    def fn(block: pa.Table) -> pa.Table:
-        return run_task_segment(plan, block)
+    def fn(block: pa.Table) -> Iterator[pa.Table]:
+        yield from run_task_segment(plan, block)
 
     fn.__name__ = fn.__qualname__ = _udf_name(stages, "Task")
     return fn

@@ -18,9 +18,9 @@ works), and counts rows as tasks (``batch_size`` means tasks). Columns:
   (``_metadata``, ``_stage_perf``, ``_uuid`` and subclass fields such as ``reader_config``);
 - ``_payload`` (large_binary): IPC stream or pickle. Each value starts at a 64-byte boundary of
   the column's data buffer (values carry trailing zero padding, which both readers ignore);
-- ``_ledger`` / ``_failures`` (binary, null on all rows but one per block): the encoded
-  ``nemo_curator._core.Ledger`` of the work that produced the block and its upstream blocks, and
-  the pickled failure records of batches skipped under ``ignore_failures``.
+- ``_ledger`` / ``_failures`` (binary, null but on one row per worker call): the encoded
+  ``nemo_curator._core.Ledger`` of what that call and the calls upstream of it did, and the pickled
+  failure records of batches skipped under ``ignore_failures``.
 
 Decoding rebuilds each task as an instance of its own class without running ``__init__`` (no
 validation warnings, no new ``_uuid``): every attribute comes back as it was.

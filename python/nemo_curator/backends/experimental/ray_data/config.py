@@ -34,8 +34,12 @@ class RayDataConfig:
     runtime_env: dict[str, Any] = field(default_factory=dict)
     #: Most tasks in one block of the initial tasks (fewer when needed to give every CPU work).
     max_tasks_per_block: int = 1024
-    #: Target size of a block: the initial blocks stay under it and Ray Data cuts bigger outputs.
-    target_block_bytes: int = 8 * 1024 * 1024
+    #: Size of the initial blocks: each is one Ray task of the first stages, so larger blocks mean
+    #: fewer tasks (and more memory per worker).
+    target_block_bytes: int = 32 * 1024 * 1024
+    #: Size of the blocks the stages emit: a call hands its outputs to Ray Data in chunks of half
+    #: this, which it stores as blocks of about this size, so a worker holds about one at a time.
+    output_block_bytes: int = 8 * 1024 * 1024
     #: Tasks per block after a fan-out stage (`is_fanout_stage`) whose next stage has batch size 1,
     #: so that the next stage spreads them over its workers. None: 1 (larger suits tiny tasks).
     fanout_tasks_per_block: int | None = None
@@ -83,7 +87,7 @@ class RayDataConfig:
                 raise bad(key, "a positive int or None")
         if not _is_int(self.max_retries) or self.max_retries < 0:
             raise bad("max_retries", "an int >= 0")
-        for key in ("max_tasks_per_block", "target_block_bytes"):
+        for key in ("max_tasks_per_block", "target_block_bytes", "output_block_bytes"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
                 raise bad(key, "an int >= 1")
         for key in ("reserved_cpus", "reserved_gpus"):

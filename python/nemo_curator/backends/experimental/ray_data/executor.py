@@ -31,6 +31,8 @@ resource budget to the other nodes.
 
 from __future__ import annotations
 
+import copy
+import itertools
 import math
 import uuid
 import warnings
@@ -98,7 +100,7 @@ class RayDataExecutor(BaseExecutor):
     """Runs a pipeline as one Ray Data dataset whose rows are tasks (see the module docs).
 
     Config keys: see `RayDataConfig` (`ignore_failures`, `max_retries`, `pool_size`, `reserved_cpus`,
-    `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`,
+    `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `output_block_bytes`,
     `fanout_tasks_per_block`, `exact_batches`, `force_actors`, `preserve_order`, `show_progress`,
     `data_context`). Unknown keys raise `ValueError`. A stage's `ray_stage_spec()` may also size its
     actor pool with `min_workers` / `max_workers` / `initial_workers`.
@@ -130,7 +132,13 @@ class RayDataExecutor(BaseExecutor):
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             nodes = _usable_nodes(self.ignore_head_node, s.reserved_cpus, s.reserved_gpus)
-            _size_pools(plans, nodes, s.pool_size)
+            segments = _segments(plans, s.exact_batches)
+            # Repartitions between segments are Ray tasks of one CPU each.
+            repartitions = any(
+                plans[seg[0]].batch_size > 1 or plans[prev[-1]].fanout
+                for prev, seg in itertools.pairwise(segments)
+            )
+            _size_pools(plans, nodes, s.pool_size, 1.0 if repartitions else 0.0)
             stage_refs = [put_stage(p.stage) for p in plans]
             # Only stages that override `setup_on_node` need the per-node registry (an actor).
             needs_node_setup = [
@@ -142,7 +150,7 @@ class RayDataExecutor(BaseExecutor):
                 else None
             )
             try:
-                results = self._run(plans, stage_refs, setups, needs_node_setup, tasks, nodes)
+                results = self._run(plans, segments, stage_refs, setups, needs_node_setup, tasks, nodes)
             finally:
                 if setups is not None:
                     ray.kill(setups)
@@ -173,6 +181,7 @@ class RayDataExecutor(BaseExecutor):
     def _run(
         self,
         plans: list[_StagePlan],
+        segments: list[list[int]],
         stage_refs: list[Any],
         setups: Any,
         needs_node_setup: list[bool],
@@ -194,7 +203,6 @@ class RayDataExecutor(BaseExecutor):
             )
             for i, plan in enumerate(plans)
         ]
-        segments = _segments(plans, s.exact_batches)
         first = segments[0]
         total_cpus = max(1, int(sum(n.cpus for n in nodes)))
         first_batch = math.lcm(*(plans[i].batch_size for i in first))
@@ -225,6 +233,7 @@ class RayDataExecutor(BaseExecutor):
                 index=k,
                 stages=tuple(stage_plans[i] for i in members),
                 stored_inputs=stored if k == 0 else None,
+                chunk_bytes=max(1, s.output_block_bytes // 2),
             )
             args = self._map_args([plans[i] for i in members], plan)
             udf = args["fn"].__name__
@@ -285,7 +294,7 @@ class RayDataExecutor(BaseExecutor):
         ctx.max_errored_blocks = 0
         ctx.enable_progress_bars = s.show_progress
         ctx.print_on_execution_start = s.show_progress
-        ctx.target_max_block_size = s.target_block_bytes
+        ctx.target_max_block_size = s.output_block_bytes
         options = ctx.execution_options
         options.preserve_order = s.preserve_order
         if self.ignore_head_node:
@@ -416,9 +425,18 @@ def _fits(node: ClusterNode, cpus: float, gpus: float) -> int:
     return min(by_cpu, by_gpu)
 
 
-def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: int | None) -> None:
-    """Check that every stage fits somewhere (else fail now, rather than wait forever) and size actor pools."""
-    actor_stages = sum(1 for p in plans if p.actor)
+def _size_pools(
+    plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: int | None, other_cpus: float
+) -> None:
+    """Check that every stage fits somewhere (else fail now, rather than wait forever) and size actor pools.
+
+    Pools start at a fair share of what the cluster leaves after one worker of each task stage and
+    `other_cpus` (repartitions): actors that hold every CPU would starve the tasks that feed them.
+    """
+    actor_plans = [p for p in plans if p.actor]
+    task_plans = [p for p in plans if not p.actor]
+    cpu_left = sum(n.cpus for n in nodes) - sum(_worker_cpus(p) for p in task_plans) - other_cpus
+    gpu_left = sum(n.gpus for n in nodes) - sum(float(p.stage.resources.gpus) for p in task_plans)
     for plan in plans:
         stage = plan.stage
         cpus = _worker_cpus(plan)
@@ -433,25 +451,28 @@ def _size_pools(plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: in
             )
         if not plan.actor:
             continue
+        share = min(
+            cpu_left / len(actor_plans) / cpus,
+            gpu_left / len(actor_plans) / gpus if gpus > 0 else float("inf"),
+        )
+        fair = max(1, min(capacity, math.floor(share + 1e-9)))
         wanted = stage.num_workers()
         spec = stage.ray_stage_spec() or {}
         fixed = int(wanted) if wanted is not None and wanted > 0 else pool_size
         if fixed is not None:
             if fixed > capacity:
                 logger.warning(
-                    f"Stage '{stage.name}' asks for {fixed} actors but only {capacity} fit the free resources; "
+                    f"Stage '{stage.name}' asks for {fixed} actors but only {capacity} fit the cluster; "
                     f"using {capacity}."
                 )
                 fixed = capacity
             plan.pool = (fixed, fixed, fixed)
         else:
             low = min(int(spec.get(RayStageSpecKeys.MIN_WORKERS.value) or 1), capacity)
-            high = min(int(spec.get(RayStageSpecKeys.MAX_WORKERS.value) or capacity), capacity)
-            # Start with a fair share of the cluster rather than Ray Data's one actor.
-            initial = spec.get(RayStageSpecKeys.INITIAL_WORKERS.value) or capacity // max(1, actor_stages)
-            high = max(low, high)
-            plan.pool = (low, high, min(max(int(initial), low), high))
-    _fit_minimum_pools(plans, nodes)
+            high = max(low, min(int(spec.get(RayStageSpecKeys.MAX_WORKERS.value) or capacity), capacity))
+            initial = int(spec.get(RayStageSpecKeys.INITIAL_WORKERS.value) or fair)
+            plan.pool = (low, high, min(max(initial, low), high))
+    _fit_minimum_pools(actor_plans, cpu_left, gpu_left)
 
 
 def _worker_cpus(plan: _StagePlan) -> float:
@@ -459,13 +480,9 @@ def _worker_cpus(plan: _StagePlan) -> float:
     return float(plan.stage.resources.cpus) if plan.stage.resources.cpus > 0 else 1.0
 
 
-def _fit_minimum_pools(plans: list[_StagePlan], nodes: list[ClusterNode]) -> None:
-    """Shrink the actor pools' minimum sizes until they fit the cluster together, with room for one
-    task of the task stages: pools that start only when others finish could wait for each other."""
-    actors = [p for p in plans if p.actor and p.pool is not None]
-    tasks = [p for p in plans if not p.actor]
-    cpu_budget = sum(n.cpus for n in nodes) - max((_worker_cpus(p) for p in tasks), default=0.0)
-    gpu_budget = sum(n.gpus for n in nodes) - max((float(p.stage.resources.gpus) for p in tasks), default=0.0)
+def _fit_minimum_pools(actors: list[_StagePlan], cpu_budget: float, gpu_budget: float) -> None:
+    """Shrink fixed or minimum pool sizes until all pools fit the budget together (pools that can
+    only start once others finish could wait for each other forever)."""
 
     def over() -> bool:
         cpus = sum(p.pool[0] * _worker_cpus(p) for p in actors if p.pool)
@@ -473,16 +490,16 @@ def _fit_minimum_pools(plans: list[_StagePlan], nodes: list[ClusterNode]) -> Non
         return cpus > cpu_budget + 1e-9 or gpus > gpu_budget + 1e-9
 
     shrunk = False
-    while over():
+    while actors and over():
         largest = max(actors, key=lambda p: p.pool[0] if p.pool else 0)
         if largest.pool is None or largest.pool[0] <= 1:
             break
         low, high, initial = largest.pool
-        largest.pool = (low - 1, high, min(initial, high))
+        largest.pool = (low - 1, high if high != low else low - 1, min(initial, low - 1))
         shrunk = True
     if shrunk:
         sizes = {p.stage.name: p.pool[0] for p in actors if p.pool}
-        logger.warning(f"Actor pools shrunk to fit the cluster together (minimum sizes {sizes})")
+        logger.warning(f"Actor pools shrunk to fit the cluster next to the task stages: {sizes}")
 
 
 def _segments(plans: list[_StagePlan], exact_batches: bool) -> list[list[int]]:
@@ -518,7 +535,13 @@ def _initial_groups(
     groups: list[list[Task[Any]]] = []
     current: list[Task[Any]] = []
     current_bytes = 0
+    seen: set[int] = set()
     for task in tasks:
+        if id(task) in seen:
+            # The same object twice (`[EmptyTask()] * 8`): pickling a list keeps it one object,
+            # which every stage would then update once per occurrence.
+            task = copy.deepcopy(task)
+        seen.add(id(task))
         size = payload_nbytes(task)
         too_big = current_bytes + size > max_bytes and len(current) % first_batch == 0
         if current and (len(current) >= per_block or too_big):
