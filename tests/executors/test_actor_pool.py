@@ -182,6 +182,22 @@ def test_bad_batch_size_and_spec_keys_fail_before_running() -> None:
         RayActorPoolExecutor().execute([_Typo()], numbered_tasks(1))
 
 
+@ray.remote
+class _Holder:
+    def ping(self) -> bool:
+        return True
+
+
+def test_cluster_busy_with_other_work_waits_instead_of_failing() -> None:
+    # Another actor holds every CPU when the run starts and lets go a moment later: the pools are
+    # sized from the node's totals and the run completes (only resources no node has are infeasible).
+    holder = _Holder.options(num_cpus=ray.cluster_resources()["CPU"]).remote()
+    ray.get(holder.ping.remote())
+    threading.Timer(3.0, ray.kill, args=(holder,)).start()
+    out = RayActorPoolExecutor().execute([RaiseOn("never")], numbered_tasks(3))
+    assert _ids(out) == _ids(numbered_tasks(3))
+
+
 def test_resources_no_node_offers_fail_at_once() -> None:
     huge = RaiseOn("never").with_(resources=Resources(cpus=64))
     with pytest.raises(Exception, match=r"raise_on.*(CPU|cpu)"):

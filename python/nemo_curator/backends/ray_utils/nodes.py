@@ -17,12 +17,14 @@ _HEAD_MARKER = "node:__internal_head__"
 
 @dataclass(frozen=True)
 class ClusterNode:
-    """Capacity of one alive node that the run may use (CPU and GPU counts, fractional allowed)."""
+    """One alive node the run may use: what is free now and what it has in all (fractional allowed)."""
 
     node_id: str
     is_head: bool
     cpus: float
     gpus: float
+    total_cpus: float = 0.0
+    total_gpus: float = 0.0
 
 
 def _available_per_node() -> dict[str, dict[str, float]]:
@@ -35,24 +37,65 @@ def _available_per_node() -> dict[str, dict[str, float]]:
         return {n["NodeID"]: dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")}
 
 
+def _settled_available(totals: dict[str, dict[str, float]], settle_s: float) -> dict[str, dict[str, float]]:
+    """Per-node availability once it stops changing.
+
+    Actors killed just before (a previous run, other work in the same session) give their resources
+    back a moment after `ray.kill` returns; sizing pools from that moment's view would see a smaller
+    cluster. Returns at once when every node is idle, else when the view has not changed for
+    `settle_s`/2, and at the latest after `settle_s` (resources held by other work stay held).
+    """
+
+    def idle(view: dict[str, dict[str, float]]) -> bool:
+        return all(
+            view.get(node, {}).get(key, 0.0) >= total.get(key, 0.0) - 1e-6
+            for node, total in totals.items()
+            for key in ("CPU", "GPU")
+        )
+
+    view = _available_per_node()
+    start = last_change = time.monotonic()
+    while not idle(view):
+        now = time.monotonic()
+        if now - start >= settle_s or now - last_change >= settle_s / 2:
+            break
+        time.sleep(0.05)
+        new = _available_per_node()
+        if new != view:
+            view, last_change = new, time.monotonic()
+    return view
+
+
 def cluster_nodes(
-    *, ignore_head_node: bool = False, reserved_cpus: float = 0.0, reserved_gpus: float = 0.0
+    *,
+    ignore_head_node: bool = False,
+    reserved_cpus: float = 0.0,
+    reserved_gpus: float = 0.0,
+    settle_s: float = 1.0,
 ) -> list[ClusterNode]:
-    """Alive nodes with their currently available CPUs/GPUs.
+    """Alive nodes with their available CPUs/GPUs (and totals), once the view has settled.
 
     `reserved_*` are taken off the head node first (where the driver runs), then the others.
     With `ignore_head_node` the head is left out entirely, so no stage work lands there.
     """
-    available = _available_per_node()
+    alive = [info for info in ray.nodes() if info.get("Alive")]
+    totals = {info["NodeID"]: dict(info.get("Resources", {})) for info in alive}
+    available = _settled_available(totals, settle_s)
     nodes: list[ClusterNode] = []
-    for info in ray.nodes():
-        if not info.get("Alive"):
-            continue
+    for info in alive:
         node_id = info["NodeID"]
         res = available.get(node_id, {})
-        total = info.get("Resources", {})
-        is_head = _HEAD_MARKER in total
-        nodes.append(ClusterNode(node_id, is_head, float(res.get("CPU", 0.0)), float(res.get("GPU", 0.0))))
+        total = totals[node_id]
+        nodes.append(
+            ClusterNode(
+                node_id,
+                _HEAD_MARKER in total,
+                float(res.get("CPU", 0.0)),
+                float(res.get("GPU", 0.0)),
+                float(total.get("CPU", 0.0)),
+                float(total.get("GPU", 0.0)),
+            )
+        )
     nodes.sort(key=lambda n: (not n.is_head, n.node_id))
     nodes = _take_reserved(nodes, reserved_cpus, reserved_gpus)
     if ignore_head_node:
@@ -85,7 +128,16 @@ def _take_reserved(nodes: list[ClusterNode], cpus: float, gpus: float) -> list[C
     for n in nodes:
         take_c, take_g = min(cpus, n.cpus), min(gpus, n.gpus)
         cpus, gpus = cpus - take_c, gpus - take_g
-        out.append(ClusterNode(n.node_id, n.is_head, n.cpus - take_c, n.gpus - take_g))
+        out.append(
+            ClusterNode(
+                n.node_id,
+                n.is_head,
+                n.cpus - take_c,
+                n.gpus - take_g,
+                max(0.0, n.total_cpus - take_c),
+                max(0.0, n.total_gpus - take_g),
+            )
+        )
     return out
 
 

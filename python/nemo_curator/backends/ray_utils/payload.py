@@ -5,10 +5,10 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 from nemo_curator.tasks import DocumentBatch, FileGroupTask, Task
+from nemo_curator.tasks.document import is_pandas_frame
 
 
 def payload_nbytes(task: Task[Any]) -> int:
@@ -16,7 +16,7 @@ def payload_nbytes(task: Task[Any]) -> int:
     data = task.data
     if isinstance(data, pa.Table | pa.RecordBatch):
         return int(data.nbytes)
-    if isinstance(data, pd.DataFrame):
+    if is_pandas_frame(data):
         return int(data.memory_usage(index=True, deep=False).sum())
     if isinstance(task, FileGroupTask) and isinstance(data, list):
         return 64 + sum(len(p) for p in data)

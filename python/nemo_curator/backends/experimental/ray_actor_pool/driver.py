@@ -81,12 +81,7 @@ class ActorPoolDriver:
             )
             for i, s in enumerate(stages)
         ]
-        self.scheduler = _core.Scheduler(
-            specs,
-            [_core.NodeSpec(n.node_id, n.cpus, n.gpus) for n in nodes],
-            ignore_failures=config.ignore_failures,
-            batch_timeout_s=config.batch_timeout_s,
-        )
+        self.scheduler = self._new_scheduler(specs, nodes, config)
         for msg in self.scheduler.take_warnings():
             logger.warning(msg)
         self._workers = [worker_class_for(s) for s in stages]
@@ -105,6 +100,32 @@ class ActorPoolDriver:
         self._abort: tuple[str, dict[str, Any] | None] | None = None
         self._finished = False
         self._t0 = time.monotonic()
+
+    @staticmethod
+    def _new_scheduler(specs: list[Any], nodes: list[ClusterNode], config: ActorPoolConfig) -> Any:
+        """The core, sized from the nodes' free resources; from their totals when other work holds
+        so much that some stage would get no actor (its actors then wait in Ray's queue), so only a
+        stage that no node could ever hold is infeasible."""
+
+        def make(capacity: list[tuple[str, float, float]]) -> Any:
+            return _core.Scheduler(
+                specs,
+                [_core.NodeSpec(*c) for c in capacity],
+                ignore_failures=config.ignore_failures,
+                batch_timeout_s=config.batch_timeout_s,
+            )
+
+        try:
+            return make([(n.node_id, n.cpus, n.gpus) for n in nodes])
+        except _core.InfeasibleError:
+            if all(n.total_cpus <= n.cpus and n.total_gpus <= n.gpus for n in nodes):
+                raise
+        scheduler = make([(n.node_id, max(n.cpus, n.total_cpus), max(n.gpus, n.total_gpus)) for n in nodes])
+        logger.warning(
+            "Other work holds most of the cluster's resources: actor pools are sized from the nodes' totals "
+            "and their actors start as Ray frees resources."
+        )
+        return scheduler
 
     # ----------------------------------------------------------------------------------- run
     def run(self, initial_tasks: list[Task[Any]]) -> list[Task[Any]]:
@@ -178,7 +199,14 @@ class ActorPoolDriver:
         node = self.nodes[node_idx]
         key = (stage_idx, node.node_id)
         if key not in self._setup_refs:
-            self._setup_refs[key] = run_setup_on_node(self._stage_refs[stage_idx], stage.name, node.node_id)
+            # A stage that keeps the base class's no-op `setup_on_node` needs no task for it (which
+            # would cost a worker process).
+            overridden = type(stage).setup_on_node is not ProcessingStage.setup_on_node
+            self._setup_refs[key] = (
+                [run_setup_on_node(self._stage_refs[stage_idx], stage.name, node.node_id)]
+                if overridden
+                else []
+            )
         handle = (
             self._workers[stage_idx]
             .options(
@@ -189,7 +217,7 @@ class ActorPoolDriver:
                 runtime_env=self._runtime_env if self._needs_env(stage) else None,
                 max_concurrency=1,
             )
-            .remote(self._stage_refs[stage_idx], [self._setup_refs[key]], self.config.inline_bytes)
+            .remote(self._stage_refs[stage_idx], self._setup_refs[key], self.config.inline_bytes)
         )
         self._actors[actor_id] = _Actor(actor_id, stage_idx, node, handle)
         self._starting[handle.ready.remote()] = actor_id
