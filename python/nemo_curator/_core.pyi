@@ -114,6 +114,7 @@ class Scheduler:
         batch_timeout_s: float | None = None,
         call_overhead_s: float = 0.0005,
         rebalance_interval_s: float = 0.5,
+        actor_start_s: float = 1.0,
     ) -> Scheduler: ...
     def add_tasks(self, bytes: list[int], items: list[int] | None = None) -> list[int]:
         """Add inputs of the first stage (sizes in bytes, item counts); returns their task ids.
@@ -193,7 +194,9 @@ def concat_to_single_batch(table: object) -> pa.Table: ...
 
 @_final
 class Ledger:
-    """Per-stage task counts of a run (batches, tasks in/out, failed tasks/batches)."""
+    """Per-stage task counts of a run (batches, tasks in/out, failed tasks/batches) and what the run
+    report needs (filtered tasks, calls, items and bytes in/out, busy seconds, first start / last end,
+    distinct workers)."""
 
     def __new__(cls, num_stages: int) -> Ledger: ...
     def record(
@@ -204,6 +207,17 @@ class Ledger:
         failed_tasks: int = 0,
         batches: int = 1,
         failed_batches: int = 0,
+        *,
+        filtered_tasks: int = 0,
+        calls: int = 0,
+        items_in: int = 0,
+        items_out: int = 0,
+        bytes_in: int = 0,
+        bytes_out: int = 0,
+        busy_s: float = 0.0,
+        start: float | None = None,
+        end: float | None = None,
+        worker: int | None = None,
     ) -> None: ...
     def merge(self, other: Ledger | bytes) -> None: ...
     def merge_column(self, table: object, column: str) -> int: ...
@@ -212,7 +226,7 @@ class Ledger:
     def from_bytes(data: bytes) -> Ledger: ...
     @property
     def num_stages(self) -> int: ...
-    def stages(self) -> list[dict[str, int]]: ...
+    def stages(self) -> list[dict[str, _typing.Any]]: ...
     def check(
         self,
         initial_tasks: int,

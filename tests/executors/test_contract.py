@@ -49,8 +49,15 @@ def _actor_pool_small_queues() -> BaseExecutor:
     )
 
 
+def _ray_data() -> BaseExecutor:
+    from nemo_curator.backends.experimental import RayDataExecutor
+
+    return RayDataExecutor()
+
+
 EXECUTORS: dict[str, Callable[[], BaseExecutor]] = {
     "ray_actor_pool": _actor_pool,
+    "ray_data": _ray_data,
 }
 # Variants run on the tests that stress their settings only (each Ray run costs seconds here).
 VARIANTS: dict[str, Callable[[], BaseExecutor]] = {

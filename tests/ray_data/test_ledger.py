@@ -17,12 +17,61 @@ def test_record_merge_and_encode() -> None:
     b.record(1, 30, 20, failed_tasks=3, batches=30, failed_batches=3)
     a.merge(b.to_bytes())
     a.merge(Ledger(2))
-    assert a.stages() == [
+    counts = ("batches", "tasks_in", "tasks_out", "failed_tasks", "failed_batches")
+    assert [{k: s[k] for k in counts} for s in a.stages()] == [
         {"batches": 1, "tasks_in": 10, "tasks_out": 30, "failed_tasks": 0, "failed_batches": 0},
         {"batches": 30, "tasks_in": 30, "tasks_out": 20, "failed_tasks": 3, "failed_batches": 3},
     ]
+    assert a.stages()[0]["first_start"] is None and a.stages()[0]["workers"] == 0
     assert Ledger.from_bytes(a.to_bytes()) == a
     assert a.check(10, 20, 3, ["fan", "filter"]) == []
+
+
+def test_report_fields_merge_as_sums_extremes_and_sets() -> None:
+    a = Ledger(1)
+    a.record(
+        0,
+        2,
+        1,
+        filtered_tasks=1,
+        calls=1,
+        items_in=20,
+        items_out=5,
+        bytes_in=300,
+        bytes_out=70,
+        busy_s=0.25,
+        start=1000.5,
+        end=1001.0,
+        worker=7,
+    )
+    b = Ledger(1)
+    b.record(
+        0,
+        3,
+        3,
+        calls=1,
+        items_in=3,
+        items_out=3,
+        bytes_in=30,
+        bytes_out=30,
+        busy_s=0.5,
+        start=999.25,
+        end=1000.75,
+        worker=9,
+    )
+    b.record(0, 1, 1, calls=1, busy_s=0.125, start=1000.0, end=1002.5, worker=7)
+    a.merge(b.to_bytes())
+    (s,) = a.stages()
+    assert (s["tasks_in"], s["tasks_out"], s["filtered_tasks"], s["calls"], s["batches"]) == (6, 5, 1, 3, 3)
+    assert (s["items_in"], s["items_out"], s["bytes_in"], s["bytes_out"]) == (23, 8, 330, 100)
+    assert s["busy_s"] == pytest.approx(0.875)
+    assert (s["first_start"], s["last_end"]) == (pytest.approx(999.25), pytest.approx(1002.5))
+    assert s["workers"] == 2  # 7 and 9: a set, not a count of calls
+    assert Ledger.from_bytes(a.to_bytes()) == a
+    with pytest.raises(ValueError, match="busy_s"):
+        a.record(0, 1, 1, busy_s=-1.0)
+    with pytest.raises(ValueError, match="start"):
+        a.record(0, 1, 1, start=float("nan"))
 
 
 def test_imbalances_are_named() -> None:

@@ -287,3 +287,24 @@ def test_resources_no_node_has_fail_at_once() -> None:
 def test_ignore_head_node_on_single_node_cluster_fails_at_once() -> None:
     with pytest.raises(RuntimeError, match="ignore_head_node"):
         RayDataExecutor(ignore_head_node=True).execute([RaiseOn("never")], numbered_tasks(1))
+
+
+@ray.remote(num_cpus=2)
+class _HoldsTwoCpus:
+    def ready(self) -> bool:
+        return True
+
+
+def test_usable_nodes_are_totals_less_the_reserved() -> None:
+    from nemo_curator.backends.experimental.ray_data.executor import _usable_nodes
+
+    holder = _HoldsTwoCpus.remote()  # type: ignore[attr-defined]
+    try:
+        ray.get(holder.ready.remote())
+        # Totals, not what is free: the held CPUs come back to a later run.
+        (node,) = _usable_nodes(False, 0.0, 0.0)
+        assert node.is_head and (node.cpus, node.gpus) == (4.0, 0.0)
+        assert _usable_nodes(False, 1.5, 0.0)[0].cpus == 2.5
+        assert _usable_nodes(False, 10.0, 1.0)[0].cpus == 0.0
+    finally:
+        ray.kill(holder)

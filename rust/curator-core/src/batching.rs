@@ -6,8 +6,8 @@
 //!   same batch (same id and tasks, `attempt + 1`), and go before any new batch.
 //! - A batch holds at most `batch_size` tasks, and exactly `batch_size` unless the stage's upstream has
 //!   drained for good (input closed and every earlier stage finished), `batch_timeout_secs` passed
-//!   since its oldest queued task arrived, or its own queue is at its bound (so a bound smaller than
-//!   `batch_size` cannot stall the pipeline).
+//!   since its oldest queued task arrived, or its own queue is at its bound while holding fewer than
+//!   `batch_size` tasks (so a bound smaller than `batch_size` cannot stall the pipeline).
 //! - A call carries `k` batches: 1 until the stage has a measured mean batch time (EWMA of
 //!   `busy_secs`), then `ceil(20 × call_overhead / mean)` clamped to `1..=max_batches_per_call`, and
 //!   never more than `ceil(available batches / free slots)`, so every ready actor's slots get work.
@@ -157,8 +157,11 @@ impl Scheduler {
             (Some(timeout), Some(since)) => self.now - since >= timeout,
             _ => false,
         };
-        let at_bound = st.queue.tasks() >= st.spec.queue_max_tasks as u64
-            || st.queue.bytes() >= st.spec.queue_max_bytes;
+        // A full queue that cannot make a full batch (its bound is below `batch_size`) would wait
+        // forever; one that can sends full batches only.
+        let at_bound = (st.queue.tasks() >= st.spec.queue_max_tasks as u64
+            || st.queue.bytes() >= st.spec.queue_max_bytes)
+            && st.queue.tasks() < st.spec.batch_size as u64;
         upstream_drained || timed_out || at_bound
     }
 

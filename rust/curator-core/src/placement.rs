@@ -8,9 +8,17 @@
 //! except for stages that need no CPU and no GPU, which would fit without limit: they get one actor
 //! per node.
 //!
+//! Demand: a `Fixed` pool, a GPU stage, and any stage when `actor_start_secs` is 0 want their whole
+//! target at once. Other (`Auto`, CPU-only) pools grow with the work: one actor until the stage has a
+//! measured mean batch time, then one actor per `actor_start_secs` of work waiting for it ((queued +
+//! in-flight batches) × mean batch time), capped by the target. Starting an actor costs a process and
+//! imports (about a second); many tiny tasks would never repay the actors that fit, while heavy work
+//! asks for the whole cluster within its first batches.
+//!
 //! At start: GPU stages get their whole pool up front (capped by what fits); then every other stage
 //! gets one actor if one fits, upstream first; then the leftover capacity is filled round-robin (most
-//! downstream first) up to each stage's target. A fixed pool that does not fit is capped, with a
+//! downstream first) up to each stage's demand; the fill runs again whenever demand or capacity
+//! changes. A fixed pool that does not fit is capped, with a
 //! warning. Node choice: GPU actors go where they leave the fewest GPUs free (packing, so whole devices
 //! stay free for whole-GPU actors); CPU-only actors spread: nodes without free GPUs first, then the
 //! node holding fewest actors of the stage, then the most free CPUs.
@@ -244,6 +252,30 @@ impl Scheduler {
         st.target.is_none_or(|t| st.actors.len() < t)
     }
 
+    /// Actors stage `s` can use now (see the module docs); `usize::MAX`: as many as fit.
+    pub(crate) fn demand(&self, s: usize) -> usize {
+        let st = &self.stages[s];
+        let cap = st.target.unwrap_or(usize::MAX);
+        let start = self.config.actor_start_secs;
+        if matches!(st.spec.pool, PoolSize::Fixed(_)) || st.need.gpus > 0 || start <= 0.0 {
+            return cap;
+        }
+        let Some(mean) = st.packing.mean_batch_secs() else {
+            return cap.min(1);
+        };
+        let waiting = st.queue.tasks().div_ceil(st.spec.batch_size as u64) + st.in_flight_batches;
+        let want = (waiting as f64 * mean / start).ceil();
+        if want >= cap as f64 {
+            cap
+        } else {
+            (want as usize).clamp(1, cap)
+        }
+    }
+
+    pub(crate) fn below_demand(&self, s: usize) -> bool {
+        self.stages[s].actors.len() < self.demand(s)
+    }
+
     pub(crate) fn free_slots(&self, s: usize) -> usize {
         let st = &self.stages[s];
         st.actors
@@ -344,7 +376,7 @@ impl Scheduler {
         loop {
             let mut placed = false;
             for s in (0..n).rev() {
-                if !self.stages[s].finished && self.below_target(s) {
+                if !self.stages[s].finished && self.below_demand(s) {
                     placed |= self.place_one(s);
                 }
             }
@@ -357,7 +389,7 @@ impl Scheduler {
     fn growth_starved(&self, s: usize) -> bool {
         let st = &self.stages[s];
         !st.actors.is_empty()
-            && self.below_target(s)
+            && self.below_demand(s)
             && st
                 .actors
                 .iter()

@@ -203,6 +203,7 @@ fn validate_config(config: &SchedulerConfig) -> CoreResult<()> {
             "rebalance_interval_secs",
             Some(config.rebalance_interval_secs),
         ),
+        ("actor_start_secs", Some(config.actor_start_secs)),
         ("batch_timeout_secs", config.batch_timeout_secs),
     ];
     for (what, value) in non_negative {
@@ -756,10 +757,9 @@ impl Scheduler {
         if self.outcome != Outcome::Running {
             return;
         }
-        if self.capacity_freed {
-            self.capacity_freed = false;
-            self.fill();
-        }
+        // Capacity freed, or demand grew (a measured batch time, a longer queue): place what fits.
+        self.capacity_freed = false;
+        self.fill();
         for s in (0..self.stages.len()).rev() {
             self.dispatch(s);
         }

@@ -89,6 +89,9 @@ pub struct SchedulerConfig {
     pub call_overhead_secs: f64,
     /// Minimum seconds between two pool rebalancing moves (kill an idle actor to start a starved one).
     pub rebalance_interval_secs: f64,
+    /// What starting one actor costs; an `Auto` CPU pool grows by one actor per this much work
+    /// waiting for it. 0: every pool starts at its whole target.
+    pub actor_start_secs: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -98,6 +101,7 @@ impl Default for SchedulerConfig {
             batch_timeout_secs: None,
             call_overhead_secs: 0.0005,
             rebalance_interval_secs: 0.5,
+            actor_start_secs: 1.0,
         }
     }
 }

@@ -69,14 +69,22 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
         prop_oneof![2 => Just(None), 1 => (0.05f64..2.0).prop_map(Some)],
         prop_oneof![Just(0.0), Just(0.0005), Just(0.01)],
         prop_oneof![Just(0.0), Just(0.1), Just(1.0)],
+        prop_oneof![Just(0.0), Just(0.001), Just(1.0)],
     )
         .prop_map(
-            |(ignore_failures, batch_timeout_secs, call_overhead_secs, rebalance_interval_secs)| {
+            |(
+                ignore_failures,
+                batch_timeout_secs,
+                call_overhead_secs,
+                rebalance_interval_secs,
+                actor_start_secs,
+            )| {
                 SchedulerConfig {
                     ignore_failures,
                     batch_timeout_secs,
                     call_overhead_secs,
                     rebalance_interval_secs,
+                    actor_start_secs,
                 }
             },
         )

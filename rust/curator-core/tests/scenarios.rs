@@ -324,7 +324,7 @@ fn packing_spreads_work_over_every_free_slot() {
         max_batches_per_call: 64,
         ..stage("a", 1)
     };
-    let mut s = Scheduler::new(vec![spec], cpus(4.0), SchedulerConfig::default()).unwrap();
+    let mut s = Scheduler::new(vec![spec], cpus(4.0), whole_pools()).unwrap();
     let actors: Vec<ActorId> = creates(&s.poll()).into_iter().map(|c| c.0).collect();
     assert_eq!(actors.len(), 4, "an automatic pool fills the node");
     ready(&mut s, [actors[0]]);
@@ -778,12 +778,8 @@ fn three_stages_finish_on_a_node_with_room_for_two_actors() {
 
 #[test]
 fn finished_stages_free_their_actors_for_the_rest() {
-    let mut s = Scheduler::new(
-        vec![stage("a", 1), stage("b", 1)],
-        cpus(2.0),
-        SchedulerConfig::default(),
-    )
-    .unwrap();
+    let mut s =
+        Scheduler::new(vec![stage("a", 1), stage("b", 1)], cpus(2.0), whole_pools()).unwrap();
     let made = creates(&s.poll());
     assert_eq!(made.len(), 2);
     let (a, b) = (made[0].0, made[1].0);
@@ -973,11 +969,95 @@ fn a_simulated_run_with_fan_out_and_filtering_balances() {
     let mut params = SimParams::simple(500, 3);
     params.fanouts = vec![Fanout::Const(1), Fanout::Upto(4), Fanout::Upto(1)];
     let nodes = vec![NodeSpec::new("a", 4.0, 0.0), NodeSpec::new("b", 4.0, 0.0)];
-    let (outcome, stats, s) = Sim::new(stages, nodes, SchedulerConfig::default(), params).run();
+    let (outcome, stats, s) = Sim::new(stages, nodes, whole_pools(), params).run();
     assert_eq!(outcome, Outcome::Finished);
     assert!(stats.packed_calls > 0);
     let b = s.balance();
     assert!(b.complete());
     assert_eq!(b.initial, 500);
     assert!(b.filtered > 0);
+}
+
+/// Every pool at its whole target from the start (no demand-driven growth).
+fn whole_pools() -> SchedulerConfig {
+    SchedulerConfig {
+        actor_start_secs: 0.0,
+        ..SchedulerConfig::default()
+    }
+}
+
+/// One 1-CPU stage on 4 CPUs; returns the scheduler after its first batch took `busy` seconds,
+/// with 100 tasks queued, and the actors created so far.
+fn after_first_batch(busy: f64) -> (Scheduler, Vec<ActorId>) {
+    let mut s = Scheduler::new(vec![stage("a", 1)], cpus(4.0), SchedulerConfig::default()).unwrap();
+    let mut actors: Vec<ActorId> = creates(&s.poll()).into_iter().map(|c| c.0).collect();
+    assert_eq!(
+        actors.len(),
+        1,
+        "an automatic CPU pool starts with one actor"
+    );
+    ready(&mut s, actors.clone());
+    s.add_tasks(&metas(100)).unwrap();
+    let first = submits(&s.poll());
+    s.batch_done(first[0].1[0].id, &metas(1), busy).unwrap();
+    actors.extend(creates(&s.poll()).into_iter().map(|c| c.0));
+    (s, actors)
+}
+
+#[test]
+fn an_auto_pool_grows_to_what_its_measured_work_is_worth() {
+    // 100 batches of 0.1 s waiting: 10 s of work, one actor per second of it, capped by the 4 CPUs.
+    let (_, actors) = after_first_batch(0.1);
+    assert_eq!(actors.len(), 4);
+}
+
+#[test]
+fn tiny_batches_keep_one_actor() {
+    // 100 batches of 0.1 ms: 10 ms of work is not worth starting a second actor.
+    let (mut s, actors) = after_first_batch(0.0001);
+    assert_eq!(actors.len(), 1);
+    s.handle(Event::Tick { now: 5.0 }).unwrap();
+    assert!(
+        creates(&s.poll()).is_empty(),
+        "rebalancing does not grow it either"
+    );
+}
+
+#[test]
+fn fixed_and_gpu_pools_start_whole() {
+    let fixed = StageSpec {
+        pool: PoolSize::Fixed(3),
+        ..stage("fixed", 1)
+    };
+    let gpu = StageSpec {
+        resources: Resources {
+            cpus: 0.0,
+            gpus: 0.5,
+        },
+        ..stage("gpu", 1)
+    };
+    let nodes = vec![NodeSpec::new("n", 4.0, 1.0)];
+    let mut s = Scheduler::new(vec![fixed, gpu], nodes, SchedulerConfig::default()).unwrap();
+    let made = creates(&s.poll());
+    assert_eq!(made.iter().filter(|c| c.1 == 0).count(), 3);
+    assert_eq!(made.iter().filter(|c| c.1 == 1).count(), 2);
+}
+
+#[test]
+fn a_full_queue_that_holds_a_full_batch_sends_no_partial_one() {
+    let spec = StageSpec {
+        queue_max_tasks: 4,
+        max_batches_per_call: 8,
+        ..stage("a", 3)
+    };
+    let mut s = Scheduler::new(vec![spec], cpus(1.0), SchedulerConfig::default()).unwrap();
+    let actors: Vec<ActorId> = creates(&s.poll()).into_iter().map(|c| c.0).collect();
+    ready(&mut s, actors);
+    s.add_tasks(&metas(4)).unwrap();
+    let calls = submits(&s.poll());
+    let sizes: Vec<usize> = calls
+        .iter()
+        .flat_map(|c| c.1.iter().map(|b| b.tasks.len()))
+        .collect();
+    assert_eq!(sizes, vec![3], "the fourth task waits for two more");
 }

@@ -12,8 +12,17 @@
 //! the previous stage's output, what a stage received either ran or failed, and the last stage's
 //! output is what the driver received.
 //!
-//! Encoding: `b"CLG1"`, the stage count (u32 LE), then per stage five u64 LE counters in the order
-//! of [`StageCounts`].
+//! Besides the counts, each stage's entry holds what the run report needs: items and bytes in and
+//! out, seconds inside `process_batch`, the clock of its first batch start and last batch end (the
+//! earliest and the latest win when ledgers merge) and the ids of the worker processes that ran it
+//! (a set: merging is a union).
+//!
+//! Encoding: `b"CLG2"`, the stage count (u32 LE), then per stage the [`COUNTERS`] u64 LE counters
+//! in the order of `StageCounts::counters`, the busy nanoseconds, the first start and last end in
+//! microseconds since the epoch (u64 LE each, 0: none), the number of worker ids (u32 LE) and the
+//! ids (u64 LE, ascending).
+
+use std::collections::BTreeSet;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -25,12 +34,15 @@ use arrow_schema::DataType;
 
 use crate::errors::value_error;
 
-const MAGIC: &[u8; 4] = b"CLG1";
-const FIELDS: usize = 5;
+const MAGIC: &[u8; 4] = b"CLG2";
+/// Summed counters per stage.
+const COUNTERS: usize = 11;
 const HEADER: usize = MAGIC.len() + 4;
+/// Fixed bytes per stage: the counters, busy nanoseconds, first start, last end, worker count.
+const STAGE_FIXED: usize = (COUNTERS + 3) * 8 + 4;
 
 /// What one stage did, summed over the batches counted so far.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct StageCounts {
     /// `process_batch` calls, successful or not.
     pub batches: u64,
@@ -42,37 +54,120 @@ pub(crate) struct StageCounts {
     pub failed_tasks: u64,
     /// Failed batches: one failure record each.
     pub failed_batches: u64,
+    /// Tasks of successful batches that returned no task at all.
+    pub filtered_tasks: u64,
+    /// Worker calls (Ray Data `map_batches` calls) in which the stage ran at least one batch.
+    pub calls: u64,
+    /// Items (`Task.num_items`) and payload bytes of the tasks in and out.
+    pub items_in: u64,
+    pub items_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    /// Nanoseconds inside `process_batch`.
+    pub busy_ns: u64,
+    /// Microseconds since the epoch of the first batch start and the last batch end.
+    pub first_start_us: Option<u64>,
+    pub last_end_us: Option<u64>,
+    /// Ids of the worker processes that ran batches of the stage.
+    pub workers: BTreeSet<u64>,
 }
 
 impl StageCounts {
-    fn to_array(self) -> [u64; FIELDS] {
+    fn counters(&self) -> [u64; COUNTERS] {
         [
             self.batches,
             self.tasks_in,
             self.tasks_out,
             self.failed_tasks,
             self.failed_batches,
+            self.filtered_tasks,
+            self.calls,
+            self.items_in,
+            self.items_out,
+            self.bytes_in,
+            self.bytes_out,
         ]
     }
 
-    fn from_array(a: [u64; FIELDS]) -> Self {
-        Self {
-            batches: a[0],
-            tasks_in: a[1],
-            tasks_out: a[2],
-            failed_tasks: a[3],
-            failed_batches: a[4],
-        }
+    fn counters_mut(&mut self) -> [&mut u64; COUNTERS] {
+        [
+            &mut self.batches,
+            &mut self.tasks_in,
+            &mut self.tasks_out,
+            &mut self.failed_tasks,
+            &mut self.failed_batches,
+            &mut self.filtered_tasks,
+            &mut self.calls,
+            &mut self.items_in,
+            &mut self.items_out,
+            &mut self.bytes_in,
+            &mut self.bytes_out,
+        ]
     }
 
     fn add(&mut self, other: &StageCounts) {
-        let sum = self
-            .to_array()
-            .iter()
-            .zip(other.to_array())
-            .map(|(a, b)| a.saturating_add(b))
-            .collect::<Vec<_>>();
-        *self = Self::from_array(sum.try_into().expect("FIELDS counters"));
+        for (mine, theirs) in self.counters_mut().into_iter().zip(other.counters()) {
+            *mine = mine.saturating_add(theirs);
+        }
+        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
+        self.first_start_us = earliest(self.first_start_us, other.first_start_us);
+        self.last_end_us = self.last_end_us.max(other.last_end_us);
+        self.workers.extend(other.workers.iter().copied());
+    }
+
+    fn encode_into(&self, out: &mut Vec<u8>) {
+        for value in self.counters() {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        out.extend_from_slice(&self.busy_ns.to_le_bytes());
+        out.extend_from_slice(&self.first_start_us.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.last_end_us.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&(self.workers.len() as u32).to_le_bytes());
+        for id in &self.workers {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    /// One stage's entry from the front of `data`; returns it and the bytes it took.
+    fn decode_from(data: &[u8]) -> Result<(Self, usize), String> {
+        let fixed = STAGE_FIXED;
+        if data.len() < fixed {
+            return Err(format!(
+                "encoded ledger ends inside a stage entry ({} of {fixed} bytes)",
+                data.len()
+            ));
+        }
+        let u64_at =
+            |i: usize| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+        let mut s = StageCounts::default();
+        for (i, slot) in s.counters_mut().into_iter().enumerate() {
+            *slot = u64_at(i);
+        }
+        s.busy_ns = u64_at(COUNTERS);
+        s.first_start_us = Some(u64_at(COUNTERS + 1)).filter(|&t| t > 0);
+        s.last_end_us = Some(u64_at(COUNTERS + 2)).filter(|&t| t > 0);
+        let at = (COUNTERS + 3) * 8;
+        let n = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
+        let len = fixed + n * 8;
+        if data.len() < len {
+            return Err(format!(
+                "encoded ledger ends inside the worker ids of a stage ({} of {len} bytes)",
+                data.len()
+            ));
+        }
+        s.workers = data[fixed..len]
+            .chunks_exact(8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+            .collect();
+        Ok((s, len))
+    }
+}
+
+fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
     }
 }
 
@@ -116,13 +211,11 @@ impl Counts {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(HEADER + self.stages.len() * FIELDS * 8);
+        let mut out = Vec::with_capacity(HEADER + self.stages.len() * STAGE_FIXED);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&(self.stages.len() as u32).to_le_bytes());
         for stage in &self.stages {
-            for value in stage.to_array() {
-                out.extend_from_slice(&value.to_le_bytes());
-            }
+            stage.encode_into(&mut out);
         }
         out
     }
@@ -132,24 +225,19 @@ impl Counts {
             return Err("not an encoded ledger (bad header)".to_string());
         }
         let n = u32::from_le_bytes(data[MAGIC.len()..HEADER].try_into().expect("4 bytes")) as usize;
-        let body = &data[HEADER..];
-        if body.len() != n * FIELDS * 8 {
+        let mut rest = &data[HEADER..];
+        let mut stages = Vec::with_capacity(n.min(rest.len() / STAGE_FIXED + 1));
+        for _ in 0..n {
+            let (stage, used) = StageCounts::decode_from(rest)?;
+            stages.push(stage);
+            rest = &rest[used..];
+        }
+        if !rest.is_empty() {
             return Err(format!(
-                "encoded ledger of {n} stages has {} body bytes, expected {}",
-                body.len(),
-                n * FIELDS * 8
+                "encoded ledger of {n} stages has {} bytes too many",
+                rest.len()
             ));
         }
-        let stages = body
-            .chunks_exact(FIELDS * 8)
-            .map(|chunk| {
-                let mut a = [0u64; FIELDS];
-                for (slot, bytes) in a.iter_mut().zip(chunk.chunks_exact(8)) {
-                    *slot = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
-                }
-                StageCounts::from_array(a)
-            })
-            .collect();
         Ok(Self { stages })
     }
 
@@ -194,6 +282,15 @@ impl Counts {
                     s.batches
                 ));
             }
+            if s.filtered_tasks > s.tasks_in.saturating_sub(s.failed_tasks) {
+                problems.push(format!(
+                    "{} filtered {} tasks but ran {} tasks of which {} failed",
+                    name(i),
+                    s.filtered_tasks,
+                    s.tasks_in,
+                    s.failed_tasks
+                ));
+            }
             expected_in = s.tasks_out;
             what_in = format!("the outputs of {}", name(i));
         }
@@ -222,6 +319,16 @@ fn non_negative(name: &str, value: i64) -> PyResult<u64> {
     u64::try_from(value).map_err(|_| value_error(format!("{name} must be >= 0, got {value}")))
 }
 
+/// Seconds (finite, >= 0) in units of `1 / per_second`.
+fn seconds_to(name: &str, seconds: f64, per_second: f64) -> PyResult<u64> {
+    if !seconds.is_finite() || seconds < 0.0 {
+        return Err(value_error(format!(
+            "{name} must be a finite number >= 0, got {seconds}"
+        )));
+    }
+    Ok((seconds * per_second).round() as u64)
+}
+
 #[pymethods]
 impl PyLedger {
     #[new]
@@ -231,8 +338,15 @@ impl PyLedger {
         }
     }
 
-    /// Counts one or more `process_batch` calls of `stage`.
-    #[pyo3(signature = (stage, tasks_in, tasks_out, failed_tasks=0, batches=1, failed_batches=0))]
+    /// Counts one or more `process_batch` calls of `stage`. The keyword-only arguments feed the
+    /// run report: `busy_s` (seconds inside `process_batch`), `start` / `end` (epoch seconds of the
+    /// first batch start and the last batch end) and `worker` (an id of the worker process).
+    #[pyo3(signature = (
+        stage, tasks_in, tasks_out, failed_tasks=0, batches=1, failed_batches=0, *,
+        filtered_tasks=0, calls=0, items_in=0, items_out=0, bytes_in=0, bytes_out=0,
+        busy_s=0.0, start=None, end=None, worker=None
+    ))]
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &mut self,
         stage: usize,
@@ -241,6 +355,16 @@ impl PyLedger {
         failed_tasks: i64,
         batches: i64,
         failed_batches: i64,
+        filtered_tasks: i64,
+        calls: i64,
+        items_in: i64,
+        items_out: i64,
+        bytes_in: i64,
+        bytes_out: i64,
+        busy_s: f64,
+        start: Option<f64>,
+        end: Option<f64>,
+        worker: Option<u64>,
     ) -> PyResult<()> {
         let counts = StageCounts {
             batches: non_negative("batches", batches)?,
@@ -248,6 +372,16 @@ impl PyLedger {
             tasks_out: non_negative("tasks_out", tasks_out)?,
             failed_tasks: non_negative("failed_tasks", failed_tasks)?,
             failed_batches: non_negative("failed_batches", failed_batches)?,
+            filtered_tasks: non_negative("filtered_tasks", filtered_tasks)?,
+            calls: non_negative("calls", calls)?,
+            items_in: non_negative("items_in", items_in)?,
+            items_out: non_negative("items_out", items_out)?,
+            bytes_in: non_negative("bytes_in", bytes_in)?,
+            bytes_out: non_negative("bytes_out", bytes_out)?,
+            busy_ns: seconds_to("busy_s", busy_s, 1e9)?,
+            first_start_us: start.map(|t| seconds_to("start", t, 1e6)).transpose()?,
+            last_end_us: end.map(|t| seconds_to("end", t, 1e6)).transpose()?,
+            workers: worker.into_iter().collect(),
         };
         self.counts.add(stage, &counts).map_err(value_error)
     }
@@ -306,8 +440,10 @@ impl PyLedger {
         self.counts.stages.len()
     }
 
-    /// Counts of every stage, as dicts (`batches`, `tasks_in`, `tasks_out`, `failed_tasks`,
-    /// `failed_batches`).
+    /// Counts of every stage, as dicts: `batches`, `tasks_in`, `tasks_out`, `failed_tasks`,
+    /// `failed_batches`, `filtered_tasks`, `calls`, `items_in`, `items_out`, `bytes_in`,
+    /// `bytes_out`, `busy_s`, `first_start` / `last_end` (epoch seconds or None) and `workers` (how
+    /// many distinct worker processes ran the stage).
     fn stages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let dicts = self
             .counts
@@ -320,6 +456,16 @@ impl PyLedger {
                 d.set_item("tasks_out", s.tasks_out)?;
                 d.set_item("failed_tasks", s.failed_tasks)?;
                 d.set_item("failed_batches", s.failed_batches)?;
+                d.set_item("filtered_tasks", s.filtered_tasks)?;
+                d.set_item("calls", s.calls)?;
+                d.set_item("items_in", s.items_in)?;
+                d.set_item("items_out", s.items_out)?;
+                d.set_item("bytes_in", s.bytes_in)?;
+                d.set_item("bytes_out", s.bytes_out)?;
+                d.set_item("busy_s", s.busy_ns as f64 / 1e9)?;
+                d.set_item("first_start", s.first_start_us.map(|t| t as f64 / 1e6))?;
+                d.set_item("last_end", s.last_end_us.map(|t| t as f64 / 1e6))?;
+                d.set_item("workers", s.workers.len())?;
                 Ok(d)
             })
             .collect::<PyResult<Vec<_>>>()?;
@@ -396,6 +542,7 @@ mod tests {
             tasks_out,
             failed_tasks: failed,
             failed_batches: fb,
+            ..Default::default()
         }
     }
 
@@ -405,10 +552,77 @@ mod tests {
         c.add(0, &counts(1, 10, 30, 0, 0)).unwrap();
         c.add(2, &counts(4, 7, 7, 2, 1)).unwrap();
         let bytes = c.encode();
-        assert_eq!(bytes.len(), HEADER + 3 * FIELDS * 8);
+        assert_eq!(bytes.len(), HEADER + 3 * STAGE_FIXED);
         assert_eq!(Counts::decode(&bytes).unwrap(), c);
         assert!(Counts::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(Counts::decode(b"nope").is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Counts::decode(&longer).unwrap_err().contains("too many"));
+    }
+
+    #[test]
+    fn report_fields_roundtrip_and_merge() {
+        let timed = |start: u64, end: u64, busy: u64, worker: u64| StageCounts {
+            batches: 1,
+            tasks_in: 2,
+            tasks_out: 2,
+            items_in: 20,
+            items_out: 10,
+            bytes_in: 300,
+            bytes_out: 100,
+            filtered_tasks: 1,
+            calls: 1,
+            busy_ns: busy,
+            first_start_us: Some(start),
+            last_end_us: Some(end),
+            workers: BTreeSet::from([worker]),
+            ..Default::default()
+        };
+        let mut a = Counts::new(2);
+        a.add(0, &timed(50, 70, 5, 7)).unwrap();
+        a.add(0, &timed(40, 60, 6, 9)).unwrap();
+        let mut b = Counts::new(2);
+        b.add(0, &timed(45, 90, 1, 7)).unwrap();
+        b.add(1, &timed(80, 85, 2, 3)).unwrap();
+        let bytes = b.encode();
+        assert_eq!(bytes.len(), HEADER + 2 * STAGE_FIXED + 2 * 8);
+        assert_eq!(Counts::decode(&bytes).unwrap(), b);
+        assert!(Counts::decode(&bytes[..bytes.len() - 4])
+            .unwrap_err()
+            .contains("worker ids"));
+        a.merge_encoded(&bytes).unwrap();
+        let s = &a.stages[0];
+        assert_eq!((s.first_start_us, s.last_end_us), (Some(40), Some(90)));
+        assert_eq!((s.busy_ns, s.calls, s.filtered_tasks), (12, 3, 3));
+        assert_eq!(
+            (s.items_in, s.items_out, s.bytes_in, s.bytes_out),
+            (60, 30, 900, 300)
+        );
+        assert_eq!(s.workers, BTreeSet::from([7, 9]));
+        assert_eq!(a.stages[1].workers, BTreeSet::from([3]));
+        // A stage that never ran keeps no clock.
+        let empty = Counts::new(1);
+        assert_eq!(
+            Counts::decode(&empty.encode()).unwrap().stages[0].first_start_us,
+            None
+        );
+    }
+
+    #[test]
+    fn filtering_more_than_ran_is_an_imbalance() {
+        let mut c = Counts::new(1);
+        c.add(
+            0,
+            &StageCounts {
+                filtered_tasks: 3,
+                ..counts(2, 3, 0, 1, 1)
+            },
+        )
+        .unwrap();
+        let problems = c.imbalances(&[], 3, 0, 1);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("filtered 3 tasks"), "{problems:?}");
     }
 
     #[test]

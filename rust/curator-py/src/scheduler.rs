@@ -312,7 +312,7 @@ impl PyScheduler {
     #[new]
     #[pyo3(signature = (
         stages, nodes, *, ignore_failures = false, batch_timeout_s = None, call_overhead_s = 0.0005,
-        rebalance_interval_s = 0.5,
+        rebalance_interval_s = 0.5, actor_start_s = 1.0,
     ))]
     fn new(
         stages: Vec<Bound<'_, PyStageSpec>>,
@@ -321,6 +321,7 @@ impl PyScheduler {
         batch_timeout_s: Option<f64>,
         call_overhead_s: f64,
         rebalance_interval_s: f64,
+        actor_start_s: f64,
     ) -> PyResult<Self> {
         let stages = stages.iter().map(|s| s.get().to_core()).collect();
         let nodes = nodes
@@ -339,6 +340,7 @@ impl PyScheduler {
             batch_timeout_secs: batch_timeout_s,
             call_overhead_secs: call_overhead_s,
             rebalance_interval_secs: rebalance_interval_s,
+            actor_start_secs: actor_start_s,
         };
         let inner = Scheduler::new(stages, nodes, config).map_err(PyCoreError)?;
         Ok(Self { inner })

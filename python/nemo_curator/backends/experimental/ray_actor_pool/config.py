@@ -31,8 +31,12 @@ class ActorPoolConfig:
     """
 
     #: Actors per stage (a fixed size); `stage.num_workers()` overrides it per stage. None: fit to the
-    #: cluster's free resources, shared between stages.
+    #: cluster's free resources, shared between stages, growing with the work (see `actor_start_s`).
     pool_size: int | None = None
+    #: Rough cost of starting one actor. An automatic CPU pool starts with one actor and grows by one
+    #: per this many seconds of measured work waiting for the stage, so tiny tasks do not pay for actors
+    #: they cannot use while heavy stages get the whole cluster. 0: every pool starts at its full size.
+    actor_start_s: float = 1.0
     #: Record failing batches in `executor.failures` (and the run report) and go on, instead of failing.
     ignore_failures: bool = False
     #: CPUs / GPUs of the cluster left unused by this run.
@@ -107,6 +111,8 @@ class ActorPoolConfig:
         for key in ("poll_interval_s", "progress_interval_s"):
             if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
                 raise bad(key, "a number > 0")
+        if not _is_number(self.actor_start_s) or self.actor_start_s < 0:
+            raise bad("actor_start_s", "a number >= 0")
 
 
 def _is_int(v: Any) -> bool:

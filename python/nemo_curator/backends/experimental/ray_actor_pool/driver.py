@@ -113,6 +113,7 @@ class ActorPoolDriver:
                 [_core.NodeSpec(*c) for c in capacity],
                 ignore_failures=config.ignore_failures,
                 batch_timeout_s=config.batch_timeout_s,
+                actor_start_s=config.actor_start_s,
             )
 
         try:

@@ -16,6 +16,7 @@ stage on a node asks for it and every worker of that stage on that node waits fo
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
@@ -109,6 +110,54 @@ class NodeSetups:
         return sorted(self._started)
 
 
+@dataclass
+class _CallCounts:
+    """What one stage did in one worker call (recorded into the call's ledger at its end)."""
+
+    tasks_in: int = 0
+    tasks_out: int = 0
+    failed_tasks: int = 0
+    batches: int = 0
+    failed_batches: int = 0
+    filtered_tasks: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    busy_s: float = 0.0
+    first_start: float | None = None
+    last_end: float | None = None
+
+    def timed(self, wall_start: float, busy: float) -> None:
+        self.busy_s += busy
+        if self.first_start is None:
+            self.first_start = wall_start
+        self.last_end = wall_start + busy
+
+
+def _worker_number(worker_id: str) -> int | None:
+    """A 64-bit number for a Ray worker id (hex), to count distinct workers in the ledger."""
+    try:
+        return int(worker_id[:16], 16)
+    except (TypeError, ValueError):
+        return None
+
+
+def _size(task: Any) -> tuple[int, int]:
+    """(items, payload bytes) of a task."""
+    try:
+        items = int(task.num_items)
+    except Exception:  # a task whose data does not say (num_items raises on odd payloads)
+        items = 0
+    return items, payload_nbytes(task)
+
+
+def _measure(task: Any, measured: dict[int, tuple[int, int]]) -> tuple[int, int]:
+    """(items, payload bytes) of a task, taken from `measured` when it was measured already."""
+    known = measured.pop(id(task), None)
+    return known if known is not None else _size(task)
+
+
 class StageRunner:
     """One stage instance in one worker process: `setup` once, then batches of exactly `batch_size`."""
 
@@ -119,6 +168,7 @@ class StageRunner:
         self.adapter = BaseStageAdapter(self.stage)
         context = ray.get_runtime_context()
         self.metadata = WorkerMetadata(worker_id=context.get_worker_id(), allocation=None)
+        self.worker = _worker_number(self.metadata.worker_id)
         self._torn_down = False
         if plan.node_setups is not None:
             try:
@@ -144,17 +194,29 @@ class StageRunner:
             )
 
     def start_call(self) -> None:
-        self.counts = [0, 0, 0, 0, 0]  # tasks in, tasks out, failed tasks, batches, failed batches
+        self.counts = _CallCounts()
 
-    def run_batch(self, batch: list[Any], failures: list[dict[str, Any]]) -> list[Any]:
-        """One `process_batch` call; a failure is raised, or recorded under `ignore_failures`."""
+    def run_batch(
+        self, batch: list[Any], failures: list[dict[str, Any]], measured: dict[int, tuple[int, int]]
+    ) -> list[Any]:
+        """One `process_batch` call; a failure is raised, or recorded under `ignore_failures`.
+
+        `measured` maps `id(task)` to (items, bytes) of tasks measured already (outputs of the
+        previous stage of the segment): inputs are looked up there, outputs are added to it."""
         plan = self.plan
         counts = self.counts
-        counts[0] += len(batch)
-        counts[3] += 1
+        counts.tasks_in += len(batch)
+        counts.batches += 1
+        for task in batch:
+            items, nbytes = _measure(task, measured)
+            counts.items_in += items
+            counts.bytes_in += nbytes
+        wall_start = time.time()
+        start = time.perf_counter()
         try:
             outputs = self.adapter.process_batch(batch)
         except Exception as exc:
+            counts.timed(wall_start, time.perf_counter() - start)
             failure = {
                 "stage": plan.name,
                 "task_ids": [t.task_id for t in batch],
@@ -169,22 +231,39 @@ class StageRunner:
                 f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
             )
             failures.append(failure)
-            counts[2] += len(batch)
-            counts[4] += 1
+            counts.failed_tasks += len(batch)
+            counts.failed_batches += 1
             return []
-        counts[1] += len(outputs)
+        counts.timed(wall_start, time.perf_counter() - start)
+        counts.tasks_out += len(outputs)
+        if not outputs:
+            counts.filtered_tasks += len(batch)
+        for task in outputs:
+            size = measured[id(task)] = _size(task)
+            counts.items_out += size[0]
+            counts.bytes_out += size[1]
         return outputs
 
     def end_call(self, ledger: Any) -> None:
-        tasks_in, tasks_out, failed_tasks, batches, failed_batches = self.counts
-        if batches:
+        c = self.counts
+        if c.batches:
             ledger.record(
                 self.plan.index,
-                tasks_in,
-                tasks_out,
-                failed_tasks=failed_tasks,
-                batches=batches,
-                failed_batches=failed_batches,
+                c.tasks_in,
+                c.tasks_out,
+                failed_tasks=c.failed_tasks,
+                batches=c.batches,
+                failed_batches=c.failed_batches,
+                filtered_tasks=c.filtered_tasks,
+                calls=1,
+                items_in=c.items_in,
+                items_out=c.items_out,
+                bytes_in=c.bytes_in,
+                bytes_out=c.bytes_out,
+                busy_s=c.busy_s,
+                start=c.first_start,
+                end=c.last_end,
+                worker=self.worker,
             )
 
     def teardown(self) -> None:
@@ -230,10 +309,12 @@ class SegmentRunner:
             return
         sink = _ChunkedOutput(self.plan.chunk_bytes)
         buffers: list[list[Any]] = [[] for _ in self.runners]
+        # (items, bytes) of the tasks between stages of this call, so each task is measured once.
+        measured: dict[int, tuple[int, int]] = {}
 
         def push(level: int, tasks: list[Any]) -> None:
             if level == len(self.runners):
-                sink.add(tasks)
+                sink.add(tasks, measured)
                 return
             buffer = buffers[level]
             buffer.extend(tasks)
@@ -241,7 +322,7 @@ class SegmentRunner:
             while len(buffer) >= size:
                 batch = buffer[:size]
                 del buffer[:size]
-                push(level + 1, self.runners[level].run_batch(batch, failures))
+                push(level + 1, self.runners[level].run_batch(batch, failures, measured))
 
         tasks: list[Any] = decoded.tasks
         decoded.tasks = []
@@ -254,7 +335,7 @@ class SegmentRunner:
         for level, runner in enumerate(self.runners):  # partial batches, upstream first
             if buffers[level]:
                 batch, buffers[level] = buffers[level], []
-                push(level + 1, runner.run_batch(batch, failures))
+                push(level + 1, runner.run_batch(batch, failures, measured))
                 chunk = sink.ready()
                 if chunk is not None:
                     yield chunk
@@ -288,11 +369,14 @@ class _ChunkedOutput:
         self._chunk_bytes = chunk_bytes
         self._pending: list[Any] = []
         self._bytes = 0
+        self._last_bytes = 0
 
-    def add(self, tasks: list[Any]) -> None:
+    def add(self, tasks: list[Any], measured: dict[int, tuple[int, int]]) -> None:
         for task in tasks:
             self._pending.append(task)
-            self._bytes += payload_nbytes(task)
+            known = measured.pop(id(task), None)
+            self._last_bytes = known[1] if known is not None else payload_nbytes(task)
+            self._bytes += self._last_bytes
 
     def ready(self) -> pa.Table | None:
         """A chunk of all pending outputs but the last, once they reach `chunk_bytes`."""
@@ -300,7 +384,7 @@ class _ChunkedOutput:
             return None
         chunk = codec.encode_tasks(self._pending[:-1])
         self._pending = self._pending[-1:]
-        self._bytes = payload_nbytes(self._pending[0])
+        self._bytes = self._last_bytes
         return chunk
 
     def finish(self, ledger: bytes, failures: list[dict[str, Any]]) -> pa.Table:

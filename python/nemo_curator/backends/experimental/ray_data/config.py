@@ -54,8 +54,14 @@ class RayDataConfig:
     force_actors: bool = False
     #: Return the tasks in input order (Ray Data's `preserve_order`), at some cost in throughput.
     preserve_order: bool = False
-    #: Ray Data's progress bars.
-    show_progress: bool = False
+    #: Per-stage progress while the run goes on (redrawn bars on a terminal, one log line per
+    #: `progress_interval_s` otherwise, from the counts that come back with the result blocks) and
+    #: the run summary in the log at the end. Off: no progress output at all.
+    show_progress: bool = True
+    #: Seconds between progress log lines (non-terminal mode).
+    progress_interval_s: float = 10.0
+    #: Ray Data's own per-operator progress bars as well (only with `show_progress`).
+    ray_data_progress_bars: bool = False
     #: Other `ray.data.DataContext` attributes to set for the run's datasets, e.g.
     #: `{"target_min_block_size": 1 << 20}`; unknown names are errors.
     data_context: dict[str, Any] = field(default_factory=dict)
@@ -78,7 +84,14 @@ class RayDataConfig:
         def bad(key: str, want: str) -> ValueError:
             return ValueError(f"RayDataExecutor config '{key}' must be {want}, got {getattr(self, key)!r}")
 
-        for key in ("ignore_failures", "exact_batches", "force_actors", "preserve_order", "show_progress"):
+        for key in (
+            "ignore_failures",
+            "exact_batches",
+            "force_actors",
+            "preserve_order",
+            "show_progress",
+            "ray_data_progress_bars",
+        ):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "a bool")
         for key in ("pool_size", "fanout_tasks_per_block"):
@@ -93,6 +106,8 @@ class RayDataConfig:
         for key in ("reserved_cpus", "reserved_gpus"):
             if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
+        if not _is_number(self.progress_interval_s) or self.progress_interval_s <= 0:
+            raise bad("progress_interval_s", "a number > 0")
         if not isinstance(self.runtime_env, dict):
             raise bad("runtime_env", "a dict")
         if not isinstance(self.data_context, dict):

@@ -22,7 +22,10 @@ new segment at every stage with B > 1, for full batches everywhere at the cost o
 The driver streams the final blocks (`iter_internal_ref_bundles`), decodes each as it arrives
 (Arrow payloads stay in the object store, referenced without a copy) and merges the per-block
 ledgers into one `nemo_curator._core.Ledger`, whose balance check proves that every input task
-was output, filtered or reported as failed.
+was output, filtered or reported as failed. The ledgers also carry what the run report needs
+(items, bytes, busy time, first start / last end, workers per stage): the driver feeds the merged
+ledger to the same `RunMonitor` as the actor-pool executor (`observe.py`), for the progress display
+while blocks arrive, the summary at the end (`show_progress`) and `executor.last_run`.
 
 `ignore_head_node` keeps every task and actor of the run off the head node with a Ray label
 selector on the node id (`DataContext.execution_options.label_selector`) and limits Ray Data's
@@ -34,6 +37,7 @@ from __future__ import annotations
 import copy
 import itertools
 import math
+import time
 import uuid
 import warnings
 from dataclasses import dataclass
@@ -60,9 +64,12 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
     task_function_for,
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_data.observe import LedgerView
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, put_stage
+from nemo_curator.backends.ray_utils.nodes import _take_reserved
+from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
 
@@ -74,8 +81,10 @@ _UNSUPPORTED_KINDS = (
     RayStageSpecKeys.IS_SHUFFLE_STAGE,
 )
 _NODE_ID_LABEL = "ray.io/node-id"
-# Blocks fetched per `ray.get` while streaming the results.
+# Blocks fetched per `ray.get` while streaming the results; fewer when they come slowly, so the
+# progress display follows (they are fetched at least every `_FETCH_INTERVAL_S`).
 _FETCH_BLOCKS = 8
+_FETCH_INTERVAL_S = 0.25
 
 
 def _runs_in_actors(stage: ProcessingStage[Any, Any]) -> bool:
@@ -102,12 +111,15 @@ class RayDataExecutor(BaseExecutor):
     Config keys: see `RayDataConfig` (`ignore_failures`, `max_retries`, `pool_size`, `reserved_cpus`,
     `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `output_block_bytes`,
     `fanout_tasks_per_block`, `exact_batches`, `force_actors`, `preserve_order`, `show_progress`,
-    `data_context`). Unknown keys raise `ValueError`. A stage's `ray_stage_spec()` may also size its
-    actor pool with `min_workers` / `max_workers` / `initial_workers`.
+    `progress_interval_s`, `ray_data_progress_bars`, `data_context`). Unknown keys raise `ValueError`.
+    A stage's `ray_stage_spec()` may also size its actor pool with `min_workers` / `max_workers` /
+    `initial_workers`.
 
     After `execute()`: `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
-    error type, message, traceback) and `last_run_stats` has one entry per stage (batches, tasks in
-    and out, failed tasks) from the run's ledger.
+    error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
+    bytes in/out, batches, calls, busy and wall time, actors; failures; count balance; timeline; see
+    `observe.py` for what the counts cover), also after a run that failed; `last_run_stats` has the
+    ledger's counts per stage as dicts.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
@@ -115,6 +127,8 @@ class RayDataExecutor(BaseExecutor):
         self.settings = RayDataConfig.from_dict(self.config)
         self.failures: list[dict[str, Any]] = []
         self.last_run_stats: list[dict[str, Any]] = []
+        #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
+        self.last_run: RunReport | None = None
         self._segment_udfs: list[tuple[str, list[str]]] = []
 
     # ----------------------------------------------------------------------------------------- execute
@@ -124,6 +138,7 @@ class RayDataExecutor(BaseExecutor):
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
         self.failures = []
         self.last_run_stats = []
+        self.last_run = None
         validate_stages(stages)
         if not stages:
             return []
@@ -131,6 +146,7 @@ class RayDataExecutor(BaseExecutor):
         plans = [self._plan(stage) for stage in stages]
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
+            started = (time.perf_counter(), time.time())  # the report's clock: from here
             nodes = _usable_nodes(self.ignore_head_node, s.reserved_cpus, s.reserved_gpus)
             segments = _segments(plans, s.exact_batches)
             # Repartitions between segments are Ray tasks of one CPU each.
@@ -150,11 +166,15 @@ class RayDataExecutor(BaseExecutor):
                 else None
             )
             try:
-                results = self._run(plans, segments, stage_refs, setups, needs_node_setup, tasks, nodes)
+                results = self._run(
+                    plans, segments, stage_refs, setups, needs_node_setup, tasks, nodes, started
+                )
             finally:
                 if setups is not None:
                     ray.kill(setups)
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
+        if s.show_progress and self.last_run is not None:
+            logger.info("run summary\n" + self.last_run.format_summary())
         return results
 
     def _plan(self, stage: ProcessingStage[Any, Any]) -> _StagePlan:
@@ -187,6 +207,7 @@ class RayDataExecutor(BaseExecutor):
         needs_node_setup: list[bool],
         tasks: list[Task[Any]],
         nodes: list[ClusterNode],
+        started: tuple[float, float],
     ) -> list[Task[Any]]:
         s = self.settings
         run_id = uuid.uuid4().hex
@@ -247,7 +268,7 @@ class RayDataExecutor(BaseExecutor):
                 f"{'actors ' + str(plans[members[0]].pool) if plans[members[0]].actor else 'tasks'}, "
                 f"batch sizes {[plans[i].batch_size for i in members]}"
             )
-        return self._stream(ds, plans, len(tasks))
+        return self._stream(ds, plans, len(tasks), started)
 
     def _map_args(self, members: list[_StagePlan], plan: SegmentPlan) -> dict[str, Any]:
         stages = [m.stage for m in members]
@@ -292,8 +313,8 @@ class RayDataExecutor(BaseExecutor):
         s = self.settings
         ctx.raise_original_map_exception = True
         ctx.max_errored_blocks = 0
-        ctx.enable_progress_bars = s.show_progress
-        ctx.print_on_execution_start = s.show_progress
+        ctx.enable_progress_bars = s.show_progress and s.ray_data_progress_bars
+        ctx.print_on_execution_start = s.show_progress and s.ray_data_progress_bars
         ctx.target_max_block_size = s.output_block_bytes
         options = ctx.execution_options
         options.preserve_order = s.preserve_order
@@ -313,19 +334,38 @@ class RayDataExecutor(BaseExecutor):
             setattr(ctx, key, value)
 
     # ------------------------------------------------------------------------------------------ stream
-    def _stream(self, ds: ray.data.Dataset, plans: list[_StagePlan], num_initial: int) -> list[Task[Any]]:
+    def _stream(
+        self,
+        ds: ray.data.Dataset,
+        plans: list[_StagePlan],
+        num_initial: int,
+        started: tuple[float, float],
+    ) -> list[Task[Any]]:
+        s = self.settings
         names = [p.stage.name for p in plans]
-        ledger = _core.Ledger(len(plans))
+        start, epoch0 = started
+        view = LedgerView(names, num_initial, [p.actor for p in plans], epoch0)
+        monitor = RunMonitor(
+            "RayDataExecutor",
+            names,
+            progress="auto" if s.show_progress else "off",
+            progress_interval_s=s.progress_interval_s,
+        )
         results: list[Task[Any]] = []
         failures: list[dict[str, Any]] = []
         try:
             pending: list[tuple[Any, Any]] = []
+            last_fetch = time.perf_counter()
             for bundle in ds.iter_internal_ref_bundles():
                 pending.extend(zip((e.ref for e in bundle.blocks), bundle.slices, strict=True))
-                if len(pending) >= _FETCH_BLOCKS:
-                    self._take(pending, ledger, results, failures)
+                now = time.perf_counter()
+                if len(pending) >= _FETCH_BLOCKS or now - last_fetch >= _FETCH_INTERVAL_S:
+                    self._take(pending, view, results, failures)
                     pending = []
-            self._take(pending, ledger, results, failures)
+                    last_fetch = now
+                    monitor.on_round(view, time.perf_counter() - start)
+            self._take(pending, view, results, failures)
+            view.finished = True
         except ray.exceptions.RayTaskError as exc:
             cause = exc.cause
             if isinstance(cause, StageFailedError):
@@ -334,13 +374,18 @@ class RayDataExecutor(BaseExecutor):
             raise self._infra_failure(exc) from exc
         except ray.exceptions.RayError as exc:
             raise self._infra_failure(exc) from exc
-        self.failures = failures
+        finally:
+            # Also after a failure: the report of what came back until then.
+            self.failures = failures
+            self.last_run_stats = [
+                {"stage": name, **counts} for name, counts in zip(names, view.ledger.stages(), strict=True)
+            ]
+            self.last_run = monitor.finish(
+                view, time.perf_counter() - start, failures=failures, actor_events=[]
+            )
         for failure in failures:
             logger.warning(failure_message(failure).splitlines()[0] + " (skipped: ignore_failures=True)")
-        self.last_run_stats = [
-            {"stage": name, **counts} for name, counts in zip(names, ledger.stages(), strict=True)
-        ]
-        problems = ledger.check(num_initial, len(results), len(failures), names)
+        problems = view.problems()
         if problems:
             raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
         return results
@@ -372,7 +417,7 @@ class RayDataExecutor(BaseExecutor):
     @staticmethod
     def _take(
         pending: list[tuple[Any, Any]],
-        ledger: Any,
+        view: LedgerView,
         results: list[Task[Any]],
         failures: list[dict[str, Any]],
     ) -> None:
@@ -386,36 +431,27 @@ class RayDataExecutor(BaseExecutor):
             results.extend(decoded.tasks)
             failures.extend(decoded.failures)
             for encoded in decoded.ledgers:
-                ledger.merge(encoded)
+                view.merge(encoded)
+        view.emitted = len(results)
+        view.failure_records = len(failures)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
 def _usable_nodes(ignore_head_node: bool, reserved_cpus: float, reserved_gpus: float) -> list[ClusterNode]:
-    """The nodes the run may use with their *total* CPUs/GPUs (less the reserved ones, head first).
+    """The nodes the run may use with their *total* CPUs/GPUs, less the reserved ones (taken off the
+    first usable node first: the head, unless `ignore_head_node` left it out).
 
-    Totals, not what is free right now: a worker that fits a node's total runs there eventually,
-    and Ray Data's own scheduling follows what is free.
+    Totals, not what is free right now (`cluster_nodes`' `cpus`/`gpus`): a worker that fits a
+    node's total runs there eventually, and Ray Data's own scheduling follows what is free. So
+    `cluster_nodes` only says which nodes are usable and what they have in all (and raises the
+    shared, clear error when `ignore_head_node` leaves none), without waiting for free resources to
+    settle; the reserved split is the helper it uses, applied to the totals of the usable nodes.
     """
-    # Raises the shared, clear error when ignore_head_node leaves no node.
-    available = {n.node_id: n for n in cluster_nodes(ignore_head_node=ignore_head_node)}
-    nodes = []
-    for info in ray.nodes():
-        node = available.get(info["NodeID"])
-        if node is None:
-            continue
-        total = info.get("Resources", {})
-        nodes.append(
-            ClusterNode(
-                node.node_id, node.is_head, float(total.get("CPU", 0.0)), float(total.get("GPU", 0.0))
-            )
-        )
-    nodes.sort(key=lambda n: (not n.is_head, n.node_id))
-    out = []
-    for n in nodes:
-        take_c, take_g = min(reserved_cpus, n.cpus), min(reserved_gpus, n.gpus)
-        reserved_cpus, reserved_gpus = reserved_cpus - take_c, reserved_gpus - take_g
-        out.append(ClusterNode(n.node_id, n.is_head, n.cpus - take_c, n.gpus - take_g))
-    return out
+    nodes = [
+        ClusterNode(n.node_id, n.is_head, n.total_cpus, n.total_gpus, n.total_cpus, n.total_gpus)
+        for n in cluster_nodes(ignore_head_node=ignore_head_node, settle_s=0.0)
+    ]
+    return _take_reserved(nodes, reserved_cpus, reserved_gpus)
 
 
 def _fits(node: ClusterNode, cpus: float, gpus: float) -> int:
