@@ -100,17 +100,39 @@ def test_ignore_failures_skips_and_reports() -> None:
     assert f["error_type"] == "ValueError" and "t3" in f["message"] and f["attempts"] == 1
 
 
-def test_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(tmp_path: Any) -> None:
-    out = RayActorPoolExecutor(config={"pool_size": 2}).execute(
+# Stateless stages run as Ray tasks by default; `stateless_as_tasks=False` puts them in actors.
+MODES = pytest.mark.parametrize("as_tasks", [True, False], ids=["tasks", "actors"])
+
+
+@MODES
+def test_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(tmp_path: Any, as_tasks: bool) -> None:
+    out = RayActorPoolExecutor(config={"pool_size": 2, "stateless_as_tasks": as_tasks}).execute(
         [CrashOnce(str(tmp_path), "t4"), RaiseOn("never")], numbered_tasks(10)
     )
     assert _ids(out) == _ids(numbered_tasks(10))
     assert (tmp_path / "crashed-t4").exists()
 
 
-def test_retries_run_out_then_clear_error() -> None:
+@MODES
+def test_retries_run_out_then_clear_error(as_tasks: bool) -> None:
     with pytest.raises(StageFailedError, match=r"crash_always"):
-        RayActorPoolExecutor(config={"max_retries": 1}).execute([CrashAlways("t1")], numbered_tasks(3))
+        RayActorPoolExecutor(config={"max_retries": 1, "stateless_as_tasks": as_tasks}).execute(
+            [CrashAlways("t1")], numbered_tasks(3)
+        )
+
+
+def test_stateless_stages_run_as_tasks_and_stateful_ones_in_actors(tmp_path: Any) -> None:
+    stateless = RaiseOn("never")
+    stateful = LifecycleProbe(str(tmp_path), name="stateful")
+    ex = RayActorPoolExecutor()
+    out = ex.execute([stateless, stateful], numbered_tasks(6))
+    assert _ids(out) == _ids(numbered_tasks(6))
+    ready = [e for e in ex.last_run.actor_events if e["event"] == "ready"]
+    # Actors report their process; task-mode slots have none (any pooled worker runs their calls).
+    assert {e["stage"] for e in ready if "pid" in e} == {"stateful"}
+    assert {e["stage"] for e in ready if "pid" not in e} == {"raise_on"}
+    assert ex.last_run.stage("raise_on").tasks_in == 6
+    assert len(read_records(tmp_path, "setup")) == sum(1 for e in ready if e["stage"] == "stateful")
 
 
 def test_retries_run_out_with_ignore_failures_reports_infra_failure() -> None:

@@ -40,6 +40,13 @@ def _actor_pool() -> BaseExecutor:
     return RayActorPoolExecutor(config={"show_progress": False})
 
 
+def _actor_pool_actors() -> BaseExecutor:
+    from nemo_curator.backends.experimental import RayActorPoolExecutor
+
+    # Every stage in actors of its own, also the stateless ones that run as Ray tasks by default.
+    return RayActorPoolExecutor(config={"stateless_as_tasks": False, "show_progress": False})
+
+
 def _actor_pool_small_queues() -> BaseExecutor:
     from nemo_curator.backends.experimental import RayActorPoolExecutor
 
@@ -63,6 +70,7 @@ EXECUTORS: dict[str, Callable[[], BaseExecutor]] = {
 VARIANTS: dict[str, Callable[[], BaseExecutor]] = {
     **EXECUTORS,
     "ray_actor_pool_small_queues": _actor_pool_small_queues,
+    "ray_actor_pool_actors": _actor_pool_actors,
 }
 
 

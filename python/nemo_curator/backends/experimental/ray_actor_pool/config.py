@@ -37,6 +37,10 @@ class ActorPoolConfig:
     #: per this many seconds of measured work waiting for the stage, so tiny tasks do not pay for actors
     #: they cannot use while heavy stages get the whole cluster. 0: every pool starts at its full size.
     actor_start_s: float = 1.0
+    #: Run stages that override none of `setup`, `setup_on_node`, `teardown` (and ask for no GPU, and
+    #: whose `ray_stage_spec` does not say `is_actor_stage`) as Ray tasks on Ray's pooled worker
+    #: processes instead of in actors of their own: same slots, batches and retries, no actor start-up.
+    stateless_as_tasks: bool = True
     #: Record failing batches in `executor.failures` (and the run report) and go on, instead of failing.
     ignore_failures: bool = False
     #: CPUs / GPUs of the cluster left unused by this run.
@@ -88,7 +92,7 @@ class ActorPoolConfig:
 
         if self.pool_size is not None and (not _is_int(self.pool_size) or self.pool_size < 1):
             raise bad("pool_size", "a positive int or None")
-        for key in ("ignore_failures", "show_progress"):
+        for key in ("ignore_failures", "show_progress", "stateless_as_tasks"):
             if not isinstance(getattr(self, key), bool):
                 raise bad(key, "a bool")
         for key in ("reserved_cpus", "reserved_gpus"):

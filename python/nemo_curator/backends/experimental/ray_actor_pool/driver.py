@@ -21,6 +21,8 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolCo
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
     SetupFailedError,
+    is_stateless,
+    process_as_task,
     worker_class_for,
 )
 from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, put_stage, run_setup_on_node
@@ -37,6 +39,7 @@ class _Actor:
     actor_id: int
     stage: int
     node: ClusterNode
+    #: None for a stage run as Ray tasks (`stateless_as_tasks`): a slot holder with no process of its own.
     handle: Any
     ready: bool = False
     info: dict[str, Any] = field(default_factory=dict)
@@ -85,6 +88,9 @@ class ActorPoolDriver:
         for msg in self.scheduler.take_warnings():
             logger.warning(msg)
         self._workers = [worker_class_for(s) for s in stages]
+        # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
+        self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
+        self._ready_now: list[int] = []
         self._setup_refs: dict[tuple[int, str], Any] = {}
         self._actors: dict[int, _Actor] = {}
         self._starting: dict[Any, int] = {}  # ready() ref -> actor id
@@ -137,6 +143,11 @@ class ActorPoolDriver:
                 self.scheduler.tick(self.now())
                 for cmd in self.scheduler.poll():
                     self._execute(cmd)
+                if self._ready_now:
+                    # Task-mode slots are ready as soon as they exist: dispatch to them at once.
+                    self.scheduler.actors_ready(self._ready_now)
+                    self._ready_now = []
+                    continue
                 if self.monitor is not None:
                     self.monitor.on_round(self.scheduler, self.now())
                 if self._finished or self._abort:
@@ -198,6 +209,19 @@ class ActorPoolDriver:
     def _create(self, actor_id: int, stage_idx: int, node_idx: int) -> None:
         stage = self.stages[stage_idx]
         node = self.nodes[node_idx]
+        if self._as_tasks[stage_idx]:
+            self._actors[actor_id] = _Actor(actor_id, stage_idx, node, None, ready=True)
+            self.actor_events.append(
+                {
+                    "event": "ready",
+                    "actor": actor_id,
+                    "stage": stage.name,
+                    "t": self.now(),
+                    "node_id": node.node_id,
+                }
+            )
+            self._ready_now.append(actor_id)
+            return
         key = (stage_idx, node.node_id)
         if key not in self._setup_refs:
             # A stage that keeps the base class's no-op `setup_on_node` needs no task for it (which
@@ -232,7 +256,16 @@ class ActorPoolDriver:
         payloads = self._payloads
         layout = [(b[0], len(b[1])) for b in batches]
         args = [payloads[t] for b in batches for t in b[1]]
-        gen = actor.handle.process.remote(layout, *args)
+        if actor.handle is None:
+            stage = self.stages[actor.stage]
+            gen = process_as_task.options(
+                num_cpus=float(stage.resources.cpus),
+                scheduling_strategy=NodeAffinitySchedulingStrategy(actor.node.node_id, soft=False),
+                name=stage.name,
+                runtime_env=self._runtime_env if self.config.runtime_env else None,
+            ).remote([self._stage_refs[actor.stage]], self.config.inline_bytes, layout, *args)
+        else:
+            gen = actor.handle.process.remote(layout, *args)
         self._calls[gen.completed()] = _Call(actor_id, gen, [b[0] for b in batches])
 
     def _kill(self, actor_id: int) -> None:
@@ -242,6 +275,8 @@ class ActorPoolDriver:
         self.actor_events.append(
             {"event": "stopped", "actor": actor_id, "stage": self.stages[actor.stage].name, "t": self.now()}
         )
+        if actor.handle is None:
+            return  # a task-mode slot: nothing runs between calls
         if actor.ready:
             self._teardowns[actor.handle.teardown.remote()] = actor
         else:
@@ -383,7 +418,11 @@ class ActorPoolDriver:
         for call, exc in dead:
             actor = self._actors.get(call.actor_id)
             if actor is not None:
-                self._actor_failed(actor, bool(getattr(exc, "actor_init_failed", False)), str(exc))
+                # A stage its workers cannot load fails the same way on every retry: the user's error.
+                user = bool(getattr(exc, "actor_init_failed", False)) or isinstance(
+                    getattr(exc, "cause", None), SetupFailedError
+                )
+                self._actor_failed(actor, user, str(exc))
 
     # ------------------------------------------------------------------------------ failures
     def _describe_failure(self, failure: dict[str, Any]) -> dict[str, Any]:

@@ -37,6 +37,92 @@ def _describe(exc: BaseException) -> dict[str, str]:
     }
 
 
+def run_batches(
+    stage: ProcessingStage[Any, Any],
+    adapter: BaseStageAdapter,
+    inline_bytes: int,
+    layout: list[tuple[int, int]],
+    tasks: tuple[Task[Any], ...],
+) -> Iterator[Any]:
+    """Run each batch of `layout` ((batch_id, n_tasks) pairs over `tasks`) through `process_batch`.
+
+    Yields large outputs one by one, then one metadata list with, per batch,
+    `(batch_id, ok, busy_s, outputs, out_bytes, out_items, out_task_ids)` when it succeeded or
+    `(batch_id, ok, busy_s, error_dict, input_task_ids)` when the user's code raised.
+    """
+    results: list[tuple[Any, ...]] = []
+    n_yielded = 0
+    pos = 0
+    for batch_id, n in layout:
+        batch = list(tasks[pos : pos + n])
+        pos += n
+        start = time.perf_counter()
+        try:
+            outputs = validate_stage_outputs(stage.name, adapter.process_batch(batch))
+        except Exception as exc:
+            busy = time.perf_counter() - start
+            results.append((batch_id, False, busy, _describe(exc), [t.task_id for t in batch]))
+            continue
+        busy = time.perf_counter() - start
+        placed: list[tuple[int, Any]] = []
+        sizes: list[int] = []
+        items: list[int] = []
+        ids: list[str] = []
+        for out in outputs:
+            nbytes = payload_nbytes(out)
+            sizes.append(nbytes)
+            items.append(int(out.num_items))
+            ids.append(out.task_id)
+            if nbytes > inline_bytes:
+                yield out
+                placed.append((YIELDED, n_yielded))
+                n_yielded += 1
+            else:
+                placed.append((INLINE, out))
+        results.append((batch_id, True, busy, placed, sizes, items, ids))
+    yield results
+
+
+def is_stateless(stage: ProcessingStage[Any, Any]) -> bool:
+    """No `setup`, `setup_on_node` or `teardown` of its own, no GPU, and not pinned to actors by its
+    `ray_stage_spec`: such a stage needs no actor, any pooled Ray worker can run its batches."""
+    cls = type(stage)
+    spec = stage.ray_stage_spec() or {}
+    return (
+        cls.setup is ProcessingStage.setup
+        and cls.setup_on_node is ProcessingStage.setup_on_node
+        and cls.teardown is ProcessingStage.teardown
+        and float(stage.resources.gpus) == 0
+        and not spec.get("is_actor_stage")
+    )
+
+
+# Stages (and their adapters) already read by this worker process, by the object ref of the stage.
+_LOADED: dict[str, tuple[ProcessingStage[Any, Any], BaseStageAdapter]] = {}
+
+
+@ray.remote(num_returns="streaming", max_retries=0)
+def process_as_task(
+    stage_holder: list[Any], inline_bytes: int, layout: list[tuple[int, int]], *tasks: Task[Any]
+) -> Iterator[Any]:
+    """`StageWorker.process` for a stateless stage, as a Ray task on a pooled worker process (no actor to
+    start). The stage travels as a ref inside a list, so Ray does not unpickle it for every call: each
+    worker process reads it once. Ray must not retry: the scheduler decides what runs again."""
+    key = stage_holder[0].hex()
+    loaded = _LOADED.get(key)
+    if loaded is None:
+        try:
+            stage = ray.get(stage_holder[0])
+        except Exception as exc:
+            raise SetupFailedError(
+                f"the stage cannot be loaded on this worker: {type(exc).__name__}: {exc}"
+            ) from exc
+        if len(_LOADED) >= 16:
+            _LOADED.pop(next(iter(_LOADED)))
+        loaded = _LOADED[key] = (stage, BaseStageAdapter(stage))
+    yield from run_batches(loaded[0], loaded[1], inline_bytes, layout, tasks)
+
+
 class StageWorker:
     """Pool member for one stage. Subclassed per stage (named after it) so Ray's dashboard reads well."""
 
@@ -77,43 +163,8 @@ class StageWorker:
 
     @ray.method(num_returns="streaming")  # type: ignore[misc]
     def process(self, layout: list[tuple[int, int]], *tasks: Task[Any]) -> Iterator[Any]:
-        """Run each batch of `layout` ((batch_id, n_tasks) pairs over `tasks`) through `process_batch`.
-
-        Yields large outputs one by one, then one metadata list with, per batch,
-        `(batch_id, ok, busy_s, outputs, out_bytes, out_items, out_task_ids)` when it succeeded or
-        `(batch_id, ok, busy_s, error_dict, input_task_ids)` when the user's code raised.
-        """
-        results: list[tuple[Any, ...]] = []
-        n_yielded = 0
-        pos = 0
-        for batch_id, n in layout:
-            batch = list(tasks[pos : pos + n])
-            pos += n
-            start = time.perf_counter()
-            try:
-                outputs = validate_stage_outputs(self._stage.name, self._adapter.process_batch(batch))
-            except Exception as exc:
-                busy = time.perf_counter() - start
-                results.append((batch_id, False, busy, _describe(exc), [t.task_id for t in batch]))
-                continue
-            busy = time.perf_counter() - start
-            placed: list[tuple[int, Any]] = []
-            sizes: list[int] = []
-            items: list[int] = []
-            ids: list[str] = []
-            for out in outputs:
-                nbytes = payload_nbytes(out)
-                sizes.append(nbytes)
-                items.append(int(out.num_items))
-                ids.append(out.task_id)
-                if nbytes > self._inline_bytes:
-                    yield out
-                    placed.append((YIELDED, n_yielded))
-                    n_yielded += 1
-                else:
-                    placed.append((INLINE, out))
-            results.append((batch_id, True, busy, placed, sizes, items, ids))
-        yield results
+        """Run each batch of `layout` through `process_batch` (see `run_batches`)."""
+        yield from run_batches(self._stage, self._adapter, self._inline_bytes, layout, tasks)
 
     def teardown(self) -> None:
         """Run the stage's teardown (once, at the end of this actor's life)."""
