@@ -118,10 +118,45 @@ def _kill_family(proc: subprocess.Popen[str]) -> None:
     proc.communicate()
 
 
+def _ray_processes() -> set[int]:
+    """Pids of Ray's worker processes (titled `ray::...`) and daemons on this machine."""
+    import psutil
+
+    daemons = ("raylet", "gcs_server", "dashboard", "log_monitor", "monitor.py", "runtime_env")
+    found = set()
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if cmd.startswith("ray::") or ("/ray/" in cmd and any(d in cmd for d in daemons)):
+            found.add(proc.info["pid"])
+    return found
+
+
+def _reap(before: set[int]) -> None:
+    """Kill Ray processes a child left behind (orphaned workers that outlive their raylet, e.g. a
+    monitoring actor's busy thread), so they cannot slow down the runs after it."""
+    import psutil
+
+    for pid in _ray_processes() - before:
+        try:
+            psutil.Process(pid).kill()
+        except psutil.Error:
+            pass
+
+
 def run_child(
     python: Path, args: list[str], timeout: float, log_path: Path
 ) -> tuple[dict[str, Any] | None, str]:
     """Run child.py in a fresh process (own session); returns its result line, or None and why not."""
+    before = _ray_processes()
+    try:
+        return _run_child(python, args, timeout, log_path)
+    finally:
+        _reap(before)
+
+
+def _run_child(
+    python: Path, args: list[str], timeout: float, log_path: Path
+) -> tuple[dict[str, Any] | None, str]:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "w") as log:
         proc = subprocess.Popen(

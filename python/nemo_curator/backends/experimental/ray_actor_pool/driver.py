@@ -120,6 +120,7 @@ class ActorPoolDriver:
                 ignore_failures=config.ignore_failures,
                 batch_timeout_s=config.batch_timeout_s,
                 actor_start_s=config.actor_start_s,
+                call_overhead_s=config.call_overhead_s,
             )
 
         try:
