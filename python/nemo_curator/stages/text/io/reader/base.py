@@ -123,3 +123,29 @@ def describe_reader(
     if fields:
         parts.append(f"reading columns: {fields}")
     return ", ".join(parts)
+
+
+def partition_then_read(
+    reader: Any, reader_stage: type[BaseReader], storage_options: dict[str, Any] | None
+) -> list[ProcessingStage]:
+    """What the composite readers decompose into: file partitioning, then `reader_stage` on each group."""
+    from nemo_curator.stages.file_partitioning import FilePartitioningStage
+
+    if reader.task_type != "document":
+        raise NotImplementedError(f"Converting DocumentBatch to {reader.task_type} is not supported yet.")
+    return [
+        FilePartitioningStage(
+            file_paths=reader.file_paths,
+            files_per_partition=reader.files_per_partition,
+            blocksize=reader.blocksize,
+            file_extensions=reader.file_extensions,
+            storage_options=storage_options,
+            limit=None,
+        ),
+        reader_stage(
+            fields=reader.fields,
+            read_kwargs=reader.read_kwargs or {},
+            _generate_ids=reader._generate_ids,
+            _assign_ids=reader._assign_ids,
+        ),
+    ]

@@ -8,8 +8,7 @@ from typing import Any, Literal
 import pandas as pd
 
 from nemo_curator.stages.base import CompositeStage, ProcessingStage
-from nemo_curator.stages.file_partitioning import FilePartitioningStage
-from nemo_curator.stages.text.io.reader.base import BaseReader, describe_reader
+from nemo_curator.stages.text.io.reader.base import BaseReader, describe_reader, partition_then_read
 from nemo_curator.tasks import DocumentBatch, _EmptyTask
 from nemo_curator.utils.file_utils import pandas_select_columns
 
@@ -69,25 +68,8 @@ class JsonlReader(CompositeStage[_EmptyTask, DocumentBatch]):
             self.storage_options = self.read_kwargs.get("storage_options", {})
 
     def decompose(self) -> list[ProcessingStage]:
-        if self.task_type != "document":
-            raise NotImplementedError(f"Converting DocumentBatch to {self.task_type} is not supported yet.")
         storage_options = self.read_kwargs.get("storage_options") if self.read_kwargs is not None else None
-        return [
-            FilePartitioningStage(
-                file_paths=self.file_paths,
-                files_per_partition=self.files_per_partition,
-                blocksize=self.blocksize,
-                file_extensions=self.file_extensions,
-                storage_options=storage_options,
-                limit=None,
-            ),
-            JsonlReaderStage(
-                fields=self.fields,
-                read_kwargs=self.read_kwargs or {},
-                _generate_ids=self._generate_ids,
-                _assign_ids=self._assign_ids,
-            ),
-        ]
+        return partition_then_read(self, JsonlReaderStage, storage_options)
 
     def get_description(self) -> str:
         return describe_reader(
