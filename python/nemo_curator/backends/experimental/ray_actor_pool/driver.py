@@ -257,6 +257,9 @@ class ActorPoolDriver:
         payloads = self._payloads
         layout = [(b[0], len(b[1])) for b in batches]
         args = [payloads[t] for b in batches for t in b[1]]
+        # Small tasks travel pickled together; stored ones as top-level refs (see `worker.call_inputs`).
+        stored = [a for a in args if isinstance(a, ray.ObjectRef)]
+        inline = [None if isinstance(a, ray.ObjectRef) else a for a in args] if stored else args
         if actor.handle is None:
             stage = self.stages[actor.stage]
             gen = process_as_task.options(
@@ -264,9 +267,9 @@ class ActorPoolDriver:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(actor.node.node_id, soft=False),
                 name=stage.name,
                 runtime_env=self._runtime_env if self.config.runtime_env else None,
-            ).remote([self._stage_refs[actor.stage]], self.config.inline_bytes, layout, *args)
+            ).remote([self._stage_refs[actor.stage]], self.config.inline_bytes, layout, inline, *stored)
         else:
-            gen = actor.handle.process.remote(layout, *args)
+            gen = actor.handle.process.remote(layout, inline, *stored)
         self._calls[gen.completed()] = _Call(actor_id, gen, [b[0] for b in batches])
 
     def _kill(self, actor_id: int) -> None:

@@ -37,6 +37,14 @@ def _describe(exc: BaseException) -> dict[str, str]:
     }
 
 
+def call_inputs(inline: list[Task[Any] | None], stored: tuple[Task[Any], ...]) -> tuple[Task[Any], ...]:
+    """A call's input tasks in order. Small tasks come pickled together in one `inline` list (one
+    serialisation per call, not per task); tasks held in the object store are top-level ref arguments
+    (so Ray fetches them before the call runs, while the previous call runs) and fill the `None`s."""
+    it = iter(stored)
+    return tuple(next(it) if t is None else t for t in inline)
+
+
 def run_batches(
     stage: ProcessingStage[Any, Any],
     adapter: BaseStageAdapter,
@@ -103,7 +111,11 @@ _LOADED: dict[str, tuple[ProcessingStage[Any, Any], BaseStageAdapter]] = {}
 
 @ray.remote(num_returns="streaming", max_retries=0)
 def process_as_task(
-    stage_holder: list[Any], inline_bytes: int, layout: list[tuple[int, int]], *tasks: Task[Any]
+    stage_holder: list[Any],
+    inline_bytes: int,
+    layout: list[tuple[int, int]],
+    inline: list[Task[Any] | None],
+    *stored: Task[Any],
 ) -> Iterator[Any]:
     """`StageWorker.process` for a stateless stage, as a Ray task on a pooled worker process (no actor to
     start). The stage travels as a ref inside a list, so Ray does not unpickle it for every call: each
@@ -120,7 +132,7 @@ def process_as_task(
         if len(_LOADED) >= 16:
             _LOADED.pop(next(iter(_LOADED)))
         loaded = _LOADED[key] = (stage, BaseStageAdapter(stage))
-    yield from run_batches(loaded[0], loaded[1], inline_bytes, layout, tasks)
+    yield from run_batches(loaded[0], loaded[1], inline_bytes, layout, call_inputs(inline, stored))
 
 
 class StageWorker:
@@ -162,9 +174,13 @@ class StageWorker:
         }
 
     @ray.method(num_returns="streaming")  # type: ignore[misc]
-    def process(self, layout: list[tuple[int, int]], *tasks: Task[Any]) -> Iterator[Any]:
-        """Run each batch of `layout` through `process_batch` (see `run_batches`)."""
-        yield from run_batches(self._stage, self._adapter, self._inline_bytes, layout, tasks)
+    def process(
+        self, layout: list[tuple[int, int]], inline: list[Task[Any] | None], *stored: Task[Any]
+    ) -> Iterator[Any]:
+        """Run each batch of `layout` through `process_batch` (see `run_batches` and `call_inputs`)."""
+        yield from run_batches(
+            self._stage, self._adapter, self._inline_bytes, layout, call_inputs(inline, stored)
+        )
 
     def teardown(self) -> None:
         """Run the stage's teardown (once, at the end of this actor's life)."""
