@@ -64,3 +64,14 @@ def test_ignore_head_node_keeps_all_stage_work_off_the_head(cluster: Cluster, tm
     records = read_records(tmp_path)
     assert records
     assert all(r["node"] != head for r in records if r.get("node"))
+
+
+def test_reserved_resources_come_off_the_nodes_the_run_uses(cluster: Cluster) -> None:
+    from nemo_curator.backends.ray_utils import cluster_nodes
+
+    nodes = cluster_nodes(ignore_head_node=True, reserved_cpus=1.0)
+    assert _head_id() not in {n.node_id for n in nodes}
+    assert sum(n.cpus for n in nodes) == pytest.approx(3.0)  # 2 + 2 on the workers, minus 1 reserved
+    everything = cluster_nodes(reserved_cpus=1.0)
+    assert sum(n.cpus for n in everything) == pytest.approx(4.0)  # 1 + 2 + 2, minus 1 off the head
+    assert next(n for n in everything if n.is_head).cpus == pytest.approx(0.0)

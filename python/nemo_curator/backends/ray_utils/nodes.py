@@ -75,8 +75,9 @@ def cluster_nodes(
 ) -> list[ClusterNode]:
     """Alive nodes with their available CPUs/GPUs (and totals), once the view has settled.
 
-    `reserved_*` are taken off the head node first (where the driver runs), then the others.
-    With `ignore_head_node` the head is left out entirely, so no stage work lands there.
+    With `ignore_head_node` the head is left out entirely, so no stage work lands there; `reserved_*`
+    are then taken off the nodes that are left: the head node first (where the driver runs), then
+    the others.
     """
     alive = [info for info in ray.nodes() if info.get("Alive")]
     totals = {info["NodeID"]: dict(info.get("Resources", {})) for info in alive}
@@ -97,7 +98,6 @@ def cluster_nodes(
             )
         )
     nodes.sort(key=lambda n: (not n.is_head, n.node_id))
-    nodes = _take_reserved(nodes, reserved_cpus, reserved_gpus)
     if ignore_head_node:
         kept = [n for n in nodes if not n.is_head]
         if not kept:
@@ -106,7 +106,8 @@ def cluster_nodes(
                 "there is nowhere to run the stages. Add worker nodes or set ignore_head_node=False."
             )
         nodes = kept
-    return nodes
+    # Reserved resources come off the nodes the run uses (the head first, where the driver runs).
+    return _take_reserved(nodes, reserved_cpus, reserved_gpus)
 
 
 def wait_for_resources(cpus: float, gpus: float, timeout_s: float = 10.0) -> None:
