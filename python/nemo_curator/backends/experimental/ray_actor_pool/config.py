@@ -35,7 +35,8 @@ class ActorPoolConfig:
     pool_size: int | None = None
     #: Rough cost of starting one actor. An automatic CPU pool starts with one actor and grows by one
     #: per this many seconds of measured work waiting for the stage, so tiny tasks do not pay for actors
-    #: they cannot use while heavy stages get the whole cluster. 0: every pool starts at its full size.
+    #: they cannot use while heavy stages get the whole cluster. 0: every pool starts at its full size
+    #: (also what happens when every stage runs as Ray tasks: their slots cost nothing to start).
     actor_start_s: float = 1.0
     #: Run stages that override none of `setup`, `setup_on_node`, `teardown` (and ask for no GPU, and
     #: whose `ray_stage_spec` does not say `is_actor_stage`) as Ray tasks on Ray's pooled worker

@@ -84,12 +84,14 @@ class ActorPoolDriver:
             )
             for i, s in enumerate(stages)
         ]
-        self.scheduler = self._new_scheduler(specs, nodes, config)
+        # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
+        self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
+        # Slots that are Ray tasks cost nothing to start: when every stage has them, pools start whole.
+        start_s = 0.0 if all(self._as_tasks) else config.actor_start_s
+        self.scheduler = self._new_scheduler(specs, nodes, config, start_s)
         for msg in self.scheduler.take_warnings():
             logger.warning(msg)
         self._workers = [worker_class_for(s) for s in stages]
-        # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
-        self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
         self._ready_now: list[int] = []
         self._setup_refs: dict[tuple[int, str], Any] = {}
         self._actors: dict[int, _Actor] = {}
@@ -108,7 +110,9 @@ class ActorPoolDriver:
         self._t0 = time.monotonic()
 
     @staticmethod
-    def _new_scheduler(specs: list[Any], nodes: list[ClusterNode], config: ActorPoolConfig) -> Any:
+    def _new_scheduler(
+        specs: list[Any], nodes: list[ClusterNode], config: ActorPoolConfig, actor_start_s: float
+    ) -> Any:
         """The core, sized from the nodes' free resources; from their totals when other work holds
         so much that some stage would get no actor (its actors then wait in Ray's queue), so only a
         stage that no node could ever hold is infeasible."""
@@ -119,7 +123,7 @@ class ActorPoolDriver:
                 [_core.NodeSpec(*c) for c in capacity],
                 ignore_failures=config.ignore_failures,
                 batch_timeout_s=config.batch_timeout_s,
-                actor_start_s=config.actor_start_s,
+                actor_start_s=actor_start_s,
                 call_overhead_s=config.call_overhead_s,
             )
 
