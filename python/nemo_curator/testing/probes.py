@@ -22,8 +22,11 @@ from nemo_curator.tasks import Task
 
 def _write(directory: str, kind: str, **record: Any) -> None:
     record = {"kind": kind, "pid": os.getpid(), "t": time.time(), **record}
-    path = Path(directory) / f"{kind}-{os.getpid()}-{uuid.uuid4().hex}.json"
-    path.write_text(json.dumps(record))
+    name = f"{kind}-{os.getpid()}-{uuid.uuid4().hex}.json"
+    # Write then rename: a reader polling the directory never sees a half-written record.
+    tmp = Path(directory) / f".{name}.tmp"
+    tmp.write_text(json.dumps(record))
+    tmp.rename(Path(directory) / name)
 
 
 def read_records(directory: str | Path, kind: str | None = None) -> list[dict[str, Any]]:
