@@ -11,6 +11,9 @@
 //! - A call carries `k` batches: 1 until the stage has a measured mean batch time (EWMA of
 //!   `busy_secs`), then `ceil(20 × call_overhead / mean)` clamped to `1..=max_batches_per_call`, and
 //!   never more than `ceil(available batches / free slots)`, so every ready actor's slots get work.
+//!   Once the stage's upstream has drained, the cap is `ceil(available / all slots of ready actors)`:
+//!   the last calls are split evenly, so the run does not end on one actor working through a packed
+//!   call while the others sit idle.
 //! - Calls go to ready actors' free slots, least-loaded first (all actors get a first call before any
 //!   gets a second), stage by stage from the last one (draining beats filling).
 //! - A batch that was in flight on an actor that died is retried alone: in a call of its own, to an
@@ -126,7 +129,7 @@ impl Packing {
         call_overhead_secs: f64,
         max_per_call: usize,
         available: usize,
-        free_slots: usize,
+        spread_over: usize,
     ) -> usize {
         let want = match self.mean_batch_secs {
             None => 1,
@@ -140,18 +143,14 @@ impl Packing {
                 }
             }
         };
-        want.min(available.div_ceil(free_slots.max(1))).max(1)
+        want.min(available.div_ceil(spread_over.max(1))).max(1)
     }
 }
 
 impl Scheduler {
     /// May stage `s` dispatch a batch smaller than its `batch_size` now?
     pub(crate) fn partial_allowed(&self, s: usize) -> bool {
-        let upstream_drained = if s == 0 {
-            self.input_closed
-        } else {
-            self.stages[s - 1].finished
-        };
+        let upstream_drained = self.upstream_drained(s);
         let st = &self.stages[s];
         let timed_out = match (self.config.batch_timeout_secs, st.queue.oldest_since()) {
             (Some(timeout), Some(since)) => self.now - since >= timeout,
@@ -163,6 +162,15 @@ impl Scheduler {
             || st.queue.bytes() >= st.spec.queue_max_bytes)
             && st.queue.tasks() < st.spec.batch_size as u64;
         upstream_drained || timed_out || at_bound
+    }
+
+    /// No more input will reach stage `s`: the run's input is closed and every earlier stage finished.
+    fn upstream_drained(&self, s: usize) -> bool {
+        if s == 0 {
+            self.input_closed
+        } else {
+            self.stages[s - 1].finished
+        }
     }
 
     /// Batches stage `s` could dispatch now, and whether partial batches are allowed.
@@ -221,13 +229,13 @@ impl Scheduler {
     fn dispatch_packed(&mut self, s: usize) -> bool {
         let st = &self.stages[s];
         let slots = st.spec.slots_per_actor;
-        let free: usize = st
-            .actors
-            .iter()
-            .map(|&a| &self.actors[a as usize])
-            .filter(|a| a.state == ActorState::Ready && !a.isolated)
-            .map(|a| slots.saturating_sub(a.calls))
-            .sum();
+        let (mut free, mut ready) = (0usize, 0usize);
+        for a in st.actors.iter().map(|&a| &self.actors[a as usize]) {
+            if a.state == ActorState::Ready && !a.isolated {
+                free += slots.saturating_sub(a.calls);
+                ready += 1;
+            }
+        }
         if free == 0 {
             return false;
         }
@@ -235,11 +243,16 @@ impl Scheduler {
         if avail == 0 {
             return false;
         }
+        let spread_over = if self.upstream_drained(s) {
+            ready * slots
+        } else {
+            free
+        };
         let k = st.packing.batches_per_call(
             self.config.call_overhead_secs,
             st.spec.max_batches_per_call,
             avail,
-            free,
+            spread_over,
         );
         for level in 0..slots {
             let mut i = 0;

@@ -349,6 +349,37 @@ fn packing_spreads_work_over_every_free_slot() {
 }
 
 #[test]
+fn the_last_batches_are_spread_over_every_slot_not_packed_into_the_free_ones() {
+    let spec = StageSpec {
+        slots_per_actor: 2,
+        max_batches_per_call: 64,
+        ..stage("a", 1)
+    };
+    let mut s = Scheduler::new(vec![spec], cpus(2.0), whole_pools()).unwrap();
+    let actors: Vec<ActorId> = creates(&s.poll()).into_iter().map(|c| c.0).collect();
+    assert_eq!(actors.len(), 2);
+    ready(&mut s, [actors[0]]);
+    // Measure a tiny batch time (calls would carry up to 64 batches), then fill actor 0's slots.
+    s.add_tasks(&metas(1)).unwrap();
+    let first = submits(&s.poll());
+    s.batch_done(first[0].1[0].id, &metas(1), 0.0).unwrap();
+    s.add_tasks(&metas(2)).unwrap();
+    let busy = submits(&s.poll());
+    assert_eq!((busy.len(), busy[0].0), (2, actors[0]));
+    // Actor 1 comes up with 8 batches left and the input closed: 2 free slots, 4 slots in all.
+    ready(&mut s, [actors[1]]);
+    s.add_tasks(&metas(8)).unwrap();
+    s.close_input();
+    let calls = submits(&s.poll());
+    assert!(calls.iter().all(|c| c.0 == actors[1]));
+    assert_eq!(
+        calls.iter().map(|(_, b)| b.len()).collect::<Vec<_>>(),
+        vec![2, 2],
+        "ceil(8 / 4 slots) per call: half the rest waits for actor 0"
+    );
+}
+
+#[test]
 fn a_full_next_queue_holds_upstream_back() {
     let down = StageSpec {
         queue_max_tasks: 3,

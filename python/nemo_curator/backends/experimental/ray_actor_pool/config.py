@@ -58,9 +58,10 @@ class ActorPoolConfig:
     #: Bounds of each stage's input queue (backpressure: upstream waits while a bound is reached).
     queue_max_tasks: int = 10_000
     queue_max_bytes: int = 1 << 30
-    #: What one remote call costs the driver, Ray and the worker together (about 5 ms with Ray 2.60 on
-    #: this kind of machine). Calls carry batches worth ~20x this, so short batches share one call.
-    call_overhead_s: float = 0.005
+    #: What one remote call costs the driver, Ray and the worker together: with Ray 2.60 a worker sits
+    #: 5-10 ms between two calls when every core is busy. Calls carry batches worth ~20x this, so short
+    #: batches share one call (the last calls of a stage are split evenly over its slots).
+    call_overhead_s: float = 0.01
     #: Outputs up to this size travel with the call's metadata; larger ones stay in the object store.
     inline_bytes: int = 64 * 1024
     #: Dispatch a partial batch after waiting this long for more input (None: when upstream drained).

@@ -86,8 +86,11 @@ class ActorPoolDriver:
         ]
         # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
         self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
+        #: True when the run starts no actor: nothing to hand back at the end (a finished Ray task's CPU
+        #: is free at once, even while the cluster's resource view takes ~100 ms to show it).
+        self.actorless = all(self._as_tasks)
         # Slots that are Ray tasks cost nothing to start: when every stage has them, pools start whole.
-        start_s = 0.0 if all(self._as_tasks) else config.actor_start_s
+        start_s = 0.0 if self.actorless else config.actor_start_s
         self.scheduler = self._new_scheduler(specs, nodes, config, start_s)
         for msg in self.scheduler.take_warnings():
             logger.warning(msg)

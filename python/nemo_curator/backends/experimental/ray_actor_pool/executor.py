@@ -81,16 +81,19 @@ class RayActorPoolExecutor(BaseExecutor):
                 status_interval_s=s.status_interval_s,
             )
             driver = ActorPoolDriver(stages, batch_sizes, nodes, s, monitor=monitor)
+            finished = False
             try:
                 results = driver.run(tasks)
+                finished = True
             except StageFailedError as exc:
                 logger.error(f"Error during pipeline execution: {exc}")
                 raise
             finally:
                 self.failures = driver.failures
                 self.last_run = driver.report()
-                if not session.started:
-                    # The caller's session outlives this run: hand its resources back before returning.
+                if not session.started and not (finished and driver.actorless):
+                    # The caller's session outlives this run: hand its resources back before returning
+                    # (after a run that started no actor and finished, nothing is still running).
                     wait_for_resources(free_before.get("CPU", 0.0), free_before.get("GPU", 0.0))
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
         if s.show_progress and self.last_run is not None:
