@@ -14,6 +14,7 @@ import ray
 
 from nemo_curator import _core
 from nemo_curator.backends.experimental.ray_data import RayDataExecutor, StageFailedError
+from nemo_curator.backends.experimental.ray_data.adapter import InputStore, input_store_name
 from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.stages.resources import Resources
@@ -22,6 +23,7 @@ from nemo_curator.testing.probes import (
     CrashAlways,
     CrashOnce,
     FailingSetup,
+    InputsHeldProbe,
     LifecycleProbe,
     RaiseOn,
     numbered_tasks,
@@ -148,6 +150,32 @@ def test_results_reference_the_object_store_without_copies() -> None:
 
 
 # --- actors and lifecycle ------------------------------------------------------------------------------------
+
+
+def test_initial_tasks_leave_the_object_store_once_the_first_segment_read_them() -> None:
+    # Six initial blocks of one task; the probe (batch of 6 with exact batches: a segment of its own)
+    # sees how many initial task lists the run still holds while the run is going.
+    executor = RayDataExecutor(config={"max_tasks_per_block": 1, "exact_batches": True})
+    out = executor.execute([PassthroughStage(), InputsHeldProbe(batch_size=6)], make_int_tasks(6))
+    assert _ids(out) == _ids(make_int_tasks(6))
+    assert {t._metadata["inputs_held"] for t in out} == {0}
+    # Nothing of the run is left behind in the store.
+    assert ray.get(ray.get_actor(input_store_name()).held.remote()) == {}
+
+
+def test_input_store_lends_each_list_until_released() -> None:
+    store = InputStore.remote()  # type: ignore[attr-defined]
+    refs = [ray.put([1, 2]), ray.put([3])]
+    ray.get(store.put.remote("run", refs))
+    (ref,) = ray.get(store.take.remote("run", 1))
+    assert ray.get(ref) == [3]
+    ray.get(store.release.remote("run", [1]))
+    assert ray.get(store.held.remote()) == {"run": 1}
+    with pytest.raises(ray.exceptions.RayTaskError, match="list 1 was already processed and released"):
+        ray.get(store.take.remote("run", 1))
+    ray.get(store.drop.remote("run"))
+    assert ray.get(store.held.remote()) == {}
+    ray.kill(store)
 
 
 def test_actor_lifecycle_and_streaming(tmp_path: Any) -> None:

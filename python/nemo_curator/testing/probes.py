@@ -182,3 +182,31 @@ def numbered_tasks(n: int, prefix: str = "t") -> list[Task[Any]]:
         DocumentBatch(task_id=f"{prefix}{i}", dataset_name="probe", data=pa.table({"x": [i]}))
         for i in range(n)
     ]
+
+
+@dataclass
+class InputsHeldProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """RayDataExecutor only: records in ``_metadata["inputs_held"]`` how many initial task lists the
+    run's input store still holds when this stage runs (polling up to ``wait_s`` for it to reach 0)."""
+
+    name: str = "inputs_held_probe"
+    batch_size: int = 1
+    wait_s: float = 10.0
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return self.process_batch([task])[0]
+
+    def process_batch(self, tasks: list[Task[Any]]) -> list[Task[Any]]:
+        import ray
+
+        from nemo_curator.backends.experimental.ray_data.adapter import input_store_name
+
+        store = ray.get_actor(input_store_name())
+        deadline = time.time() + self.wait_s
+        held = sum(ray.get(store.held.remote()).values())
+        while held and time.time() < deadline:
+            time.sleep(0.05)
+            held = sum(ray.get(store.held.remote()).values())
+        for task in tasks:
+            task._metadata["inputs_held"] = held
+        return tasks

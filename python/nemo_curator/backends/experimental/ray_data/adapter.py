@@ -81,12 +81,63 @@ class SegmentPlan:
     run_id: str
     index: int
     stages: tuple[StagePlan, ...]
-    stored_inputs: list[Any] | None = None  # first segment: refs of the initial task lists
+    input_store: Any = None  # first segment: handle of the run's `InputStore` (initial task lists)
     chunk_bytes: int = 4 * 1024 * 1024  # outputs are encoded and handed over in chunks of this size
 
     @property
     def label(self) -> str:
         return "+".join(s.name for s in self.stages)
+
+
+@ray.remote(num_cpus=0)
+class InputStore:
+    """Holds the refs of each run's initial task lists and lets each go once the first segment read it.
+
+    Ray Data keeps every input block of a dataset until the run ends (for lineage). The dataset's
+    first blocks therefore only point at task lists stored apart, whose only holder is this actor:
+    when the call that read list `k` has handed all its outputs to Ray Data, the list leaves the
+    object store, and outputs take its place instead of adding to it. One actor serves every run
+    of a Ray job (`input_store()`), so a run does not wait for an actor to start.
+    """
+
+    def __init__(self) -> None:
+        self._runs: dict[str, list[Any]] = {}
+
+    def put(self, run_id: str, refs: list[Any]) -> None:
+        self._runs[run_id] = list(refs)
+
+    def take(self, run_id: str, index: int) -> list[Any]:
+        """`[ref]` of list `index` (in a list, so Ray hands over the ref, not the value)."""
+        refs = self._runs.get(run_id, [])
+        ref = refs[index] if 0 <= index < len(refs) else None
+        if ref is None:
+            raise RuntimeError(
+                f"initial task list {index} was already processed and released (a call was retried "
+                "after it had handed over all its outputs)"
+            )
+        return [ref]
+
+    def release(self, run_id: str, indices: list[int]) -> None:
+        refs = self._runs.get(run_id)
+        for index in indices if refs is not None else ():
+            refs[index] = None
+
+    def drop(self, run_id: str) -> None:
+        self._runs.pop(run_id, None)
+
+    def held(self) -> dict[str, int]:
+        """Lists not released yet, per run."""
+        return {run: sum(r is not None for r in refs) for run, refs in self._runs.items()}
+
+
+def input_store_name() -> str:
+    return f"nemo_curator_input_store_{ray.get_runtime_context().get_job_id()}"
+
+
+def input_store() -> Any:
+    """The current Ray job's `InputStore` actor, started on first use (looked up by name each time:
+    a cached handle could belong to an earlier Ray session)."""
+    return InputStore.options(name=input_store_name(), get_if_exists=True).remote()  # type: ignore[attr-defined]
 
 
 @ray.remote(num_cpus=0)
@@ -302,7 +353,14 @@ class SegmentRunner:
             return stored[index]
 
         decoded = codec.decode_block(block, stored=stored_list)
+        read = list(stored)
         stored.clear()
+        yield from self._run(decoded)
+        if read:
+            # Every output of this call is with Ray Data now: the lists it read may go.
+            self.plan.input_store.release.remote(self.plan.run_id, read)
+
+    def _run(self, decoded: codec.DecodedBlock) -> Iterator[pa.Table]:
         failures = decoded.failures
         if not decoded.tasks and not decoded.ledgers and not failures:
             yield codec.empty_block()
@@ -348,10 +406,10 @@ class SegmentRunner:
 
     def _stored_list(self, index: int) -> Any:
         """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
-        refs = self.plan.stored_inputs
-        if refs is None or index >= len(refs):
+        if self.plan.input_store is None:
             raise codec.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
-        return ray.get(refs[index])
+        (ref,) = ray.get(self.plan.input_store.take.remote(self.plan.run_id, index))
+        return ray.get(ref)
 
     def teardown(self) -> None:
         for runner in self.runners:

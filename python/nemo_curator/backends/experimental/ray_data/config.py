@@ -35,8 +35,9 @@ class RayDataConfig:
     #: Most tasks in one block of the initial tasks (fewer when needed to give every CPU work).
     max_tasks_per_block: int = 1024
     #: Size of the initial blocks: each is one Ray task of the first stages, so larger blocks mean
-    #: fewer tasks (and more memory per worker).
-    target_block_bytes: int = 32 * 1024 * 1024
+    #: fewer tasks, but more memory per worker and inputs held longer (a block's input tasks leave
+    #: the object store when its call ends).
+    target_block_bytes: int = 16 * 1024 * 1024
     #: Size of the blocks the stages emit: a call hands its outputs to Ray Data in chunks of half
     #: this, which it stores as blocks of about this size, so a worker holds about one at a time.
     output_block_bytes: int = 8 * 1024 * 1024

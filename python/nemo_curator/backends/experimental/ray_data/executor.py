@@ -61,6 +61,7 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
     StagePlan,
     actor_class_for,
     failure_message,
+    input_store,
     task_function_for,
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
@@ -130,6 +131,8 @@ class RayDataExecutor(BaseExecutor):
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
         self._segment_udfs: list[tuple[str, list[str]]] = []
+        #: (`InputStore`, run id) holding the running execute()'s initial task lists.
+        self._input_run: tuple[Any, str] | None = None
 
     # ----------------------------------------------------------------------------------------- execute
     def execute(
@@ -172,6 +175,10 @@ class RayDataExecutor(BaseExecutor):
             finally:
                 if setups is not None:
                     ray.kill(setups)
+                if self._input_run is not None:
+                    store, run_id = self._input_run
+                    store.drop.remote(run_id)
+                    self._input_run = None
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
         if s.show_progress and self.last_run is not None:
             logger.info("run summary\n" + self.last_run.format_summary())
@@ -230,8 +237,11 @@ class RayDataExecutor(BaseExecutor):
         groups = _initial_groups(tasks, s.max_tasks_per_block, s.target_block_bytes, total_cpus, first_batch)
         # The initial tasks go into the object store once, as they are (Arrow buffers travel
         # out-of-band: the first stage reads them without a copy); the dataset's first blocks only
-        # point at them.
-        stored = [ray.put(group) for group in groups]
+        # point at them, and the run's `InputStore` is their only holder, so each list leaves the
+        # object store once the first segment has read it.
+        store = input_store()
+        ray.get(store.put.remote(run_id, [ray.put(group) for group in groups]))
+        self._input_run = (store, run_id)
         ds: ray.data.Dataset = ray.data.from_arrow(
             [codec.encode_stored(group, k) for k, group in enumerate(groups)]
         )
@@ -253,7 +263,7 @@ class RayDataExecutor(BaseExecutor):
                 run_id=run_id,
                 index=k,
                 stages=tuple(stage_plans[i] for i in members),
-                stored_inputs=stored if k == 0 else None,
+                input_store=store if k == 0 else None,
                 chunk_bytes=max(1, s.output_block_bytes // 2),
             )
             args = self._map_args([plans[i] for i in members], plan)
