@@ -112,6 +112,17 @@ def test_same_results_and_perf_stats_as_in_process_with_exact_batches_after_a_fi
     assert all(p.process_time > 0 for t in got for p in t._stage_perf)
 
 
+def test_batches_after_a_fan_out_are_cut_across_blocks() -> None:
+    # 40 parents (many per CPU: the children stay in the fan-out's blocks), 5 children each; the
+    # batching stage gets batches of 8 that Ray Data cuts across blocks, short only at a task's end.
+    stages = [FanOutStage(n=5), BatchRecorderStage(batch_size=8)]
+    got = RayDataExecutor().execute(stages, make_int_tasks(40))
+    assert _ids(got) == _ids(InProcessExecutor().execute(stages, make_int_tasks(40)))
+    lens = [t._metadata["batch_recorder_batch_len"] for t in got]
+    assert max(lens) == 8
+    assert sum(n == 8 for n in lens) >= 0.8 * len(lens)
+
+
 def test_pandas_payloads_match_in_process() -> None:
     stages = [_PandasRows(), BatchRecorderStage(batch_size=3)]
     got = RayDataExecutor(config={"max_tasks_per_block": 2}).execute(stages, numbered_tasks(7))

@@ -9,15 +9,19 @@ the payloads' real sizes. The stages are grouped into segments, each one `map_ba
 - a stage that needs per-worker state (overrides `setup`, uses GPUs and CPUs, or its
   `ray_stage_spec()` says `is_actor_stage`) is a segment of its own, run in an actor pool sized
   from `num_workers()`, `pool_size` or the cluster's resources;
-- a fan-out stage ends its segment, and a strict streaming repartition re-blocks its outputs so
-  the next segment spreads them over its workers.
+- a fan-out stage ends its segment; when the run has few initial tasks (under 4 per CPU), a strict
+  streaming repartition re-blocks its outputs (`fanout_tasks_per_block`, default 1) so the next
+  segment spreads them over its workers; with more, each call's outputs stay its own blocks.
 
 Batches: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
-it receives. A segment whose first stage has a batch size B > 1 reads blocks of exactly B rows
-(strict repartition, or the initial blocking for the first segment), so its batches are full but
-the last one; a later stage of a segment is full too unless an earlier stage of the same segment
-filtered or fanned out tasks (then each call may end with a short batch). `exact_batches` starts a
-new segment at every stage with B > 1, for full batches everywhere at the cost of one more pass.
+it receives. The first segment's initial blocks hold whole batches of its first stage. A later
+segment whose first stage has a batch size B > 1 gets batches of B rows that Ray Data cuts across
+the blocks of each of its Ray tasks (`map_batches(batch_size=B)`), so at most the last batch of a
+Ray task is short, as in Curator; a later stage of a segment is full too unless an earlier stage of
+the same segment filtered or fanned out tasks (then each call may end with a short batch).
+`exact_batches` starts a new segment at every stage with B > 1 and repartitions its input into
+blocks of exactly B rows, for full batches everywhere but the very last, at the cost of one more
+pass and a Ray task per batch.
 
 The driver streams the final blocks (`iter_internal_ref_bundles`), decodes each as it arrives
 (Arrow payloads stay in the object store, referenced without a copy) and merges the per-block
@@ -86,6 +90,8 @@ _NODE_ID_LABEL = "ray.io/node-id"
 # progress display follows (they are fetched at least every `_FETCH_INTERVAL_S`).
 _FETCH_BLOCKS = 8
 _FETCH_INTERVAL_S = 0.25
+# Fewer initial tasks than this per CPU: a fan-out's children are re-blocked one per block.
+_FEW_PARENTS_PER_CPU = 4
 
 
 def _runs_in_actors(stage: ProcessingStage[Any, Any]) -> bool:
@@ -252,12 +258,21 @@ class RayDataExecutor(BaseExecutor):
             if k > 0:
                 previous = plans[segments[k - 1][-1]]
                 head = plans[members[0]].batch_size
-                if head > 1:
+                if head > 1 and s.exact_batches:
                     # Exact batches: blocks of `batch_size` rows, whatever the previous segment emitted.
                     ds = ds.repartition(target_num_rows_per_block=head, strict=True)
-                elif previous.fanout:
-                    # Spread a fan-out's outputs over the next segment's workers. Strict, so Ray does
-                    # not fuse it into the previous segment (its calls take whole blocks).
+                elif head > 1:
+                    # Ray Data cuts batches of `batch_size` rows across the blocks of each Ray task
+                    # (`_map_args`): one short batch per task at most, and no Ray task per batch.
+                    pass
+                elif previous.fanout and (
+                    s.fanout_tasks_per_block is not None or len(tasks) < _FEW_PARENTS_PER_CPU * total_cpus
+                ):
+                    # Spread a fan-out's outputs over the next segment's workers: needed when few
+                    # parents (a few files, a few videos) fan out; many parents already give every
+                    # worker blocks of their own, and a block per child would cost a Ray task each.
+                    # Strict, so Ray does not fuse it into the previous segment (its calls take
+                    # whole blocks).
                     ds = ds.repartition(target_num_rows_per_block=s.fanout_tasks_per_block or 1, strict=True)
             plan = SegmentPlan(
                 run_id=run_id,
@@ -283,12 +298,16 @@ class RayDataExecutor(BaseExecutor):
     def _map_args(self, members: list[_StagePlan], plan: SegmentPlan) -> dict[str, Any]:
         stages = [m.stage for m in members]
         res = stages[0].resources  # the same for every stage of a segment
+        head = members[0].batch_size
+        # A call takes a whole block and the stages cut it into batches (cheaper than a Ray Data
+        # call per batch), except: Ray Data insists on a batch size for GPU stages, and a later
+        # segment whose first stage batches (B > 1) gets batches of B cut across its blocks (the
+        # first segment's blocks are whole batches already; `exact_batches` repartitions instead).
+        by_batch = res.gpus > 0 or (plan.index > 0 and head > 1 and not self.settings.exact_batches)
         args: dict[str, Any] = {
             "batch_format": "pyarrow",
             "zero_copy_batch": True,
-            # A call takes a whole block and the stages cut it into batches (cheaper than a Ray Data
-            # call per batch); Ray Data insists on a batch size for GPU stages.
-            "batch_size": members[0].batch_size if res.gpus > 0 else None,
+            "batch_size": head if by_batch else None,
         }
         retries = self.settings.max_retries
         if members[0].actor:
