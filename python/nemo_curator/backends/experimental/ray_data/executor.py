@@ -258,13 +258,12 @@ class RayDataExecutor(BaseExecutor):
             if k > 0:
                 previous = plans[segments[k - 1][-1]]
                 head = plans[members[0]].batch_size
-                if head > 1 and s.exact_batches:
-                    # Exact batches: blocks of `batch_size` rows, whatever the previous segment emitted.
-                    ds = ds.repartition(target_num_rows_per_block=head, strict=True)
-                elif head > 1:
-                    # Ray Data cuts batches of `batch_size` rows across the blocks of each Ray task
-                    # (`_map_args`): one short batch per task at most, and no Ray task per batch.
-                    pass
+                if head > 1:
+                    # Otherwise Ray Data cuts batches of `batch_size` rows across the blocks of each
+                    # Ray task (`_map_args`): one short batch per task at most, no Ray task per batch.
+                    if s.exact_batches:
+                        # Blocks of exactly `batch_size` rows, whatever the previous segment emitted.
+                        ds = ds.repartition(target_num_rows_per_block=head, strict=True)
                 elif previous.fanout and (
                     s.fanout_tasks_per_block is not None or len(tasks) < _FEW_PARENTS_PER_CPU * total_cpus
                 ):
