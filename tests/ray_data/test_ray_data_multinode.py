@@ -48,12 +48,14 @@ def _head_id() -> str:
 
 
 def test_setup_on_node_once_per_node_and_stage_before_setup(cluster: Cluster, tmp_path: Any) -> None:
-    a = LifecycleProbe(str(tmp_path), name="a", sleep_s=0.05)
+    # Enough work that every actor gets some: Ray Data hands each ready actor up to 4 blocks at
+    # once, so with little work the first two actors (on one node) could take all of it.
+    a = LifecycleProbe(str(tmp_path), name="a", sleep_s=0.2)
     b = TaskProbe(str(tmp_path), name="b")
     out = RayDataExecutor(config={"pool_size": 3, "max_tasks_per_block": 1}).execute(
-        [a, b], numbered_tasks(9)
+        [a, b], numbered_tasks(24)
     )
-    assert len(out) == 9
+    assert len(out) == 24
     on_node = read_records(tmp_path, "setup_on_node")
     setups = read_records(tmp_path, "setup")
     # Exactly once per (stage, node where the stage ran), never once per worker.
@@ -64,7 +66,8 @@ def test_setup_on_node_once_per_node_and_stage_before_setup(cluster: Cluster, tm
     for r in setups:
         first = min(x["t"] for x in on_node if (x["stage"], x["node"]) == (r["stage"], r["node"]))
         assert first <= r["t"]
-    # Three 1-CPU actors do not fit on one node: the work is spread.
+    # Three 1-CPU actors do not fit on one node: the actors and the work are spread.
+    assert len({r["node"] for r in setups if r["stage"] == "a"}) >= 2
     assert len({r["node"] for r in read_records(tmp_path, "batch") if r["stage"] == "a"}) >= 2
 
 
