@@ -134,10 +134,22 @@ def input_store_name() -> str:
     return f"nemo_curator_input_store_{ray.get_runtime_context().get_job_id()}"
 
 
+# The driver holds its job's `InputStore` handle for the life of the job: Ray ends a (non-detached)
+# actor once no handle to it is left, and a run that looked it up by name just then would get an
+# actor that is going away.
+_INPUT_STORE: tuple[tuple[str, str], Any] | None = None
+
+
 def input_store() -> Any:
-    """The current Ray job's `InputStore` actor, started on first use (looked up by name each time:
-    a cached handle could belong to an earlier Ray session)."""
-    return InputStore.options(name=input_store_name(), get_if_exists=True).remote()  # type: ignore[attr-defined]
+    """The current Ray job's `InputStore` actor, started on first use."""
+    global _INPUT_STORE
+    ctx = ray.get_runtime_context()
+    # The job id alone repeats across Ray sessions; the driver's node id does not.
+    key = (ctx.get_job_id(), ctx.get_node_id())
+    if _INPUT_STORE is None or _INPUT_STORE[0] != key:
+        handle = InputStore.options(name=input_store_name(), get_if_exists=True).remote()  # type: ignore[attr-defined]
+        _INPUT_STORE = (key, handle)
+    return _INPUT_STORE[1]
 
 
 @ray.remote(num_cpus=0)
