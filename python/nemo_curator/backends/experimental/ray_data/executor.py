@@ -137,8 +137,8 @@ class RayDataExecutor(BaseExecutor):
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
         self._segment_udfs: list[tuple[str, list[str]]] = []
-        #: (`InputStore`, run id) holding the running execute()'s initial task lists.
-        self._input_run: tuple[Any, str] | None = None
+        #: Run id of the running execute()'s initial task lists in the job's `InputStore`.
+        self._input_run: str | None = None
 
     # ----------------------------------------------------------------------------------------- execute
     def execute(
@@ -182,8 +182,7 @@ class RayDataExecutor(BaseExecutor):
                 if setups is not None:
                     ray.kill(setups)
                 if self._input_run is not None:
-                    store, run_id = self._input_run
-                    store.drop.remote(run_id)
+                    input_store().drop.remote(self._input_run)
                     self._input_run = None
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
         if s.show_progress and self.last_run is not None:
@@ -247,7 +246,7 @@ class RayDataExecutor(BaseExecutor):
         # object store once the first segment has read it.
         store = input_store()
         ray.get(store.put.remote(run_id, [ray.put(group) for group in groups]))
-        self._input_run = (store, run_id)
+        self._input_run = run_id
         ds: ray.data.Dataset = ray.data.from_arrow(
             [codec.encode_stored(group, k) for k, group in enumerate(groups)]
         )
