@@ -266,7 +266,9 @@ pub(crate) fn split_bytes(batches: &[RecordBatch], max_bytes: usize) -> Vec<Vec<
                 // Only when it costs at most half the piece: tiny pieces keep their size.
                 let misalign = (phase + pos + take) % 8;
                 let piece_rows = batches_rows(&piece) + take;
-                if 2 * misalign <= piece_rows {
+                // Never below zero: the misalignment may exceed `take` when the piece already
+                // holds rows of earlier batches.
+                if misalign <= take && 2 * misalign <= piece_rows {
                     take -= misalign; // Zero when the piece ends with the previous batch.
                 }
             }
