@@ -52,6 +52,11 @@ class StageSpec:
         max_retries: int = 3,
         queue_max_tasks: int = 10000,
         queue_max_bytes: int = 1073741824,
+        max_user_retries: int = 0,
+        ignore_failures: bool | None = None,
+        max_actor_age_s: float | None = None,
+        actor_restart_interval_s: float = 60.0,
+        replace_actor_on_failure: bool = False,
     ) -> StageSpec: ...
     @property
     def name(self) -> str: ...
@@ -81,6 +86,21 @@ class StageSpec:
     @property
     def queue_max_bytes(self) -> int:
         """Bound of this stage's input queue in bytes."""
+    @property
+    def max_user_retries(self) -> int:
+        """Retries of a batch whose stage code raised."""
+    @property
+    def ignore_failures(self) -> bool | None:
+        """This stage's `ignore_failures` (None: the run's)."""
+    @property
+    def max_actor_age_s(self) -> float | None:
+        """Ready actors older than this are drained and replaced."""
+    @property
+    def actor_restart_interval_s(self) -> float:
+        """At most one age-based replacement per this many seconds in the pool."""
+    @property
+    def replace_actor_on_failure(self) -> bool:
+        """Drain and replace an actor on which a batch failed in user code."""
 
 @_typing.final
 class NodeSpec:
@@ -115,6 +135,8 @@ class Scheduler:
         call_overhead_s: float = 0.0005,
         rebalance_interval_s: float = 0.5,
         actor_start_s: float = 1.0,
+        stage_by_stage: bool = False,
+        growth_interval_s: float = 0.0,
     ) -> Scheduler: ...
     def add_tasks(self, bytes: list[int], items: list[int] | None = None) -> list[int]:
         """Add inputs of the first stage (sizes in bytes, item counts); returns their task ids.

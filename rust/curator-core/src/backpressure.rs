@@ -1,5 +1,8 @@
 //! Backpressure: bounded input queues, so that no stage floods the next one.
 //!
+//! Stage by stage (`SchedulerConfig::stage_by_stage`) there is none: a stage's outputs wait in the
+//! next queue until the stage is done.
+//!
 //! Each stage's input queue is bounded by `queue_max_tasks` and `queue_max_bytes` (the last stage
 //! feeds the final output, which is unbounded). Stage `s` submits a call only while
 //!
@@ -65,6 +68,9 @@ impl Scheduler {
         let Some(next) = self.stages.get(s + 1) else {
             return true; // the final output is unbounded
         };
+        if self.config.stage_by_stage {
+            return true; // the next stage starts only once this one is done: nothing drains it
+        }
         let st = &self.stages[s];
         let (tasks, bytes) = st
             .estimate

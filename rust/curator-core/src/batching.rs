@@ -185,13 +185,21 @@ impl Scheduler {
 
     /// Stage `s` has batches to run and downstream room for their outputs.
     pub(crate) fn has_dispatchable_work(&self, s: usize) -> bool {
-        !self.stages[s].finished && self.available_batches(s).0 > 0 && self.downstream_admits(s)
+        !self.stages[s].finished
+            && self.active(s)
+            && self.available_batches(s).0 > 0
+            && self.downstream_admits(s)
+    }
+
+    /// May stage `s` run now? Always, except stage by stage, where it waits for the stage before.
+    pub(crate) fn active(&self, s: usize) -> bool {
+        !self.config.stage_by_stage || s == 0 || self.stages[s - 1].finished
     }
 
     /// Give free slots of stage `s`'s ready actors calls, while batches and downstream room last.
     pub(crate) fn dispatch(&mut self, s: usize) {
         let st = &self.stages[s];
-        if st.finished || st.actors.is_empty() {
+        if st.finished || st.actors.is_empty() || !self.active(s) {
             return;
         }
         // Packed calls stop at an isolated retry; send it alone, then go on packing.
@@ -213,7 +221,7 @@ impl Scheduler {
             }
             let idle = self.stages[s].actors.iter().copied().find(|&a| {
                 let rec = &self.actors[a as usize];
-                rec.state == ActorState::Ready && rec.calls == 0
+                rec.state == ActorState::Ready && rec.calls == 0 && !rec.retiring
             });
             let Some(actor) = idle else {
                 return false;
@@ -231,7 +239,7 @@ impl Scheduler {
         let slots = st.spec.slots_per_actor;
         let (mut free, mut ready) = (0usize, 0usize);
         for a in st.actors.iter().map(|&a| &self.actors[a as usize]) {
-            if a.state == ActorState::Ready && !a.isolated {
+            if a.state == ActorState::Ready && !a.isolated && !a.retiring {
                 free += slots.saturating_sub(a.calls);
                 ready += 1;
             }
@@ -260,7 +268,11 @@ impl Scheduler {
                 let actor = self.stages[s].actors[i];
                 i += 1;
                 let rec = &self.actors[actor as usize];
-                if rec.state != ActorState::Ready || rec.isolated || rec.calls != level {
+                if rec.state != ActorState::Ready
+                    || rec.isolated
+                    || rec.retiring
+                    || rec.calls != level
+                {
                     continue;
                 }
                 if !self.downstream_admits(s) {
@@ -358,6 +370,7 @@ impl Scheduler {
             call: 0,
             bytes,
             isolate: false,
+            user_failures: 0,
         });
         Some(id)
     }

@@ -281,7 +281,7 @@ impl Scheduler {
         st.actors
             .iter()
             .map(|&a| &self.actors[a as usize])
-            .filter(|a| a.state == ActorState::Ready && !a.isolated)
+            .filter(|a| a.state == ActorState::Ready && !a.isolated && !a.retiring)
             .map(|a| st.spec.slots_per_actor.saturating_sub(a.calls))
             .sum()
     }
@@ -334,12 +334,12 @@ impl Scheduler {
     pub(crate) fn initial_placement(&mut self) {
         let n = self.stages.len();
         for s in 0..n {
-            if self.stages[s].need.gpus > 0 {
+            if self.stages[s].need.gpus > 0 && self.active(s) {
                 while self.below_target(s) && self.place_one(s) {}
             }
         }
         for s in 0..n {
-            if self.stages[s].actors.is_empty() {
+            if self.stages[s].actors.is_empty() && self.active(s) {
                 self.place_one(s);
             }
         }
@@ -354,7 +354,7 @@ impl Scheduler {
                     ));
                 }
             }
-            if have == 0 {
+            if have == 0 && !self.config.stage_by_stage {
                 self.warnings.push(format!(
                     "stage '{}' gets no actor at start (the cluster is full); it runs when other stages \
                      free capacity",
@@ -369,14 +369,14 @@ impl Scheduler {
     pub(crate) fn fill(&mut self) {
         let n = self.stages.len();
         for s in (0..n).rev() {
-            if !self.stages[s].finished && self.stages[s].actors.is_empty() {
+            if !self.stages[s].finished && self.active(s) && self.stages[s].actors.is_empty() {
                 self.place_one(s);
             }
         }
         loop {
             let mut placed = false;
             for s in (0..n).rev() {
-                if !self.stages[s].finished && self.below_demand(s) {
+                if !self.stages[s].finished && self.active(s) && self.below_demand(s) {
                     placed |= self.place_one(s);
                 }
             }
@@ -407,8 +407,10 @@ impl Scheduler {
         let (s, growth) = match empty {
             Some(s) => (s, false),
             None => match (0..n).rev().find(|&s| self.growth_starved(s)) {
-                Some(s) => (s, true),
-                None => return false,
+                Some(s) if self.now - self.last_growth >= self.config.growth_interval_secs => {
+                    (s, true)
+                }
+                _ => return false,
             },
         };
         if !self.place_one(s) {
@@ -426,6 +428,9 @@ impl Scheduler {
             }
         }
         self.last_rebalance = self.now;
+        if growth {
+            self.last_growth = self.now;
+        }
         true
     }
 

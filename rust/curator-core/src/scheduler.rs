@@ -14,9 +14,14 @@
 //!   the same batch goes back to the front of its stage's queue with `attempt + 1`; a batch that was
 //!   on a dead actor is retried alone (see `batching.rs`). A batch that fails on infrastructure with
 //!   `attempt == max_retries` fails for good.
-//! - `BatchFailed { User }` fails the batch for good at once.
-//! - A batch failed for good: with `ignore_failures`, `RecordFailure` and `Drop` of its inputs, and the
-//!   run goes on; else `Abort` carrying the `Failure`.
+//! - `BatchFailed { User }`: the batch goes back to the front of its queue while it has failed in
+//!   user code at most the stage's `max_user_retries` times (these retries do not count against
+//!   `max_retries`), then fails for good. With `replace_actor_on_failure` its actor is retired.
+//! - Retired actors (too old: `max_actor_age_secs`, at most one per `actor_restart_interval_secs`
+//!   per stage; or replaced after a failure) take no new call and are killed once their calls are
+//!   done; the pool fill starts their replacements.
+//! - A batch failed for good: with `ignore_failures` (the stage's own, else the run's),
+//!   `RecordFailure` and `Drop` of its inputs, and the run goes on; else `Abort` carrying the `Failure`.
 //! - A dead actor is replaced at once while its stage has work to come; after more than
 //!   `3 + 2 × max(pool target, largest pool so far)` deaths in one stage the run aborts.
 //! - `ActorFailed { User }` (its setup raised) aborts the run, naming the stage.
@@ -59,6 +64,10 @@ pub(crate) struct ActorRec {
     pub idle_since: f64,
     /// Runs a call that must be alone on it (a batch retried after an actor death): takes no other.
     pub isolated: bool,
+    /// Clock when it became ready.
+    pub ready_at: f64,
+    /// Takes no new call; killed (and replaced by the pool fill) once its calls are done.
+    pub retiring: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,6 +92,8 @@ pub(crate) struct BatchRec {
     /// Was in flight on an actor that died: its retry runs alone, so that a batch that kills its
     /// actor cannot take the batches beside it down again.
     pub isolate: bool,
+    /// Attempts that failed in user code (the rest of `attempt` are infrastructure failures).
+    pub user_failures: u32,
 }
 
 #[derive(Debug)]
@@ -101,6 +112,8 @@ pub(crate) struct StageState {
     /// No input can ever arrive again and nothing is queued or in flight.
     pub finished: bool,
     pub deaths: u32,
+    /// Clock of the last age-based actor replacement.
+    pub last_restart: f64,
     pub peak_actors: usize,
     pub in_flight_batches: u64,
     pub in_flight_tasks: u64,
@@ -145,6 +158,10 @@ pub struct Scheduler {
     pub(crate) capacity_freed: bool,
     pub(crate) rebalance_due: bool,
     pub(crate) last_rebalance: f64,
+    /// Clock of the last rebalancing move that grew a stage which had actors.
+    pub(crate) last_growth: f64,
+    /// Actors draining before they are killed (see `retire`).
+    pub(crate) retiring: Vec<ActorId>,
     pub(crate) warnings: Vec<String>,
 }
 
@@ -179,6 +196,18 @@ fn validate_stage(spec: &StageSpec) -> CoreResult<()> {
             "{owner}: queue_max_bytes must be >= 1"
         )));
     }
+    if let Some(age) = spec.max_actor_age_secs {
+        if !age.is_finite() || age <= 0.0 {
+            return Err(config_error(format!(
+                "{owner}: max_actor_age_secs must be a finite number > 0, got {age}"
+            )));
+        }
+    }
+    check_resource(
+        "actor_restart_interval_secs",
+        &owner,
+        spec.actor_restart_interval_secs,
+    )?;
     check_resource("cpus", &owner, spec.resources.cpus)?;
     check_resource("gpus", &owner, spec.resources.gpus)?;
     if spec.resources.gpus > 1.0 && spec.resources.gpus.fract() != 0.0 {
@@ -204,6 +233,7 @@ fn validate_config(config: &SchedulerConfig) -> CoreResult<()> {
             Some(config.rebalance_interval_secs),
         ),
         ("actor_start_secs", Some(config.actor_start_secs)),
+        ("growth_interval_secs", Some(config.growth_interval_secs)),
         ("batch_timeout_secs", config.batch_timeout_secs),
     ];
     for (what, value) in non_negative {
@@ -259,6 +289,7 @@ impl Scheduler {
                 per_node: vec![0; n_nodes],
                 finished: false,
                 deaths: 0,
+                last_restart: f64::NEG_INFINITY,
                 peak_actors: 0,
                 in_flight_batches: 0,
                 in_flight_tasks: 0,
@@ -288,6 +319,8 @@ impl Scheduler {
             capacity_freed: false,
             rebalance_due: false,
             last_rebalance: f64::NEG_INFINITY,
+            last_growth: f64::NEG_INFINITY,
+            retiring: Vec::new(),
             warnings: Vec::new(),
         };
         scheduler.initial_placement();
@@ -418,6 +451,7 @@ impl Scheduler {
             self.rebalance_due = true;
             self.dirty = true;
         }
+        self.retire_old_actors();
         if self.config.batch_timeout_secs.is_some()
             && self.stages.iter().any(|s| !s.queue.is_empty())
         {
@@ -447,6 +481,7 @@ impl Scheduler {
                 let a = &mut self.actors[actor as usize];
                 a.state = ActorState::Ready;
                 a.idle_since = self.now;
+                a.ready_at = self.now;
                 self.dirty = true;
                 Ok(())
             }
@@ -558,7 +593,7 @@ impl Scheduler {
         self.land(batch)?;
         match kind {
             FailureKind::Infra => self.retry_or_fail(batch, message),
-            FailureKind::User => self.fail_for_good(batch, FailureKind::User, message),
+            FailureKind::User => self.user_failed(batch, message),
         }
         self.dirty = true;
         Ok(())
@@ -569,10 +604,31 @@ impl Scheduler {
     fn retry_or_fail(&mut self, batch: BatchId, message: &str) {
         let rec = &self.batches[batch as usize];
         let st = &self.stages[rec.stage];
-        if rec.attempt >= st.spec.max_retries {
+        if rec.attempt - rec.user_failures >= st.spec.max_retries {
             self.fail_for_good(batch, FailureKind::Infra, message);
             return;
         }
+        self.requeue_front(batch);
+    }
+
+    /// A batch whose stage code raised: retried up to the stage's `max_user_retries`, then failed
+    /// for good. With `replace_actor_on_failure` the actor it ran on is replaced.
+    fn user_failed(&mut self, batch: BatchId, message: &str) {
+        let rec = &self.batches[batch as usize];
+        let spec = &self.stages[rec.stage].spec;
+        let (actor, retry) = (rec.actor, rec.user_failures < spec.max_user_retries);
+        if spec.replace_actor_on_failure {
+            self.retire(actor);
+        }
+        if retry {
+            self.batches[batch as usize].user_failures += 1;
+            self.requeue_front(batch);
+        } else {
+            self.fail_for_good(batch, FailureKind::User, message);
+        }
+    }
+
+    fn requeue_front(&mut self, batch: BatchId) {
         let n = self.lineage.inputs(batch).len() as u64;
         let rec = &mut self.batches[batch as usize];
         rec.attempt += 1;
@@ -599,7 +655,11 @@ impl Scheduler {
         st.counters.tasks_failed += n;
         st.counters.batches_failed += 1;
         self.ledger.failed += n;
-        if self.config.ignore_failures {
+        if st
+            .spec
+            .ignore_failures
+            .unwrap_or(self.config.ignore_failures)
+        {
             self.drops.extend_from_slice(&failure.tasks);
             self.out.push(Command::RecordFailure(failure));
         } else {
@@ -678,6 +738,8 @@ impl Scheduler {
             in_flight: Vec::new(),
             idle_since: self.now,
             isolated: false,
+            ready_at: f64::INFINITY,
+            retiring: false,
         });
         let st = &mut self.stages[stage];
         st.actors.push(id);
@@ -706,6 +768,65 @@ impl Scheduler {
         self.capacity_freed = true;
         if kill {
             self.out.push(Command::KillActor { actor });
+        }
+    }
+
+    /// Stop giving `actor` calls; it is killed once its calls are done, and the pool fill starts
+    /// its replacement.
+    pub(crate) fn retire(&mut self, actor: ActorId) {
+        let a = &mut self.actors[actor as usize];
+        if a.state == ActorState::Gone || a.retiring {
+            return;
+        }
+        a.retiring = true;
+        self.retiring.push(actor);
+        self.dirty = true;
+    }
+
+    /// Kill retiring actors whose calls are done.
+    fn release_retired(&mut self) {
+        let mut i = 0;
+        while i < self.retiring.len() {
+            let a = self.retiring[i];
+            let rec = &self.actors[a as usize];
+            if rec.state == ActorState::Gone {
+                self.retiring.swap_remove(i);
+            } else if rec.calls == 0 {
+                self.retiring.swap_remove(i);
+                self.release(a, true);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Per stage with a maximum actor age, at most once per its restart interval: retire the
+    /// oldest ready actor past that age.
+    fn retire_old_actors(&mut self) {
+        for s in 0..self.stages.len() {
+            let st = &self.stages[s];
+            let Some(max_age) = st.spec.max_actor_age_secs else {
+                continue;
+            };
+            if self.now - st.last_restart < st.spec.actor_restart_interval_secs {
+                continue;
+            }
+            let oldest = st
+                .actors
+                .iter()
+                .copied()
+                .filter(|&a| {
+                    let r = &self.actors[a as usize];
+                    r.state == ActorState::Ready && !r.retiring && self.now - r.ready_at >= max_age
+                })
+                .min_by(|&a, &b| {
+                    let (x, y) = (&self.actors[a as usize], &self.actors[b as usize]);
+                    x.ready_at.total_cmp(&y.ready_at).then(a.cmp(&b))
+                });
+            if let Some(a) = oldest {
+                self.stages[s].last_restart = self.now;
+                self.retire(a);
+            }
         }
     }
 
@@ -757,6 +878,7 @@ impl Scheduler {
         if self.outcome != Outcome::Running {
             return;
         }
+        self.release_retired();
         // Capacity freed, or demand grew (a measured batch time, a longer queue): place what fits.
         self.capacity_freed = false;
         self.fill();

@@ -36,11 +36,22 @@ pub struct StageSpec {
     /// Bounds of this stage's input queue; upstream is not fed while either is reached.
     pub queue_max_tasks: usize,
     pub queue_max_bytes: u64,
+    /// Retries of a batch whose stage code raised, before it fails for good (0: none).
+    pub max_user_retries: u32,
+    /// This stage's `ignore_failures`, overriding the run's.
+    pub ignore_failures: Option<bool>,
+    /// Ready actors older than this (seconds) are drained and replaced (None: they live on).
+    pub max_actor_age_secs: Option<f64>,
+    /// At most one age-based replacement per this many seconds in this stage's pool.
+    pub actor_restart_interval_secs: f64,
+    /// An actor on which a batch failed in user code (and the run goes on) is drained and replaced.
+    pub replace_actor_on_failure: bool,
 }
 
 impl StageSpec {
     /// A stage with the Python API's defaults: batches of 1 task, 1 CPU, an automatic pool, 2 slots per
-    /// actor, up to 64 batches per call, 3 retries, an input queue of 10,000 tasks or 1 GiB.
+    /// actor, up to 64 batches per call, 3 retries (none for user errors), an input queue of 10,000
+    /// tasks or 1 GiB, actors that live as long as the stage.
     pub fn new(name: impl Into<String>) -> Self {
         Self {
             name: name.into(),
@@ -55,6 +66,11 @@ impl StageSpec {
             max_retries: 3,
             queue_max_tasks: 10_000,
             queue_max_bytes: 1 << 30,
+            max_user_retries: 0,
+            ignore_failures: None,
+            max_actor_age_secs: None,
+            actor_restart_interval_secs: 60.0,
+            replace_actor_on_failure: false,
         }
     }
 }
@@ -92,6 +108,12 @@ pub struct SchedulerConfig {
     /// What starting one actor costs; an `Auto` CPU pool grows by one actor per this much work
     /// waiting for it. 0: every pool starts at its whole target.
     pub actor_start_secs: f64,
+    /// Each stage starts only once the stage before it has finished (its outputs wait in its
+    /// queue): no streaming between stages, and no queue bound holds a stage back.
+    pub stage_by_stage: bool,
+    /// Least seconds between two rebalancing moves that grow a stage which already has actors
+    /// (moves that give a stage its first actor only wait for `rebalance_interval_secs`).
+    pub growth_interval_secs: f64,
 }
 
 impl Default for SchedulerConfig {
@@ -102,6 +124,8 @@ impl Default for SchedulerConfig {
             call_overhead_secs: 0.0005,
             rebalance_interval_secs: 0.5,
             actor_start_secs: 1.0,
+            stage_by_stage: false,
+            growth_interval_secs: 0.0,
         }
     }
 }

@@ -36,10 +36,23 @@ fn stage() -> impl Strategy<Value = StageSpec> {
         0u32..=3,
         prop_oneof![1 => 1usize..=8, 2 => 8usize..=100, 1 => Just(10_000usize)],
         prop_oneof![1 => 500u64..=5_000, 3 => Just(1u64 << 30)],
+        prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
     )
         .prop_map(
-            |(batch_size, cpus, gpus, pool, slots, per_call, retries, max_tasks, max_bytes)| {
+            |(
+                batch_size,
+                cpus,
+                gpus,
+                pool,
+                slots,
+                per_call,
+                retries,
+                max_tasks,
+                max_bytes,
+                user_retries,
+            )| {
                 StageSpec {
+                    max_user_retries: user_retries,
                     batch_size,
                     resources: Resources { cpus, gpus },
                     pool,
@@ -70,6 +83,8 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
         prop_oneof![Just(0.0), Just(0.0005), Just(0.01)],
         prop_oneof![Just(0.0), Just(0.1), Just(1.0)],
         prop_oneof![Just(0.0), Just(0.001), Just(1.0)],
+        prop_oneof![3 => Just(false), 1 => Just(true)],
+        prop_oneof![3 => Just(0.0), 1 => Just(0.3)],
     )
         .prop_map(
             |(
@@ -78,6 +93,8 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
                 call_overhead_secs,
                 rebalance_interval_secs,
                 actor_start_secs,
+                stage_by_stage,
+                growth_interval_secs,
             )| {
                 SchedulerConfig {
                     ignore_failures,
@@ -85,6 +102,8 @@ fn config() -> impl Strategy<Value = SchedulerConfig> {
                     call_overhead_secs,
                     rebalance_interval_secs,
                     actor_start_secs,
+                    stage_by_stage,
+                    growth_interval_secs,
                 }
             },
         )
@@ -230,6 +249,7 @@ proptest! {
             *f = Fanout::Const(ones[i]);
         }
         c.params.strict_queue_bound = true;
+        c.config.stage_by_stage = false; // stage by stage, queues are unbounded on purpose
         let (outcome, _) = run(c);
         prop_assert_eq!(outcome, Outcome::Finished);
     }

@@ -44,6 +44,11 @@ pub struct PyStageSpec {
     max_retries: u32,
     queue_max_tasks: usize,
     queue_max_bytes: u64,
+    max_user_retries: u32,
+    ignore_failures: Option<bool>,
+    max_actor_age_s: Option<f64>,
+    actor_restart_interval_s: f64,
+    replace_actor_on_failure: bool,
 }
 
 #[pymethods]
@@ -52,7 +57,8 @@ impl PyStageSpec {
     #[pyo3(signature = (
         name, *, batch_size = 1, cpus = 1.0, gpus = 0.0, pool_size = None, max_pool_size = None,
         slots_per_actor = 2, max_batches_per_call = 64, max_retries = 3, queue_max_tasks = 10_000,
-        queue_max_bytes = 1_073_741_824,
+        queue_max_bytes = 1_073_741_824, max_user_retries = 0, ignore_failures = None,
+        max_actor_age_s = None, actor_restart_interval_s = 60.0, replace_actor_on_failure = false,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -67,9 +73,15 @@ impl PyStageSpec {
         max_retries: i64,
         queue_max_tasks: i64,
         queue_max_bytes: i64,
+        max_user_retries: i64,
+        ignore_failures: Option<bool>,
+        max_actor_age_s: Option<f64>,
+        actor_restart_interval_s: f64,
+        replace_actor_on_failure: bool,
     ) -> PyResult<Self> {
         let owner = format!("stage '{name}'");
         let retries = non_negative(&owner, "max_retries", max_retries)?;
+        let user_retries = non_negative(&owner, "max_user_retries", max_user_retries)?;
         Ok(Self {
             batch_size: to_usize(&owner, "batch_size", batch_size)?,
             cpus,
@@ -85,6 +97,11 @@ impl PyStageSpec {
             max_retries: u32::try_from(retries).unwrap_or(u32::MAX),
             queue_max_tasks: to_usize(&owner, "queue_max_tasks", queue_max_tasks)?,
             queue_max_bytes: non_negative(&owner, "queue_max_bytes", queue_max_bytes)?,
+            max_user_retries: u32::try_from(user_retries).unwrap_or(u32::MAX),
+            ignore_failures,
+            max_actor_age_s,
+            actor_restart_interval_s,
+            replace_actor_on_failure,
             name,
         })
     }
@@ -118,6 +135,11 @@ impl PyStageSpec {
             max_retries: self.max_retries,
             queue_max_tasks: self.queue_max_tasks,
             queue_max_bytes: self.queue_max_bytes,
+            max_user_retries: self.max_user_retries,
+            ignore_failures: self.ignore_failures,
+            max_actor_age_secs: self.max_actor_age_s,
+            actor_restart_interval_secs: self.actor_restart_interval_s,
+            replace_actor_on_failure: self.replace_actor_on_failure,
         }
     }
 }
@@ -312,8 +334,10 @@ impl PyScheduler {
     #[new]
     #[pyo3(signature = (
         stages, nodes, *, ignore_failures = false, batch_timeout_s = None, call_overhead_s = 0.0005,
-        rebalance_interval_s = 0.5, actor_start_s = 1.0,
+        rebalance_interval_s = 0.5, actor_start_s = 1.0, stage_by_stage = false,
+        growth_interval_s = 0.0,
     ))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         stages: Vec<Bound<'_, PyStageSpec>>,
         nodes: Vec<Bound<'_, PyNodeSpec>>,
@@ -322,6 +346,8 @@ impl PyScheduler {
         call_overhead_s: f64,
         rebalance_interval_s: f64,
         actor_start_s: f64,
+        stage_by_stage: bool,
+        growth_interval_s: f64,
     ) -> PyResult<Self> {
         let stages = stages.iter().map(|s| s.get().to_core()).collect();
         let nodes = nodes
@@ -341,6 +367,8 @@ impl PyScheduler {
             call_overhead_secs: call_overhead_s,
             rebalance_interval_secs: rebalance_interval_s,
             actor_start_secs: actor_start_s,
+            stage_by_stage,
+            growth_interval_secs: growth_interval_s,
         };
         let inner = Scheduler::new(stages, nodes, config).map_err(PyCoreError)?;
         Ok(Self { inner })

@@ -137,6 +137,8 @@ struct SimBatch {
     stage: usize,
     tasks: Vec<TaskId>,
     attempt: u32,
+    /// Attempts that failed in user code.
+    user_failures: u32,
     state: BatchState,
 }
 
@@ -539,11 +541,18 @@ impl Sim {
     fn infra_failed(&mut self, b: BatchId) {
         let batch = self.batches.get_mut(&b).unwrap();
         let s = batch.stage;
-        if batch.attempt >= self.specs[s].max_retries {
+        if batch.attempt - batch.user_failures >= self.specs[s].max_retries {
             batch.state = BatchState::AwaitFailure(FailureKind::Infra);
             self.expected_aborts.push(AbortCause::Batch(b));
             return;
         }
+        self.await_retry(b);
+    }
+
+    /// The scheduler must send this batch again (its tasks wait in the stage's retry queue).
+    fn await_retry(&mut self, b: BatchId) {
+        let batch = self.batches.get_mut(&b).unwrap();
+        let s = batch.stage;
         batch.state = BatchState::AwaitRetry;
         for &t in &batch.tasks {
             self.tasks[t as usize].state = TaskState::Waiting;
@@ -584,8 +593,14 @@ impl Sim {
             return;
         }
         if self.rng.chance(self.p.p_user_fail) {
-            self.batches.get_mut(&b).unwrap().state = BatchState::AwaitFailure(FailureKind::User);
-            self.expected_aborts.push(AbortCause::Batch(b));
+            let sim = self.batches.get_mut(&b).unwrap();
+            if sim.user_failures < self.specs[s].max_user_retries {
+                sim.user_failures += 1;
+                self.await_retry(b);
+            } else {
+                sim.state = BatchState::AwaitFailure(FailureKind::User);
+                self.expected_aborts.push(AbortCause::Batch(b));
+            }
             self.sched
                 .handle(Event::BatchFailed {
                     batch: b,
@@ -861,7 +876,12 @@ impl Sim {
                 "call of {k} batches exceeds the fair spread {bound}"
             );
         }
-        if let Some(next) = self.specs.get(s + 1) {
+        if self.cfg.stage_by_stage {
+            assert!(
+                s == 0 || self.upstream_drained(s),
+                "stage by stage: stage {s} got a call before the stages before it finished"
+            );
+        } else if let Some(next) = self.specs.get(s + 1) {
             assert!(
                 self.waiting[s + 1] < next.queue_max_tasks as u64
                     && self.waiting_bytes[s + 1] < next.queue_max_bytes,
@@ -918,6 +938,7 @@ impl Sim {
                         stage: s,
                         tasks: batch.tasks.clone(),
                         attempt: 0,
+                        user_failures: 0,
                         state,
                     },
                 );
@@ -938,8 +959,8 @@ impl Sim {
                 );
                 assert_eq!(batch.attempt, known.attempt + 1, "attempt must grow by one");
                 assert!(
-                    batch.attempt <= spec.max_retries,
-                    "attempt {} over max_retries",
+                    batch.attempt <= spec.max_retries + spec.max_user_retries,
+                    "attempt {} over max_retries + max_user_retries",
                     batch.attempt
                 );
                 known.attempt = batch.attempt;
