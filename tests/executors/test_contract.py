@@ -62,9 +62,23 @@ def _ray_data() -> BaseExecutor:
     return RayDataExecutor()
 
 
+def _xenna_streaming() -> BaseExecutor:
+    from nemo_curator.backends.xenna import XennaExecutor
+
+    return XennaExecutor(config={"execution_mode": "streaming", "show_progress": False})
+
+
+def _xenna_batch() -> BaseExecutor:
+    from nemo_curator.backends.xenna import XennaExecutor
+
+    return XennaExecutor(config={"execution_mode": "batch", "show_progress": False})
+
+
 EXECUTORS: dict[str, Callable[[], BaseExecutor]] = {
     "ray_actor_pool": _actor_pool,
     "ray_data": _ray_data,
+    "xenna_streaming": _xenna_streaming,
+    "xenna_batch": _xenna_batch,
 }
 # Variants run on the tests that stress their settings only (each Ray run costs seconds here).
 VARIANTS: dict[str, Callable[[], BaseExecutor]] = {

@@ -75,3 +75,18 @@ def test_reserved_resources_come_off_the_nodes_the_run_uses(cluster: Cluster) ->
     everything = cluster_nodes(reserved_cpus=1.0)
     assert sum(n.cpus for n in everything) == pytest.approx(4.0)  # 1 + 2 + 2, minus 1 off the head
     assert next(n for n in everything if n.is_head).cpus == pytest.approx(0.0)
+
+
+def test_xenna_ignore_head_node_and_workers_per_node(cluster: Cluster, tmp_path: Any) -> None:
+    from nemo_curator.backends.xenna import XennaExecutor
+
+    # num_workers_per_node is a total of ceil(value x nodes) actors, over the nodes the run may use.
+    probe = LifecycleProbe(str(tmp_path), sleep_s=0.05, xenna_spec={"num_workers_per_node": 1})
+    executor = XennaExecutor({"show_progress": False, "execution_mode": "batch"}, ignore_head_node=True)
+    out = executor.execute([probe], numbered_tasks(16))
+    assert len(out) == 16
+    head = _head_id()
+    setups = read_records(tmp_path, "setup")
+    # Two actors, one on each worker node (a replacement after a slow start may add a setup).
+    assert len({r["node"] for r in setups}) == 2, setups
+    assert all(r["node"] != head for r in read_records(tmp_path) if r.get("node"))

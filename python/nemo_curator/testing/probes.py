@@ -55,6 +55,11 @@ class LifecycleProbe(ProcessingStage[Task[Any], Task[Any]]):
     sleep_s: float = 0.0
     resources: Resources = field(default_factory=lambda: Resources(cpus=1.0))
     batch_size: int = 1
+    #: What `xenna_stage_spec()` returns.
+    xenna_spec: dict[str, Any] = field(default_factory=dict)
+
+    def xenna_stage_spec(self) -> dict[str, Any]:
+        return dict(self.xenna_spec)
 
     def setup_on_node(
         self, node_info: NodeInfo | None = None, worker_metadata: WorkerMetadata | None = None
@@ -165,6 +170,10 @@ class RaiseOn(ProcessingStage[Task[Any], Task[Any]]):
     task_id: str
     message: str = "bad document"
     name: str = "raise_on"
+    xenna_spec: dict[str, Any] = field(default_factory=dict)
+
+    def xenna_stage_spec(self) -> dict[str, Any]:
+        return dict(self.xenna_spec)
 
     def process(self, task: Task[Any]) -> Task[Any]:
         if task.task_id == self.task_id:
@@ -210,3 +219,44 @@ class InputsHeldProbe(ProcessingStage[Task[Any], Task[Any]]):
         for task in tasks:
             task._metadata["inputs_held"] = held
         return tasks
+
+
+@dataclass
+class RaiseOnceEach(ProcessingStage[Task[Any], Task[Any]]):
+    """Raises `ValueError` the first time it sees each task (a marker file per task id), then passes it."""
+
+    directory: str
+    name: str = "raise_once_each"
+    xenna_spec: dict[str, Any] = field(default_factory=dict)
+
+    def xenna_stage_spec(self) -> dict[str, Any]:
+        return dict(self.xenna_spec)
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        marker = Path(self.directory) / f"raised-{task.task_id}"
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            raise ValueError(f"transient error on {task.task_id}")
+        return task
+
+
+@dataclass
+class SetupFailsFirst(ProcessingStage[Task[Any], Task[Any]]):
+    """`setup` raises on its first call in each actor and succeeds on the next (a transient error)."""
+
+    directory: str
+    name: str = "setup_fails_first"
+    xenna_spec: dict[str, Any] = field(default_factory=dict)
+
+    def xenna_stage_spec(self) -> dict[str, Any]:
+        return dict(self.xenna_spec)
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        tries = getattr(self, "_tries", 0) + 1
+        self._tries = tries
+        _write(self.directory, "setup_try", stage=self.name, attempt=tries)
+        if tries == 1:
+            raise ConnectionError("model server not reachable yet")
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task

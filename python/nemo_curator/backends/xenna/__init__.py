@@ -1,4 +1,4 @@
-"""Curator's default (cosmos-xenna) executor: present for import compatibility only."""
+"""Curator's default executor, on this package's actor-pool engine (no cosmos-xenna needed)."""
 
 from nemo_curator.backends.xenna.executor import XennaExecutor
 

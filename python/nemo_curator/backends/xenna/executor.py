@@ -1,47 +1,224 @@
-"""``XennaExecutor``: importable without cosmos_xenna; running it explains which executors to use instead."""
+"""`XennaExecutor`: Curator's default executor, as a mode of this package's actor-pool engine.
+
+It takes Curator v1.1.0's `XennaExecutor` config keys and per-stage `xenna_stage_spec()` keys and runs the
+pipeline on the same streaming actor pools and Rust scheduler as `RayActorPoolExecutor` (no cosmos-xenna):
+
+- `execution_mode="streaming"`: every stage's pool alive at once, tasks stream between them;
+  `"batch"`: each stage runs to completion before the next one starts (its outputs wait in the object store).
+- `cpu_allocation_percentage` caps each node's CPUs, rounded up to whole CPUs (Xenna rounds down, so on a
+  2-CPU node it leaves one CPU and a multi-stage streaming pipeline cannot start).
+- `ignore_head_node=True` keeps stage work off the head node (Xenna raises).
+- Unknown config keys, unknown `xenna_stage_spec()` keys and bad values are errors naming the key.
+"""
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 from nemo_curator.backends.base import BaseExecutor
-from nemo_curator.backends.utils import merge_executor_configs
+from nemo_curator.backends.experimental.ray_actor_pool.config import (
+    ActorPoolConfig,
+    StageOptions,
+    _is_int,
+    _is_number,
+)
+from nemo_curator.backends.experimental.ray_actor_pool.executor import ActorPoolRun
 
 if TYPE_CHECKING:
+    from nemo_curator.observability import RunReport
     from nemo_curator.stages.base import ProcessingStage
     from nemo_curator.tasks import Task
 
-_DEFAULT_CONFIG: dict[str, Any] = {
+#: Curator v1.1.0's keys and defaults.
+XENNA_DEFAULTS: dict[str, Any] = {
     "logging_interval": 60,
     "ignore_failures": False,
     "execution_mode": "streaming",
     "cpu_allocation_percentage": 0.95,
     "autoscale_interval_s": 180,
+    "max_workers_per_stage": None,
 }
+EXECUTION_MODES = ("streaming", "batch")
+# Engine keys that a Xenna key already sets.
+_SET_BY_XENNA_KEYS = {"status_interval_s", "progress_interval_s"}
 
-SUPPORTED_EXECUTORS = (
-    "nemo_curator.backends.experimental.RayActorPoolExecutor",
-    "nemo_curator.backends.experimental.RayDataExecutor",
-    "nemo_curator.backends.in_process.InProcessExecutor",
+#: The `xenna_stage_spec()` keys this executor understands.
+STAGE_SPEC_KEYS = (
+    "num_workers",
+    "num_workers_per_node",
+    "num_setup_attempts_python",
+    "num_run_attempts_python",
+    "ignore_failures",
+    "reset_workers_on_failure",
+    "slots_per_actor",
+    "worker_max_lifetime_m",
+    "worker_restart_interval_m",
+    "max_setup_failure_percentage",
 )
 
 
 class XennaExecutor(BaseExecutor):
-    """Placeholder for Curator's cosmos-xenna executor, which this package does not provide.
+    """Curator's default executor (`Pipeline.run()` with no executor), on streaming actor pools.
 
-    It is what ``Pipeline.run()`` uses when given no executor; pass one of ``SUPPORTED_EXECUTORS`` instead.
+    Config keys (Curator v1.1.0): `execution_mode` ("streaming" | "batch"), `logging_interval` (seconds
+    between status tables), `ignore_failures`, `cpu_allocation_percentage` (share of each node's CPUs,
+    rounded up to whole CPUs), `autoscale_interval_s` (least seconds between two moves of an actor from one
+    stage's pool to another's; pools still grow at once into free resources), `max_workers_per_stage` (cap
+    on automatic pools). Every `RayActorPoolExecutor` key is accepted too (except `status_interval_s` and
+    `progress_interval_s`, which `logging_interval` sets).
+
+    Per stage, `stage.xenna_stage_spec()` may set `num_workers`, `num_workers_per_node`,
+    `num_setup_attempts_python`, `num_run_attempts_python`, `ignore_failures`, `reset_workers_on_failure`,
+    `slots_per_actor`, `worker_max_lifetime_m`, `worker_restart_interval_m`, `max_setup_failure_percentage`.
+
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` and `last_run` holds the
+    run report.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
-        if ignore_head_node:
-            msg = "ignore_head_node is not supported by XennaExecutor"
-            raise ValueError(msg)
-        super().__init__(merge_executor_configs(_DEFAULT_CONFIG, config), ignore_head_node)
-
-    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
-        msg = (
-            "XennaExecutor (cosmos-xenna) is not available in nemo-curator-rs. "
-            f"Pass one of these executors instead: {', '.join(SUPPORTED_EXECUTORS)}, "
-            "e.g. pipeline.run(executor=RayActorPoolExecutor())."
+        super().__init__(config, ignore_head_node)
+        engine_keys = {f.name for f in fields(ActorPoolConfig)} - _SET_BY_XENNA_KEYS
+        unknown = sorted(set(self.config) - set(XENNA_DEFAULTS) - engine_keys)
+        if unknown:
+            raise ValueError(
+                f"Unknown XennaExecutor config key(s) {unknown}; valid keys are "
+                f"{sorted(XENNA_DEFAULTS)} and the RayActorPoolExecutor keys {sorted(engine_keys)}"
+            )
+        # An explicit None means the default, as for every other executor here.
+        given = {k: v for k, v in self.config.items() if v is not None}
+        xenna = {**XENNA_DEFAULTS, **{k: v for k, v in given.items() if k in XENNA_DEFAULTS}}
+        self.execution_mode: str = _check_mode(xenna["execution_mode"])
+        self.cpu_allocation_percentage: float = _number(
+            "cpu_allocation_percentage", xenna["cpu_allocation_percentage"], low=0.0, high=1.0, low_open=True
         )
-        raise NotImplementedError(msg)
+        self.autoscale_interval_s: float = _number(
+            "autoscale_interval_s", xenna["autoscale_interval_s"], low=0.0, low_open=True
+        )
+        logging_interval = _number("logging_interval", xenna["logging_interval"], low=0.0, low_open=True)
+        max_workers = xenna["max_workers_per_stage"]
+        if max_workers is not None and (not _is_int(max_workers) or max_workers < 1):
+            raise ValueError(
+                f"XennaExecutor config 'max_workers_per_stage' must be an int >= 1, got {max_workers!r}"
+            )
+        self.max_workers_per_stage: int | None = max_workers
+        engine = {k: v for k, v in given.items() if k in engine_keys}
+        engine.setdefault("ignore_failures", bool(xenna["ignore_failures"]))
+        engine["status_interval_s"] = logging_interval
+        engine["progress_interval_s"] = min(logging_interval, 10.0)
+        self.settings = ActorPoolConfig.from_dict(engine)
+        self.failures: list[dict[str, Any]] = []
+        #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
+        self.last_run: RunReport | None = None
+
+    def execute(
+        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+    ) -> list[Task[Any]]:
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        self.failures = []
+        for stage in stages:
+            # Before Ray starts: a bad spec is the user's mistake, whatever the cluster.
+            stage_options(stage, 1, self.max_workers_per_stage)
+        run = ActorPoolRun(
+            "XennaExecutor",
+            self.settings,
+            self.ignore_head_node,
+            stage_options=lambda st, n_nodes: [
+                stage_options(s, n_nodes, self.max_workers_per_stage) for s in st
+            ],
+            stage_by_stage=self.execution_mode == "batch",
+            cpu_fraction=self.cpu_allocation_percentage,
+            growth_interval_s=self.autoscale_interval_s,
+        )
+        try:
+            return run.execute(stages, initial_tasks)
+        finally:
+            self.failures, self.last_run = run.failures, run.report
+
+
+def stage_options(
+    stage: ProcessingStage[Any, Any], n_nodes: int, max_workers: int | None = None
+) -> StageOptions:
+    """The engine settings one stage's `xenna_stage_spec()` asks for; errors name the stage and key."""
+    spec = stage.xenna_stage_spec() or {}
+    if not isinstance(spec, dict):
+        raise TypeError(
+            f"Stage '{stage.name}': xenna_stage_spec() must return a dict, got {type(spec).__name__}"
+        )
+    unknown = sorted(set(spec) - set(STAGE_SPEC_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Stage '{stage.name}': unknown xenna_stage_spec() key(s) {unknown}; valid keys are {list(STAGE_SPEC_KEYS)}"
+        )
+    # A missing key or None: the pipeline's value.
+    get = {k: v for k, v in spec.items() if v is not None}.get
+
+    def bad(key: str, want: str) -> ValueError:
+        return ValueError(
+            f"Stage '{stage.name}': xenna_stage_spec() '{key}' must be {want}, got {spec[key]!r}"
+        )
+
+    def int_at_least(key: str, low: int, default: int) -> int:
+        value = get(key, default)
+        if not _is_int(value) or value < low:
+            raise bad(key, f"an int >= {low}")
+        return int(value)
+
+    def number_at_least(key: str, low: float, default: float, *, open_low: bool = False) -> float:
+        value = get(key, default)
+        if not _is_number(value) or not math.isfinite(value) or value < low or (open_low and value == low):
+            raise bad(key, f"a number {'>' if open_low else '>='} {low}")
+        return float(value)
+
+    def flag(key: str) -> bool | None:
+        value = get(key)
+        if value is not None and not isinstance(value, bool):
+            raise bad(key, "a bool")
+        return value
+
+    pool_size: int | None = None
+    if get("num_workers") is not None and get("num_workers_per_node") is not None:
+        raise ValueError(
+            f"Stage '{stage.name}': xenna_stage_spec() sets both 'num_workers' and 'num_workers_per_node'; "
+            "set one of them"
+        )
+    if get("num_workers") is not None:
+        pool_size = int_at_least("num_workers", 1, 1)
+    elif get("num_workers_per_node") is not None:
+        per_node = number_at_least("num_workers_per_node", 0.0, 1.0, open_low=True)
+        pool_size = max(1, math.ceil(per_node * n_nodes))
+    if get("max_setup_failure_percentage") is not None:
+        pct = number_at_least("max_setup_failure_percentage", 0.0, 0.0)
+        if pct > 100:
+            raise bad("max_setup_failure_percentage", "a number from 0 to 100")
+    lifetime_m = number_at_least("worker_max_lifetime_m", 0.0, 0.0)
+    return StageOptions(
+        pool_size=pool_size,
+        max_pool_size=max_workers,
+        slots_per_actor=int_at_least("slots_per_actor", 1, 1) if get("slots_per_actor") is not None else None,
+        ignore_failures=flag("ignore_failures"),
+        max_user_retries=int_at_least("num_run_attempts_python", 1, 1) - 1,
+        setup_attempts=int_at_least("num_setup_attempts_python", 1, 1),
+        max_actor_age_s=lifetime_m * 60.0 if lifetime_m > 0 else None,
+        actor_restart_interval_s=number_at_least("worker_restart_interval_m", 0.0, 1.0) * 60.0,
+        replace_actor_on_failure=bool(flag("reset_workers_on_failure")),
+    )
+
+
+def _check_mode(mode: Any) -> str:
+    if mode not in EXECUTION_MODES:
+        raise ValueError(
+            f"XennaExecutor config 'execution_mode' must be one of {list(EXECUTION_MODES)}, got {mode!r}"
+        )
+    return str(mode)
+
+
+def _number(key: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False) -> float:
+    ok = _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low)
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        rng = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"XennaExecutor config '{key}' must be a number {rng}, got {value!r}")
+    return float(value)

@@ -131,3 +131,28 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+@dataclass(frozen=True)
+class StageOptions:
+    """Per-stage settings that override the executor's for one stage (from `xenna_stage_spec()` keys).
+
+    None means "the executor's setting". Times are in seconds.
+    """
+
+    #: Exact pool size (wins over `stage.num_workers()` and `pool_size`).
+    pool_size: int | None = None
+    #: Cap on an automatic pool.
+    max_pool_size: int | None = None
+    slots_per_actor: int | None = None
+    ignore_failures: bool | None = None
+    #: Retries of a batch whose stage code raised (user errors are not retried by default).
+    max_user_retries: int = 0
+    #: Attempts of the stage's `setup()` inside one actor before the actor counts as failed.
+    setup_attempts: int = 1
+    #: Actors older than this are drained and replaced (None: they live as long as the stage).
+    max_actor_age_s: float | None = None
+    #: At most one age-based replacement per this many seconds in one pool.
+    actor_restart_interval_s: float = 60.0
+    #: An actor whose batch failed (with failures ignored) is drained and replaced.
+    replace_actor_on_failure: bool = False

@@ -17,7 +17,11 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
 from nemo_curator.backends.base import StageFailedError
-from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_actor_pool.config import (
+    ActorPoolConfig,
+    StageOptions,
+    _parse_runtime_env,
+)
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
     SetupFailedError,
@@ -32,6 +36,8 @@ from nemo_curator.tasks import Task
 
 # Results fetched per `ray.get` at the end of the run (bounded driver memory per round trip).
 _FETCH_CHUNK = 1024
+# A queue bound no run reaches.
+_UNBOUNDED = 1 << 62
 
 
 @dataclass
@@ -62,6 +68,10 @@ class ActorPoolDriver:
         nodes: list[ClusterNode],
         config: ActorPoolConfig,
         monitor: RunMonitor | None = None,
+        *,
+        stage_options: list[StageOptions] | None = None,
+        stage_by_stage: bool = False,
+        growth_interval_s: float = 0.0,
     ) -> None:
         self.stages = stages
         self.nodes = nodes
@@ -69,20 +79,30 @@ class ActorPoolDriver:
         self.monitor = monitor
         self._runtime_env = _parse_runtime_env(config.runtime_env)
         self._stage_refs = [put_stage(s) for s in stages]
+        self._options = stage_options or [StageOptions() for _ in stages]
+        # A stage that runs only after the one before it has finished must not be held back by a
+        # bounded queue: nothing would drain it.
+        unbounded = stage_by_stage
         specs = [
             _core.StageSpec(
                 name=s.name,
                 batch_size=batch_sizes[i],
                 cpus=float(s.resources.cpus),
                 gpus=float(s.resources.gpus),
-                pool_size=_pool_size(s, config),
-                slots_per_actor=config.slots_per_actor,
+                pool_size=o.pool_size if o.pool_size is not None else _pool_size(s, config),
+                max_pool_size=o.max_pool_size,
+                slots_per_actor=o.slots_per_actor or config.slots_per_actor,
                 max_batches_per_call=config.max_batches_per_call,
                 max_retries=config.max_retries,
-                queue_max_tasks=config.queue_max_tasks,
-                queue_max_bytes=config.queue_max_bytes,
+                queue_max_tasks=_UNBOUNDED if unbounded else config.queue_max_tasks,
+                queue_max_bytes=_UNBOUNDED if unbounded else config.queue_max_bytes,
+                max_user_retries=o.max_user_retries,
+                ignore_failures=o.ignore_failures,
+                max_actor_age_s=o.max_actor_age_s,
+                actor_restart_interval_s=o.actor_restart_interval_s,
+                replace_actor_on_failure=o.replace_actor_on_failure,
             )
-            for i, s in enumerate(stages)
+            for i, (s, o) in enumerate(zip(stages, self._options, strict=True))
         ]
         # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
         self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
@@ -91,7 +111,9 @@ class ActorPoolDriver:
         self.actorless = all(self._as_tasks)
         # Slots that are Ray tasks cost nothing to start: when every stage has them, pools start whole.
         start_s = 0.0 if self.actorless else config.actor_start_s
-        self.scheduler = self._new_scheduler(specs, nodes, config, start_s)
+        self.scheduler = self._new_scheduler(
+            specs, nodes, config, start_s, stage_by_stage=stage_by_stage, growth_interval_s=growth_interval_s
+        )
         for msg in self.scheduler.take_warnings():
             logger.warning(msg)
         self._workers = [worker_class_for(s) for s in stages]
@@ -114,7 +136,13 @@ class ActorPoolDriver:
 
     @staticmethod
     def _new_scheduler(
-        specs: list[Any], nodes: list[ClusterNode], config: ActorPoolConfig, actor_start_s: float
+        specs: list[Any],
+        nodes: list[ClusterNode],
+        config: ActorPoolConfig,
+        actor_start_s: float,
+        *,
+        stage_by_stage: bool,
+        growth_interval_s: float,
     ) -> Any:
         """The core, sized from the nodes' free resources; from their totals when other work holds
         so much that some stage would get no actor (its actors then wait in Ray's queue), so only a
@@ -128,6 +156,8 @@ class ActorPoolDriver:
                 batch_timeout_s=config.batch_timeout_s,
                 actor_start_s=actor_start_s,
                 call_overhead_s=config.call_overhead_s,
+                stage_by_stage=stage_by_stage,
+                growth_interval_s=growth_interval_s,
             )
 
         try:
@@ -250,7 +280,12 @@ class ActorPoolDriver:
                 runtime_env=self._runtime_env if self._needs_env(stage) else None,
                 max_concurrency=1,
             )
-            .remote(self._stage_refs[stage_idx], self._setup_refs[key], self.config.inline_bytes)
+            .remote(
+                self._stage_refs[stage_idx],
+                self._setup_refs[key],
+                self.config.inline_bytes,
+                self._options[stage_idx].setup_attempts,
+            )
         )
         self._actors[actor_id] = _Actor(actor_id, stage_idx, node, handle)
         self._starting[handle.ready.remote()] = actor_id

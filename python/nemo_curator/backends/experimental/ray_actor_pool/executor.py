@@ -6,21 +6,35 @@ The executor validates, opens the Ray session, finds the nodes and hands everyth
 
 from __future__ import annotations
 
+import dataclasses
+import math
+from collections.abc import Callable
 from typing import Any
 
 import ray
 from loguru import logger
 
 from nemo_curator.backends.base import BaseExecutor, validate_stages
-from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, _parse_runtime_env
+from nemo_curator.backends.experimental.ray_actor_pool.config import (
+    ActorPoolConfig,
+    StageOptions,
+    _parse_runtime_env,
+)
 from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
-from nemo_curator.backends.ray_utils import RaySession, cluster_nodes, wait_for_resources
+from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import EmptyTask, Task
 
-__all__ = ["ActorPoolConfig", "RayActorPoolExecutor", "StageFailedError", "_parse_runtime_env"]
+__all__ = [
+    "ActorPoolConfig",
+    "ActorPoolRun",
+    "RayActorPoolExecutor",
+    "StageFailedError",
+    "StageOptions",
+    "_parse_runtime_env",
+]
 
 _UNSUPPORTED_KINDS = (
     RayStageSpecKeys.IS_RAFT_ACTOR,
@@ -52,6 +66,45 @@ class RayActorPoolExecutor(BaseExecutor):
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
         self.failures = []
+        run = ActorPoolRun("RayActorPoolExecutor", self.settings, self.ignore_head_node)
+        try:
+            return run.execute(stages, initial_tasks)
+        finally:
+            self.failures, self.last_run = run.failures, run.report
+
+
+class ActorPoolRun:
+    """One `execute()` on the actor-pool engine; shared by `RayActorPoolExecutor` and `XennaExecutor`.
+
+    `stage_options` are per-stage overrides (`StageOptions`, one per stage), `stage_by_stage` runs each
+    stage to completion before the next starts, `cpu_fraction` is the share of each node's CPUs the run
+    may use, `growth_interval_s` spaces out moves of actors between stages that all have actors.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: ActorPoolConfig,
+        ignore_head_node: bool,
+        *,
+        stage_options: Callable[[list[ProcessingStage[Any, Any]], int], list[StageOptions]] | None = None,
+        stage_by_stage: bool = False,
+        cpu_fraction: float | None = None,
+        growth_interval_s: float = 0.0,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self.ignore_head_node = ignore_head_node
+        self.stage_options = stage_options
+        self.stage_by_stage = stage_by_stage
+        self.cpu_fraction = cpu_fraction
+        self.growth_interval_s = growth_interval_s
+        self.failures: list[dict[str, Any]] = []
+        self.report: RunReport | None = None
+
+    def execute(
+        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None
+    ) -> list[Task[Any]]:
         if not stages:
             return []
         validate_stages(stages)
@@ -62,7 +115,7 @@ class RayActorPoolExecutor(BaseExecutor):
                 if spec.get(key.value) or spec.get(key):
                     raise NotImplementedError(
                         f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages "
-                        "are not supported by RayActorPoolExecutor."
+                        f"are not supported by {self.name}."
                     )
         tasks = list(initial_tasks) if initial_tasks else [EmptyTask()]
         s = self.settings
@@ -73,14 +126,26 @@ class RayActorPoolExecutor(BaseExecutor):
                 reserved_cpus=s.reserved_cpus,
                 reserved_gpus=s.reserved_gpus,
             )
+            if self.cpu_fraction is not None:
+                nodes = [_cpu_share(n, self.cpu_fraction) for n in nodes]
+            options = self.stage_options(stages, len(nodes)) if self.stage_options else None
             monitor = RunMonitor(
-                "RayActorPoolExecutor",
+                self.name,
                 [st.name for st in stages],
                 progress="auto" if s.show_progress else "off",
                 progress_interval_s=s.progress_interval_s,
                 status_interval_s=s.status_interval_s,
             )
-            driver = ActorPoolDriver(stages, batch_sizes, nodes, s, monitor=monitor)
+            driver = ActorPoolDriver(
+                stages,
+                batch_sizes,
+                nodes,
+                s,
+                monitor=monitor,
+                stage_options=options,
+                stage_by_stage=self.stage_by_stage,
+                growth_interval_s=self.growth_interval_s,
+            )
             finished = False
             try:
                 results = driver.run(tasks)
@@ -90,15 +155,23 @@ class RayActorPoolExecutor(BaseExecutor):
                 raise
             finally:
                 self.failures = driver.failures
-                self.last_run = driver.report()
+                self.report = driver.report()
                 if not session.started and not (finished and driver.actorless):
                     # The caller's session outlives this run: hand its resources back before returning
                     # (after a run that started no actor and finished, nothing is still running).
                     wait_for_resources(free_before.get("CPU", 0.0), free_before.get("GPU", 0.0))
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
-        if s.show_progress and self.last_run is not None:
-            logger.info("run summary\n" + self.last_run.format_summary())
+        if s.show_progress and self.report is not None:
+            logger.info("run summary\n" + self.report.format_summary())
         return results
+
+
+def _cpu_share(node: ClusterNode, fraction: float) -> ClusterNode:
+    """The node with its CPU budget cut to `fraction` of its total, rounded up to whole CPUs (so a small
+    node keeps all of them), minus what other work holds."""
+    budget = float(math.ceil(node.total_cpus * fraction - 1e-9))
+    held = node.total_cpus - node.cpus
+    return dataclasses.replace(node, cpus=max(0.0, budget - held), total_cpus=budget)
 
 
 def _batch_size(stage: ProcessingStage[Any, Any]) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import ray
+from loguru import logger
 
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata, validate_stage_outputs
 from nemo_curator.backends.ray_utils.payload import payload_nbytes
@@ -135,10 +136,34 @@ def process_as_task(
     yield from run_batches(loaded[0], loaded[1], inline_bytes, layout, call_inputs(inline, stored))
 
 
+def _setup_with_attempts(stage: ProcessingStage[Any, Any], metadata: WorkerMetadata, attempts: int) -> None:
+    """`stage.setup`, tried up to `attempts` times in this actor; waits min(2**k, 16) s after the k-th
+    failure (a model download or a busy service often recovers), then raises the last error."""
+    for attempt in range(attempts):
+        try:
+            stage.setup(metadata)
+            return
+        except Exception as exc:
+            if attempt + 1 >= attempts:
+                raise
+            wait = min(2.0**attempt, 16.0)
+            logger.warning(
+                f"setup of stage '{stage.name}' failed (attempt {attempt + 1}/{attempts}): "
+                f"{type(exc).__name__}: {exc}; retrying in {wait:.0f} s"
+            )
+            time.sleep(wait)
+
+
 class StageWorker:
     """Pool member for one stage. Subclassed per stage (named after it) so Ray's dashboard reads well."""
 
-    def __init__(self, stage: ProcessingStage[Any, Any], setup_on_node: list[Any], inline_bytes: int) -> None:
+    def __init__(
+        self,
+        stage: ProcessingStage[Any, Any],
+        setup_on_node: list[Any],
+        inline_bytes: int,
+        setup_attempts: int = 1,
+    ) -> None:
         ctx = ray.get_runtime_context()
         self._node_id = ctx.get_node_id()
         self._metadata = WorkerMetadata(worker_id=ctx.get_worker_id(), allocation=None)
@@ -149,7 +174,7 @@ class StageWorker:
         try:
             # The node's setup_on_node must finish before this actor's setup: wait on its ref.
             ray.get(setup_on_node)
-            stage.setup(self._metadata)
+            _setup_with_attempts(stage, self._metadata, setup_attempts)
         except ray.exceptions.RayTaskError as exc:
             self._setup_error = {
                 "error_type": "SetupOnNodeError",
