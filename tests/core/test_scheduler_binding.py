@@ -278,6 +278,20 @@ def test_a_failed_setup_aborts_naming_the_stage() -> None:
     )
 
 
+def test_results_that_arrive_after_an_abort_get_no_ids() -> None:
+    # One driver round can hold a failed setup and finished calls: the calls are reported after the
+    # abort, and the driver must see that their outputs got no ids.
+    sched = Scheduler([StageSpec("a"), StageSpec("b")], [NodeSpec("n0", 2)])
+    sched.add_tasks([10, 10])
+    sched.close_input()
+    creates = [c for c in sched.poll() if c[0] == "create"]
+    sched.actors_ready([creates[0][1]])
+    batch = next(c for c in sched.poll() if c[0] == "submit")[2][0][0]
+    sched.actor_failed(creates[1][1], True, "RuntimeError: no GPU")
+    assert sched.batches_done([batch], [3], [30], [3], [0.01]) == []
+    assert sched.poll()[-1][0] == "abort"
+
+
 def test_lineage_leads_back_to_the_inputs() -> None:
     sched = Scheduler([StageSpec("split"), StageSpec("merge", batch_size=4)], [NodeSpec("n0", 2)])
     inputs = sched.add_tasks([10, 10])

@@ -447,6 +447,10 @@ class ActorPoolDriver:
                     user_failures.append((res[0], res[3], res[4], stage_idx))
         if done_ids:
             new_ids = self.scheduler.batches_done(done_ids, n_out, out_bytes, out_items, busy)
+            if len(new_ids) != sum(n_out):
+                # The run ended earlier in this round (e.g. a setup failed): these outputs have no
+                # ids and nothing will consume them.
+                placed_all = []
             payloads = self._payloads
             k = 0
             for placed, yielded, ids in placed_all:
