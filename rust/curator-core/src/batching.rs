@@ -371,6 +371,7 @@ impl Scheduler {
             bytes,
             isolate: false,
             user_failures: 0,
+            blameless: 0,
         });
         Some(id)
     }

@@ -12,8 +12,10 @@
 //! Failures:
 //! - `BatchFailed { Infra }`, and every batch in flight on an actor reported by `ActorFailed { Infra }`:
 //!   the same batch goes back to the front of its stage's queue with `attempt + 1`; a batch that was
-//!   on a dead actor is retried alone (see `batching.rs`). A batch that fails on infrastructure with
-//!   `attempt == max_retries` fails for good.
+//!   on a dead actor is retried alone (see `batching.rs`). A batch that fails on infrastructure after
+//!   `max_retries` counted retries fails for good. An actor that dies with several batches in
+//!   flight counts against none of them (blame isolation): each is retried alone first, so only the
+//!   batch that kills its actor again is blamed, also with `max_retries = 0`.
 //! - `BatchFailed { User }`: the batch goes back to the front of its queue while it has failed in
 //!   user code at most the stage's `max_user_retries` times (these retries do not count against
 //!   `max_retries`), then fails for good. With `replace_actor_on_failure` its actor is retired.
@@ -92,8 +94,11 @@ pub(crate) struct BatchRec {
     /// Was in flight on an actor that died: its retry runs alone, so that a batch that kills its
     /// actor cannot take the batches beside it down again.
     pub isolate: bool,
-    /// Attempts that failed in user code (the rest of `attempt` are infrastructure failures).
+    /// Attempts that failed in user code.
     pub user_failures: u32,
+    /// Attempts lost with an actor that had other batches in flight: not counted against the
+    /// batch, which runs alone next (so the batch that killed the actor is the one blamed).
+    pub blameless: u32,
 }
 
 #[derive(Debug)]
@@ -604,7 +609,7 @@ impl Scheduler {
     fn retry_or_fail(&mut self, batch: BatchId, message: &str) {
         let rec = &self.batches[batch as usize];
         let st = &self.stages[rec.stage];
-        if rec.attempt - rec.user_failures >= st.spec.max_retries {
+        if rec.attempt - rec.user_failures - rec.blameless >= st.spec.max_retries {
             self.fail_for_good(batch, FailureKind::Infra, message);
             return;
         }
@@ -692,11 +697,18 @@ impl Scheduler {
             );
             return Ok(());
         }
-        // Its calls are gone; their batches go back to the front, oldest first.
+        // Its calls are gone; their batches go back to the front, oldest first. When it held more
+        // than one, which of them killed it is unknown: each runs again alone before any counts.
         lost.sort_unstable_by(|a, b| b.cmp(a));
+        let shared = lost.len() > 1;
         for batch in lost {
             self.land(batch)?;
-            self.retry_or_fail(batch, message);
+            if shared {
+                self.batches[batch as usize].blameless += 1;
+                self.requeue_front(batch);
+            } else {
+                self.retry_or_fail(batch, message);
+            }
             if self.outcome != Outcome::Running {
                 return Ok(());
             }

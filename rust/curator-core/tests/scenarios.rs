@@ -700,9 +700,76 @@ fn a_batch_that_kills_its_actor_uses_up_only_its_own_retries() {
     }
     assert!(s.is_finished() && !s.is_aborted());
     assert_eq!(failures.len(), 1);
-    assert_eq!((failures[0].batch, failures[0].attempts), (culprit, 2));
+    // The first death held two batches: neither is blamed; then the culprit runs alone, dies, is
+    // retried once (max_retries = 1) and fails: three tries.
+    assert_eq!((failures[0].batch, failures[0].attempts), (culprit, 3));
     assert_eq!(emitted.len(), 2, "the batches that ran beside it succeed");
-    assert_eq!(s.metrics().stages[0].actors_died, 2);
+    assert_eq!(s.metrics().stages[0].actors_died, 3);
+}
+
+#[test]
+fn with_no_retries_only_the_batch_that_kills_its_actor_fails() {
+    let spec = StageSpec {
+        max_retries: 0,
+        slots_per_actor: 2,
+        max_batches_per_call: 4,
+        pool: PoolSize::Fixed(1),
+        ..stage("crashy", 1)
+    };
+    let config = SchedulerConfig {
+        ignore_failures: true,
+        call_overhead_secs: 1.0, // pack as many batches per call as allowed
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(vec![spec], cpus(1.0), config).unwrap();
+    let mut actor = creates(&s.poll())[0].0;
+    s.add_tasks(&metas(30)).unwrap();
+    s.close_input();
+    ready(&mut s, [actor]);
+    let culprit_task = 7;
+    let (mut failures, mut emitted) = (Vec::new(), 0usize);
+    for _ in 0..200 {
+        let cmds = s.poll();
+        for c in &cmds {
+            match c {
+                Command::CreateActor { actor: a, .. } => {
+                    actor = *a;
+                    ready(&mut s, [actor]);
+                }
+                Command::RecordFailure(f) => failures.push(f.clone()),
+                Command::Emit { tasks } => emitted += tasks.len(),
+                _ => {}
+            }
+        }
+        let calls = submits(&cmds);
+        if calls
+            .iter()
+            .any(|(_, b)| b.iter().any(|b| b.tasks.contains(&culprit_task)))
+        {
+            s.handle(Event::ActorFailed {
+                actor,
+                kind: FailureKind::Infra,
+                message: "SIGSEGV".into(),
+            })
+            .unwrap();
+            continue;
+        }
+        for (_, batches) in calls {
+            for b in batches {
+                s.batch_done(b.id, &metas(1), 0.1).unwrap();
+            }
+        }
+        if s.is_finished() {
+            break;
+        }
+    }
+    assert!(s.is_finished() && !s.is_aborted());
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].tasks, vec![culprit_task]);
+    assert_eq!(
+        emitted, 29,
+        "every healthy task that shared a call with it succeeds"
+    );
 }
 
 #[test]

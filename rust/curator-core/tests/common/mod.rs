@@ -139,6 +139,8 @@ struct SimBatch {
     attempt: u32,
     /// Attempts that failed in user code.
     user_failures: u32,
+    /// Attempts lost with an actor that held other batches too (not counted).
+    blameless: u32,
     state: BatchState,
 }
 
@@ -500,9 +502,16 @@ impl Sim {
         } else {
             self.expected_aborts.push(AbortCause::Deaths(stage));
         }
+        // Several batches lost together: none is blamed, each is retried alone.
+        let shared = lost.len() > 1;
         for b in lost {
             self.leave_flight(b);
-            self.infra_failed(b);
+            if shared {
+                self.batches.get_mut(&b).unwrap().blameless += 1;
+                self.await_retry(b);
+            } else {
+                self.infra_failed(b);
+            }
             if self.batches[&b].state == BatchState::AwaitRetry {
                 self.lone.insert(b);
             }
@@ -541,7 +550,7 @@ impl Sim {
     fn infra_failed(&mut self, b: BatchId) {
         let batch = self.batches.get_mut(&b).unwrap();
         let s = batch.stage;
-        if batch.attempt - batch.user_failures >= self.specs[s].max_retries {
+        if batch.attempt - batch.user_failures - batch.blameless >= self.specs[s].max_retries {
             batch.state = BatchState::AwaitFailure(FailureKind::Infra);
             self.expected_aborts.push(AbortCause::Batch(b));
             return;
@@ -939,6 +948,7 @@ impl Sim {
                         tasks: batch.tasks.clone(),
                         attempt: 0,
                         user_failures: 0,
+                        blameless: 0,
                         state,
                     },
                 );
@@ -959,8 +969,8 @@ impl Sim {
                 );
                 assert_eq!(batch.attempt, known.attempt + 1, "attempt must grow by one");
                 assert!(
-                    batch.attempt <= spec.max_retries + spec.max_user_retries,
-                    "attempt {} over max_retries + max_user_retries",
+                    batch.attempt <= spec.max_retries + spec.max_user_retries + known.blameless,
+                    "attempt {} over max_retries + max_user_retries + blameless retries",
                     batch.attempt
                 );
                 known.attempt = batch.attempt;
