@@ -13,9 +13,10 @@ import pytest
 from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.pipeline import Pipeline
 from nemo_curator.stages.text.filters import RepeatedLinesFilter, WordCountFilter
+from nemo_curator.stages.text.hashing import AddContentHash
 from nemo_curator.stages.text.io.reader import JsonlReader, ParquetReader
 from nemo_curator.stages.text.io.writer import JsonlWriter, ParquetWriter
-from nemo_curator.stages.text.modifiers import AddContentHash
+from nemo_curator.stages.text.modules import ScoreFilter
 from nemo_curator.tasks import FileGroupTask
 
 
@@ -95,16 +96,16 @@ def test_curation_pipeline_parquet_roundtrip(tmp_path: Path) -> None:
     stages = [
         JsonlReader(src.as_posix()),
         AddContentHash(),
-        WordCountFilter(min_words=2, max_words=10),
-        RepeatedLinesFilter(max_repeated_line_fraction=0.5),
+        ScoreFilter(WordCountFilter(min_words=2, max_words=10)),
+        ScoreFilter(RepeatedLinesFilter(max_repeated_line_fraction=0.5)),
         ParquetWriter((tmp_path / "pq").as_posix()),
     ]
     (written,) = Pipeline(name="curate", stages=stages).run(InProcessExecutor())
     assert written._metadata["format"] == "parquet"
     perf = {s.stage_name: s.custom_metrics for s in written._stage_perf}
-    # Word counts 4, 1, 8, 4: doc 1 goes. Repeated fractions of the rest 0, 3/4, 0: doc 2 goes.
-    assert perf["word_count_filter"] == {"documents_kept": 3.0, "documents_removed": 1.0}
-    assert perf["repeated_lines_filter"] == {"documents_kept": 2.0, "documents_removed": 1.0}
+    # Word counts 4, 1, 8, 4: doc 1 goes. Distinct-line shares of the rest 1, 1/4, 1: doc 2 goes.
+    assert perf["word_count"] == {"documents_kept": 3.0, "documents_removed": 1.0}
+    assert perf["repeated_lines"] == {"documents_kept": 2.0, "documents_removed": 1.0}
     assert perf["add_content_hash"] == {"documents_hashed": 4.0}
 
     (read_back,) = Pipeline(

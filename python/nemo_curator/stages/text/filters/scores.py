@@ -1,25 +1,22 @@
-"""Vectorised per-document text scores on Arrow string arrays.
+"""Vectorised per-document counts on Arrow string arrays, for the column scorers of the heuristic filters.
 
-Every function takes a string array (``pa.Array`` or ``pa.ChunkedArray``; nulls count as empty text) and
-returns a ``pa.Array`` with one score per document. Nothing loops over rows in Python: character-level
-scores classify the bytes of the Arrow UTF-8 buffer with numpy (multi-byte characters are decoded and looked
-up in code-point tables); line-level scores use Arrow kernels (split, dictionary encoding). On 100k ASCII
-documents (40 MB) the character-level scores measured 2.5x (word count) to 13x (non-alphanumeric ratio)
-faster than a Python loop over ``str`` methods; Arrow's regex kernels (``count_substring_regex``) were
-slower than that loop, so they are not used. The line-level score is on par with the loop.
+Every function takes a null-free string array (``pa.Array`` or ``pa.ChunkedArray`` of ``string``,
+``large_string`` or ``string_view``) and returns ``int64`` numpy arrays with one entry per document. Nothing
+loops over documents in Python: character counts classify the bytes of the Arrow UTF-8 buffer with numpy
+(multi-byte characters are decoded and looked up in code-point tables); line and paragraph counts use Arrow
+kernels (split, dictionary encoding). The filters turn the counts into exactly the ratios their
+``score_document`` computes (same integer numerator and denominator, one IEEE division).
 
-Definitions:
-- **Whitespace** is what ``str.isspace()`` accepts (and ``str.split()`` splits on): ``\\t\\n\\v\\f\\r``,
+Definitions (each equal to the Python one the filters use row by row):
+- **Length** is in code points (``len(str)``): the number of UTF-8 bytes that are not continuation bytes.
+- **Whitespace** is what ``str.isspace()`` accepts (and ``str.split()``/``str.strip()`` use): ``\\t\\n\\v\\f\\r``,
   ``\\x1c-\\x1f``, space, U+0085 and the Unicode space separators.
-- **A word** is a maximal run of non-whitespace characters: ``word_count(s) == len(s.split())``.
-- **Alphanumeric** characters are those of Unicode general category ``L*`` (letters) or ``N*`` (numbers).
-- **Lengths** are in code points.
+- **A word** is a maximal run of non-whitespace characters: ``words(s) == len(s.split())``.
 """
 
 from __future__ import annotations
 
 import functools
-import unicodedata
 from typing import NamedTuple
 
 import numpy as np
@@ -41,34 +38,25 @@ def _whitespace_table() -> np.ndarray:
     return table
 
 
-@functools.cache
-def _alnum_table() -> np.ndarray:
-    # Built once per process (~0.3 s); only needed when a batch holds non-ASCII text.
-    return np.fromiter(
-        (unicodedata.category(chr(cp))[0] in "LN" for cp in range(_N_CODE_POINTS)),
-        dtype=bool,
-        count=_N_CODE_POINTS,
-    )
-
-
 class TextStats(NamedTuple):
     """Per-document counts (``int64`` arrays of one entry per document)."""
 
     length: np.ndarray  # code points
     words: np.ndarray  # maximal runs of non-whitespace
     word_chars: np.ndarray  # non-whitespace code points
-    alnum: np.ndarray  # letters and numbers (zeros unless requested)
 
 
-def _as_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """One contiguous, null-free ``string`` or ``large_string`` array."""
+def as_text(values: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One contiguous ``string`` or ``large_string`` array; ``TypeError`` for other types or nulls."""
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks() if values.num_chunks != 1 else values.chunk(0)
     if pa.types.is_string_view(values.type):
         values = values.cast(pa.large_string())
     elif not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         raise TypeError(f"Expected a string column, got {values.type}")
-    return pc.fill_null(values, "") if values.null_count else values
+    if values.null_count:
+        raise TypeError("Expected a string column without nulls")
+    return values
 
 
 def _buffers(text: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -97,11 +85,6 @@ def _ascii_whitespace(data: np.ndarray) -> np.ndarray:
     return (data == 0x20) | ((data >= 0x09) & (data <= 0x0D)) | ((data >= 0x1C) & (data <= 0x1F))
 
 
-def _ascii_alnum(data: np.ndarray) -> np.ndarray:
-    lower = data | 0x20
-    return ((data >= 0x30) & (data <= 0x39)) | ((lower >= 0x61) & (lower <= 0x7A))
-
-
 def _decode_multibyte(data: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(lead byte positions, code points, byte lengths)`` of the multi-byte UTF-8 sequences in ``data``."""
     starts = np.flatnonzero(data >= 0xC0)
@@ -127,23 +110,32 @@ def _spread(flags: np.ndarray, starts: np.ndarray, lengths: np.ndarray, values: 
         flags[np.minimum(starts[longer] + extra, flags.size - 1)] = values[longer]
 
 
-def _slice_stats(data: np.ndarray, offsets: np.ndarray, with_alnum: bool) -> TextStats:
+def _slices(offsets: np.ndarray) -> list[tuple[int, int]]:
+    """``(first, end)`` document ranges of about ``_SLICE_BYTES`` each (at least one document)."""
+    n_docs = len(offsets) - 1
+    out = []
+    start = 0
+    while start < n_docs:
+        end = int(np.searchsorted(offsets, offsets[start] + _SLICE_BYTES, side="right")) - 1
+        end = min(max(end, start + 1), n_docs)
+        out.append((start, end))
+        start = end
+    return out
+
+
+def _slice_stats(data: np.ndarray, offsets: np.ndarray) -> TextStats:
     """Counts for one slice of documents, computed on the UTF-8 bytes.
 
     Each byte is classified as its character: ASCII bytes directly, the bytes of a multi-byte character
     through its decoded code point. Characters are counted at their first byte.
     """
-    n_docs = len(offsets) - 1
     space = _ascii_whitespace(data)
-    alnum_bytes = _ascii_alnum(data) if with_alnum else None
     ascii_only = data.size == 0 or int(data.max()) < 0x80
     lead: np.ndarray | None = None
     if not ascii_only:
         lead = (data & 0xC0) != 0x80
         starts, code_points, lengths = _decode_multibyte(data)
         _spread(space, starts, lengths, _whitespace_table()[code_points])
-        if alnum_bytes is not None:
-            alnum_bytes[starts] = _alnum_table()[code_points]
     word_byte = ~space
     # A word starts at a non-space character whose previous character is a space or that opens a document.
     after_space = np.empty_like(space)
@@ -159,72 +151,101 @@ def _slice_stats(data: np.ndarray, offsets: np.ndarray, with_alnum: bool) -> Tex
     else:
         length = _per_document(lead, offsets)
         word_chars = _per_document(word_byte & lead, offsets)
-    alnum = _per_document(alnum_bytes, offsets) if alnum_bytes is not None else np.zeros(n_docs, np.int64)
-    return TextStats(length=length, words=words, word_chars=word_chars, alnum=alnum)
+    return TextStats(length=length, words=words, word_chars=word_chars)
 
 
-def text_stats(values: pa.Array | pa.ChunkedArray, with_alnum: bool = False) -> TextStats:
-    """Code-point, word, word-character and (optionally) alphanumeric counts per document."""
-    offsets, data = _buffers(_as_text(values))
-    n_docs = len(offsets) - 1
-    parts: list[TextStats] = []
-    start = 0
-    while start < n_docs:
-        # The largest run of documents within the slice budget, and at least one document.
-        end = int(np.searchsorted(offsets, offsets[start] + _SLICE_BYTES, side="right")) - 1
-        end = min(max(end, start + 1), n_docs)
+def text_stats(values: pa.Array | pa.ChunkedArray) -> TextStats:
+    """Code-point, word and word-character counts per document."""
+    offsets, data = _buffers(as_text(values))
+    parts = []
+    for start, end in _slices(offsets):
         local = offsets[start : end + 1]
-        parts.append(_slice_stats(data[local[0] : local[-1]], local - local[0], with_alnum))
-        start = end
+        parts.append(_slice_stats(data[local[0] : local[-1]], local - local[0]))
     if not parts:
         empty = np.zeros(0, dtype=np.int64)
-        return TextStats(empty, empty, empty, empty)
+        return TextStats(empty, empty, empty)
     return TextStats(*(np.concatenate(column) for column in zip(*parts, strict=True)))
 
 
-def word_count(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Number of words per document (``int64``)."""
-    return pa.array(text_stats(values).words, type=pa.int64())
+def lengths(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """Length of each document in code points (``len(str)``)."""
+    text = as_text(values)
+    return pc.utf8_length(text).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-def mean_word_length(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Mean word length per document in code points (``float64``); 0.0 for a document with no words."""
-    stats = text_stats(values)
-    mean = np.divide(
-        stats.word_chars, stats.words, out=np.zeros(len(stats.words), dtype=np.float64), where=stats.words > 0
-    )
-    return pa.array(mean, type=pa.float64())
+def count_chars(values: pa.Array | pa.ChunkedArray, chars: str) -> np.ndarray:
+    """How many characters of each document are in ``chars`` (``sum(c in chars for c in doc)``)."""
+    offsets, data = _buffers(as_text(values))
+    wanted = {ord(char) for char in chars}
+    ascii_lut = np.zeros(256, dtype=bool)
+    ascii_lut[[cp for cp in wanted if cp < 0x80]] = True
+    wide = np.array(sorted(cp for cp in wanted if cp >= 0x80), dtype=np.int32)
+    # ASCII bytes never occur inside a multi-byte sequence, so classifying bytes counts ASCII characters.
+    flags = ascii_lut[data]
+    if wide.size and data.size and int(data.max()) >= 0x80:
+        starts, code_points, _ = _decode_multibyte(data)
+        flags[starts] = np.isin(code_points, wide)
+    return _per_document(flags, offsets)
 
 
-def non_alpha_numeric_ratio(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Share of characters that are neither letters nor numbers (``float64``); 1.0 for empty text."""
-    stats = text_stats(values, with_alnum=True)
-    total = stats.length
-    ratio = np.divide(total - stats.alnum, total, out=np.ones(len(total), dtype=np.float64), where=total > 0)
-    return pa.array(ratio, type=pa.float64())
+class PieceStats(NamedTuple):
+    """Per-document counts over pieces (lines or paragraphs), ``int64`` arrays of one entry per document."""
+
+    total: np.ndarray  # pieces
+    distinct: np.ndarray  # distinct pieces
+    total_chars: np.ndarray  # code points in all pieces
+    distinct_chars: np.ndarray  # code points in the distinct pieces
 
 
-def repeated_line_fraction(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    """Share of a document's lines that repeat an earlier line of the same document (``float64``).
-
-    Lines are split on ``"\\n"`` and compared exactly; blank (empty or whitespace-only) lines are ignored, so
-    a document without a non-blank line scores 0.0. ``"a\\na\\nb"`` scores 1/3: the second ``a`` repeats
-    the first.
-    """
-    text = _as_text(values)
+def piece_stats(values: pa.Array | pa.ChunkedArray, separator: str, skip_blank: bool) -> PieceStats:
+    """Counts over the pieces of ``doc.split(separator)``; with ``skip_blank``, pieces whose ``strip()``
+    is empty are left out (``get_sentences``), otherwise every piece counts (``get_paragraphs``)."""
+    text = as_text(values)
     n_docs = len(text)
-    lists = pc.split_pattern(text, "\n")
-    lines = pc.list_flatten(lists)
-    doc_ids = pc.list_parent_indices(lists)
-    keep = pc.invert(pc.or_(pc.equal(pc.binary_length(lines), 0), pc.utf8_is_space(lines)))
-    lines = lines.filter(keep)
-    docs = doc_ids.filter(keep).to_numpy().astype(np.int64)
-    total = np.bincount(docs, minlength=n_docs)
-    # Equal lines get equal dictionary codes; distinct (document, code) pairs are the distinct lines.
-    encoded = pc.dictionary_encode(lines)
+    lists = pc.split_pattern(text, separator)
+    pieces = pc.list_flatten(lists)
+    docs = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    piece_lengths = pc.utf8_length(pieces).to_numpy(zero_copy_only=False).astype(np.int64)
+    if skip_blank:
+        # Arrow's utf8_is_space accepts exactly the characters str.isspace() does (checked for every code
+        # point in the tests); it is False for "", which is blank too.
+        keep = pc.invert(pc.or_(pc.equal(piece_lengths, 0), pc.utf8_is_space(pieces)))
+        pieces = pieces.filter(keep)
+        keep_np = keep.to_numpy(zero_copy_only=False)
+        docs = docs[keep_np]
+        piece_lengths = piece_lengths[keep_np]
+    total = np.bincount(docs, minlength=n_docs).astype(np.int64)
+    total_chars = np.bincount(docs, weights=piece_lengths, minlength=n_docs).astype(np.int64)
+    # Equal pieces get equal dictionary codes; distinct (document, code) pairs are the distinct pieces.
+    encoded = pc.dictionary_encode(pieces)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     n_codes = max(len(encoded.dictionary), 1)
     # A hash-based unique (pandas) is several times faster here than numpy's sort-based one.
-    pairs = pd.unique(docs * n_codes + encoded.indices.to_numpy().astype(np.int64))
-    distinct = np.bincount(pairs // n_codes, minlength=n_docs)
-    fraction = np.divide(total - distinct, total, out=np.zeros(n_docs, dtype=np.float64), where=total > 0)
-    return pa.array(fraction, type=pa.float64())
+    pairs = pd.unique(docs * n_codes + codes)
+    pair_docs = pairs // n_codes
+    distinct = np.bincount(pair_docs, minlength=n_docs).astype(np.int64)
+    code_lengths = lengths(encoded.dictionary) if len(encoded.dictionary) else np.zeros(1, np.int64)
+    distinct_chars = np.bincount(pair_docs, weights=code_lengths[pairs % n_codes], minlength=n_docs)
+    return PieceStats(total, distinct, total_chars, distinct_chars.astype(np.int64))
+
+
+def ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
+    """``numerator / denominator`` per document, ``empty`` where the denominator is 0 (``float64``).
+
+    Both are integer counts below 2**53, so each quotient equals Python's ``int / int``.
+    """
+    out = np.full(len(denominator), empty, dtype=np.float64)
+    np.divide(numerator, denominator, out=out, where=denominator > 0)
+    return out
+
+
+def checked_ratio(numerator: np.ndarray, denominator: np.ndarray, what: str) -> np.ndarray:
+    """``numerator / denominator`` per document; ``ZeroDivisionError`` if a denominator is 0, as the
+    row-by-row ``score_document`` raises for that document."""
+    zero = np.flatnonzero(denominator == 0)
+    if zero.size:
+        msg = f"division by zero: {what} of the document at position {int(zero[0])} is 0"
+        raise ZeroDivisionError(msg)
+    return ratio(numerator, denominator, 0.0)

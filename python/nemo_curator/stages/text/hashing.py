@@ -1,4 +1,8 @@
-"""A stage that adds a stable content hash of each document's text."""
+"""A vectorised stage that adds a stable content hash of each document's text (for exact deduplication).
+
+Not part of Curator's API (Curator 1.1.0 has no module at this path); kept under its own name so that it
+cannot clash with a Curator module when both are installed.
+"""
 
 from __future__ import annotations
 
