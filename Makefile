@@ -11,7 +11,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
-.PHONY: all venv develop test test-rust test-python lint fmt demo bench bench-compare clean
+.PHONY: all venv develop test test-rust test-python test-compat lint fmt demo bench bench-compare clean
 
 all: test
 
@@ -44,6 +44,26 @@ test-python: $(VENV)/.built
 
 test: $(VENV)/.built test-rust lint test-python
 
+# This package installed over NeMo Curator 1.1.0, in a venv of its own built from nothing each time:
+# Curator (--no-deps) and its CPU dependencies; Curator's reference run of a pipeline of its own stages;
+# this package on top (the extension `make develop` built, repackaged as a wheel: no second Rust build);
+# then Curator's exports and that pipeline on every executor of this package, against the reference.
+COMPAT_VENV ?= .venv-compat
+COMPAT_ENV := env VIRTUAL_ENV=$(abspath $(COMPAT_VENV)) PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH"
+COMPAT_PY := $(COMPAT_ENV) $(abspath $(COMPAT_VENV))/bin/python
+COMPAT_PIP := $(COMPAT_PY) -m pip install --quiet --disable-pip-version-check
+COMPAT_WORK := $(abspath $(COMPAT_VENV))/work
+
+test-compat: $(VENV)/.built
+	rm -rf $(COMPAT_VENV)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PIP) -r tests/compat/requirements.txt
+	$(COMPAT_PIP) --no-deps nemo-curator==1.1.0
+	$(COMPAT_PY) tests/compat/make_reference.py $(COMPAT_WORK)
+	$(PY) tests/compat/repack_wheel.py $(COMPAT_VENV)/wheel
+	$(COMPAT_PIP) $(COMPAT_VENV)/wheel/*.whl
+	NEMO_CURATOR_COMPAT_DIR=$(COMPAT_WORK) $(COMPAT_PY) -m pytest tests/compat -q -p no:cacheprovider
+
 fmt: $(VENV)/.deps
 	cargo fmt --all
 	$(BIN)/ruff format python tests benches
@@ -59,4 +79,4 @@ bench-compare: $(VENV)/.built
 	$(PY) benches/compare/run.py $(ARGS)
 
 clean:
-	rm -rf $(VENV) target
+	rm -rf $(VENV) $(COMPAT_VENV) target

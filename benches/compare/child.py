@@ -28,18 +28,19 @@ BENCHES = Path(__file__).resolve().parents[1]
 if str(BENCHES) not in sys.path:
     sys.path.insert(0, str(BENCHES))
 
-# Import path and class of every executor the runner knows, by key. Curator 1.1.0 and this project share
-# the import paths; Curator has no in-process executor and this project's Xenna module is a stub.
-EXECUTORS: dict[str, tuple[str, str]] = {
-    "in_process": ("nemo_curator.backends.in_process", "InProcessExecutor"),
-    "ray_actor_pool": ("nemo_curator.backends.experimental.ray_actor_pool", "RayActorPoolExecutor"),
-    "ray_data": ("nemo_curator.backends.experimental.ray_data", "RayDataExecutor"),
-    "xenna": ("nemo_curator.backends.xenna", "XennaExecutor"),
+# Import path, class and config of every executor the runner knows, by key. Curator 1.1.0 and this project share
+# the import paths (Curator has no in-process executor); XennaExecutor runs in each of its two modes.
+EXECUTORS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
+    "in_process": ("nemo_curator.backends.in_process", "InProcessExecutor", None),
+    "ray_actor_pool": ("nemo_curator.backends.experimental.ray_actor_pool", "RayActorPoolExecutor", None),
+    "ray_data": ("nemo_curator.backends.experimental.ray_data", "RayDataExecutor", None),
+    "xenna": ("nemo_curator.backends.xenna", "XennaExecutor", {"execution_mode": "streaming"}),
+    "xenna_batch": ("nemo_curator.backends.xenna", "XennaExecutor", {"execution_mode": "batch"}),
 }
 
 
 def _is_curator() -> bool:
-    """True under NeMo Curator itself (it ships cosmos-xenna's real executor; this project does not)."""
+    """True under NeMo Curator itself (only this project has the native core)."""
     try:
         importlib.import_module("nemo_curator._core")
     except ImportError:
@@ -48,10 +49,14 @@ def _is_curator() -> bool:
 
 
 def load_executor(key: str) -> type:
-    module_name, class_name = EXECUTORS[key]
-    if key == "xenna" and not _is_curator():
-        raise ImportError("this project's XennaExecutor is a stub")
+    module_name, class_name, _ = EXECUTORS[key]
     return getattr(importlib.import_module(module_name), class_name)
+
+
+def make_executor(key: str) -> Any:
+    config = EXECUTORS[key][2]
+    executor_cls = load_executor(key)
+    return executor_cls() if config is None else executor_cls(config=dict(config))
 
 
 def probe() -> dict[str, Any]:
@@ -108,7 +113,7 @@ def run(
     import workloads
 
     workload = workloads.WORKLOADS[workload_name]
-    executor_cls = load_executor(executor_key)
+    load_executor(executor_key)  # fail before building the workload if it does not import
     stages, tasks = workload.build(size)
     if mode != "local":
         _pin_ray_address_after_init()
@@ -122,7 +127,7 @@ def run(
         deadline = time.monotonic() + 30
         while ray.available_resources().get("CPU", 0) < num_cpus and time.monotonic() < deadline:
             time.sleep(0.05)
-    executor = executor_cls()
+    executor = make_executor(executor_key)
     rss_before = _rss_mb()
     started = time.perf_counter()
     out = executor.execute(stages, tasks)
