@@ -544,6 +544,8 @@ VECTORISED = {
     "RepeatedParagraphsFilter": F.RepeatedParagraphsFilter,
     "RepeatedLinesByCharFilter": F.RepeatedLinesByCharFilter,
     "RepeatedParagraphsByCharFilter": F.RepeatedParagraphsByCharFilter,
+    "BulletsFilter": F.BulletsFilter,
+    "PunctuationFilter": F.PunctuationFilter,
     "SubstringPrefix": lambda: F.SubstringFilter("the", "prefix"),
     "SubstringSuffix": lambda: F.SubstringFilter(".", "suffix"),
     "SubstringAny": lambda: F.SubstringFilter("a b", "any"),
@@ -603,6 +605,10 @@ def test_vectorised_scorers_step_aside_for_caches_and_other_splitters(
     f = F.RepeatedParagraphsFilter()
     f.paragraphs = ["x"]
     assert f.score_column(texts) is None
+    for cls in (F.BulletsFilter, F.PunctuationFilter, F.RepeatedLinesByCharFilter):
+        f = cls()
+        f.sentences = ["x"]
+        assert f.score_column(texts) is None
     monkeypatch.setitem(sys.modules, "jieba", type(sys)("jieba"))
     sys.modules["jieba"].cut = lambda text: list(text)  # type: ignore[attr-defined]
     assert F.WordCountFilter(lang="ZH").score_column(texts) is None

@@ -170,6 +170,10 @@ def test_whitespace_matches_str_isspace() -> None:
     chars = [chr(cp) for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
     arrow_space = pc.utf8_is_space(pa.array(chars)).to_pylist()
     assert [c for c, space in zip(chars, arrow_space, strict=True) if space != c.isspace()] == []
+    # line_edge_counts relies on utf8_trim_whitespace stripping what str.strip() strips.
+    padded = [f"{c}a{c}" for c in chars]
+    trimmed = pc.utf8_trim_whitespace(pa.array(padded)).to_pylist()
+    assert [p for p, t in zip(padded, trimmed, strict=True) if t != p.strip()] == []
 
 
 _TEXT = st.text(
@@ -204,6 +208,11 @@ def test_kernels_match_python_reference(docs: list[str], skip: int) -> None:
     assert by_line.distinct.tolist() == [len(set(doc_lines)) for doc_lines in lines]
     assert by_line.total_chars.tolist() == [sum(map(len, doc_lines)) for doc_lines in lines]
     assert by_line.distinct_chars.tolist() == [sum(map(len, set(doc_lines))) for doc_lines in lines]
+    bullets, n_lines = scores.line_edge_counts(chunked, "first", "#(")
+    assert n_lines.tolist() == [len(doc_lines) for doc_lines in lines]
+    assert bullets.tolist() == [sum(line.strip()[0] in "#(" for line in doc_lines) for doc_lines in lines]
+    ends, _ = scores.line_edge_counts(chunked, "last", "!\u65e5")
+    assert ends.tolist() == [sum(line.strip()[-1] in "!\u65e5" for line in doc_lines) for doc_lines in lines]
     paragraphs = [text.split("\n\n") for text in docs]
     by_paragraph = scores.piece_stats(chunked, "\n\n", skip_blank=False)
     assert by_paragraph.total.tolist() == [len(p) for p in paragraphs]

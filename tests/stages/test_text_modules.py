@@ -651,3 +651,14 @@ def test_join_with_max_length() -> None:
         DocumentJoiner(max_length=5)
     with pytest.raises(ValueError, match="length_field is specified but max_length is not"):
         DocumentJoiner(length_field="len")
+
+
+def test_stages_survive_pickling_with_their_vectorised_path() -> None:
+    import pickle
+
+    from nemo_curator.stages.text.filters.doc_filter import vectorised_scorer
+
+    stage = pickle.loads(pickle.dumps(ScoreFilter([WordCountFilter(min_words=3), MeanWordLengthFilter()])))
+    assert [vectorised_scorer(f) is not None for f in stage.filter_obj] == [True, True]
+    out = stage.process(batch_of(example_frame()))
+    assert out.data.index.tolist() == [1, 2, 4]

@@ -47,9 +47,9 @@ class GeneralCommentToCodeFilter(DocumentFilter):
     def __init__(
         self, language: str, min_comment_to_code_ratio: float = 0.01, max_comment_to_code_ratio: float = 0.85
     ):
-        self._comment_parser = _import_or_explain(
-            "comment_parser.comment_parser", "comment_parser", "GeneralCommentToCodeFilter"
-        )
+        # Checked here so a missing package fails at construction; imported again where used, since a
+        # module object would not survive pickling the filter to a worker.
+        _import_or_explain("comment_parser.comment_parser", "comment_parser", "GeneralCommentToCodeFilter")
         self._lang = language
         self._min_threshold = min_comment_to_code_ratio
         self._max_threshold = max_comment_to_code_ratio
@@ -57,7 +57,9 @@ class GeneralCommentToCodeFilter(DocumentFilter):
 
     def score_document(self, source: str) -> float:
         try:
-            found = self._comment_parser.extract_comments_from_str(source, mime=self._lang)
+            from comment_parser import comment_parser
+
+            found = comment_parser.extract_comments_from_str(source, mime=self._lang)
             comments = " ".join(comment.text() for comment in found)
         except Exception:
             warnings.warn("tokenization error, no comment is extracted", stacklevel=2)

@@ -190,6 +190,15 @@ class BulletsFilter(DocumentFilter):
     def keep_document(self, score: float) -> bool:
         return score <= self._cutoff
 
+    def score_column(self, texts: pa.Array) -> np.ndarray | None:
+        if self._sentences is not None:
+            return None
+        bullets, lines = scores.line_edge_counts(texts, "first", "".join(bullet_list))
+        return scores.checked_ratio(bullets, lines, "the number of non-blank lines")
+
+    def keep_column(self, values: np.ndarray) -> np.ndarray:
+        return _at_most(values, self._cutoff)
+
 
 class WhiteSpaceFilter(DocumentFilter):
     """Share of ``\\t \\n \\r \\b`` and space characters (text not stripped); keep if at most the cutoff."""
@@ -541,6 +550,15 @@ class PunctuationFilter(DocumentFilter):
 
     def keep_document(self, score: float) -> bool:
         return score <= self._cutoff
+
+    def score_column(self, texts: pa.Array) -> np.ndarray | None:
+        if self._sentences is not None:
+            return None
+        with_end_mark, lines = scores.line_edge_counts(texts, "last", "".join(end_marks))
+        return scores.checked_ratio(lines - with_end_mark, lines, "the number of non-blank lines")
+
+    def keep_column(self, values: np.ndarray) -> np.ndarray:
+        return _at_most(values, self._cutoff)
 
 
 class EllipsisFilter(DocumentFilter):

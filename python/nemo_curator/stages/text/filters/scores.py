@@ -231,6 +231,31 @@ def piece_stats(values: pa.Array | pa.ChunkedArray, separator: str, skip_blank: 
     return PieceStats(total, distinct, total_chars, distinct_chars.astype(np.int64))
 
 
+def line_edge_counts(
+    values: pa.Array | pa.ChunkedArray, edge: str, chars: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(lines whose stripped text starts (edge="first") or ends (edge="last") with one of chars, lines)``
+    per document, over the non-blank lines of ``doc.split("\n")`` (``get_sentences``)."""
+    text = as_text(values)
+    n_docs = len(text)
+    lists = pc.split_pattern(text, "\n")
+    docs = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    # Arrow's utf8_trim_whitespace strips exactly what str.strip() strips (checked in the tests).
+    trimmed = pc.utf8_trim_whitespace(pc.list_flatten(lists))
+    nonblank = pc.greater(pc.utf8_length(trimmed), 0).to_numpy(zero_copy_only=False)
+    edge_char = (
+        pc.utf8_slice_codeunits(trimmed, start=0, stop=1)
+        if edge == "first"
+        else pc.utf8_slice_codeunits(trimmed, start=-1)
+    )
+    matching = pc.is_in(edge_char, value_set=pa.array(list(chars), type=edge_char.type)).to_numpy(
+        zero_copy_only=False
+    )
+    total = np.bincount(docs[nonblank], minlength=n_docs).astype(np.int64)
+    hits = np.bincount(docs[nonblank & matching], minlength=n_docs).astype(np.int64)
+    return hits, total
+
+
 def ratio(numerator: np.ndarray, denominator: np.ndarray, empty: float) -> np.ndarray:
     """``numerator / denominator`` per document, ``empty`` where the denominator is 0 (``float64``).
 
