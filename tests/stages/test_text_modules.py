@@ -658,7 +658,9 @@ def test_stages_survive_pickling_with_their_vectorised_path() -> None:
 
     from nemo_curator.stages.text.filters.doc_filter import vectorised_scorer
 
-    stage = pickle.loads(pickle.dumps(ScoreFilter([WordCountFilter(min_words=3), MeanWordLengthFilter()])))
+    stage = pickle.loads(
+        pickle.dumps(ScoreFilter([WordCountFilter(min_words=3), MeanWordLengthFilter(1, 10)]))
+    )
     assert [vectorised_scorer(f) is not None for f in stage.filter_obj] == [True, True]
     out = stage.process(batch_of(example_frame()))
     assert out.data.index.tolist() == [1, 2, 4]
