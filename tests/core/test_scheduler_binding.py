@@ -266,7 +266,8 @@ def test_a_dead_actor_is_replaced_and_its_work_redone() -> None:
 
 
 def test_a_failed_setup_aborts_naming_the_stage() -> None:
-    sched = Scheduler(three_stages(), [NodeSpec("n0", 3)])
+    # max_retries=0: no fresh actor gets another try.
+    sched = Scheduler(three_stages(max_retries=0), [NodeSpec("n0", 3)])
     creates = [c for c in sched.poll() if c[0] == "create"]
     sched.actor_failed(creates[1][1], True, "ImportError: no module named torch")
     cmds = sched.poll()
@@ -281,7 +282,7 @@ def test_a_failed_setup_aborts_naming_the_stage() -> None:
 def test_results_that_arrive_after_an_abort_get_no_ids() -> None:
     # One driver round can hold a failed setup and finished calls: the calls are reported after the
     # abort, and the driver must see that their outputs got no ids.
-    sched = Scheduler([StageSpec("a"), StageSpec("b")], [NodeSpec("n0", 2)])
+    sched = Scheduler([StageSpec("a"), StageSpec("b", max_retries=0)], [NodeSpec("n0", 2)])
     sched.add_tasks([10, 10])
     sched.close_input()
     creates = [c for c in sched.poll() if c[0] == "create"]

@@ -17,9 +17,11 @@ from nemo_curator.tasks import Task
 from nemo_curator.testing.probes import (
     CrashAlways,
     CrashOnce,
+    ExitOn,
     FailingSetup,
     LifecycleProbe,
     RaiseOn,
+    SetupFailsOnce,
     numbered_tasks,
     read_records,
 )
@@ -157,7 +159,30 @@ def test_a_worker_death_blames_only_the_batch_that_caused_it(as_tasks: bool) -> 
 
 def test_failing_setup_fails_fast_naming_stage() -> None:
     with pytest.raises(StageFailedError, match=r"failing_setup.*model weights not found"):
-        RayActorPoolExecutor().execute([FailingSetup()], numbered_tasks(2))
+        RayActorPoolExecutor(config={"max_retries": 0}).execute([FailingSetup()], numbered_tasks(2))
+    # With retries, fresh actors try again; a setup that always raises still ends the run.
+    with pytest.raises(StageFailedError, match=r"(?s)failing_setup.*\(2 actors in all\).*model weights"):
+        RayActorPoolExecutor(config={"max_retries": 1}).execute([FailingSetup()], numbered_tasks(2))
+
+
+def test_a_setup_that_raises_once_is_retried_on_a_fresh_actor(tmp_path: Any) -> None:
+    out = RayActorPoolExecutor(config={"show_progress": False}).execute(
+        [SetupFailsOnce(str(tmp_path))], numbered_tasks(4)
+    )
+    assert _ids(out) == _ids(numbered_tasks(4))
+    tries = read_records(tmp_path, "setup_try")
+    assert len(tries) == 2 and tries[0]["pid"] != tries[1]["pid"]
+
+
+def test_sys_exit_in_user_code_is_a_user_error_not_a_crash() -> None:
+    ex = RayActorPoolExecutor(config={"ignore_failures": True, "show_progress": False})
+    out = ex.execute([ExitOn("t2")], numbered_tasks(5))
+    assert _ids(out) == ["t0", "t1", "t3", "t4"]
+    [failure] = ex.failures
+    assert failure["task_ids"] == ["t2"] and failure["error_type"] == "SystemExit"
+    assert failure["attempts"] == 1 and failure["kind"] == "user"
+    assert ex.last_run is not None
+    assert ex.last_run.stage("exit_on").actors_died == 0
 
 
 @dataclass

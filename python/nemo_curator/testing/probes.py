@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -259,4 +260,35 @@ class SetupFailsFirst(ProcessingStage[Task[Any], Task[Any]]):
             raise ConnectionError("model server not reachable yet")
 
     def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+@dataclass
+class SetupFailsOnce(ProcessingStage[Task[Any], Task[Any]]):
+    """`setup` raises the first time in the whole run (a marker file), then succeeds in later actors."""
+
+    directory: str
+    name: str = "setup_fails_once"
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        marker = Path(self.directory) / "setup-failed"
+        _write(self.directory, "setup_try", stage=self.name, pid=os.getpid())
+        if not marker.exists():
+            marker.write_text(str(os.getpid()))
+            raise ConnectionError("model server not reachable yet")
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+@dataclass
+class ExitOn(ProcessingStage[Task[Any], Task[Any]]):
+    """Calls `sys.exit(3)` on `task_id` (user code that exits is its error, not a dead worker)."""
+
+    task_id: str
+    name: str = "exit_on"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if task.task_id == self.task_id:
+            sys.exit(3)
         return task

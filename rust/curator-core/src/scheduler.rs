@@ -26,7 +26,8 @@
 //!   `RecordFailure` and `Drop` of its inputs, and the run goes on; else `Abort` carrying the `Failure`.
 //! - A dead actor is replaced at once while its stage has work to come; after more than
 //!   `3 + 2 × max(pool target, largest pool so far)` deaths in one stage the run aborts.
-//! - `ActorFailed { User }` (its setup raised) aborts the run, naming the stage.
+//! - `ActorFailed { User }` (its setup raised): a fresh actor takes its place, up to `max_retries`
+//!   such failures per stage; one more aborts the run, naming the stage.
 //! - `Abort` and `Finish` come last, after a `KillActor` for every live actor; nothing follows them.
 //!   `Finish` comes exactly when the input is closed and every task is accounted for (`balance()`).
 
@@ -117,6 +118,8 @@ pub(crate) struct StageState {
     /// No input can ever arrive again and nothing is queued or in flight.
     pub finished: bool,
     pub deaths: u32,
+    /// Actors whose setup raised.
+    pub setup_failures: u32,
     /// Clock of the last age-based actor replacement.
     pub last_restart: f64,
     pub peak_actors: usize,
@@ -294,6 +297,7 @@ impl Scheduler {
                 per_node: vec![0; n_nodes],
                 finished: false,
                 deaths: 0,
+                setup_failures: 0,
                 last_restart: f64::NEG_INFINITY,
                 peak_actors: 0,
                 in_flight_batches: 0,
@@ -690,16 +694,34 @@ impl Scheduler {
         self.release(actor, false);
         self.dirty = true;
         let name = self.stages[s].spec.name.clone();
+        lost.sort_unstable_by(|a, b| b.cmp(a));
         if kind == FailureKind::User {
-            self.abort(
-                format!("stage '{name}': actor {actor} failed in setup: {message}"),
-                None,
-            );
+            // Batches sent to a worker that then could not load the stage (a Ray-task slot loads it
+            // with its first call) are none of their fault: back to the front, uncounted.
+            for batch in lost {
+                self.land(batch)?;
+                self.batches[batch as usize].blameless += 1;
+                self.requeue_front(batch);
+            }
+            // A setup that raised may have met a passing condition (a busy service, a slow
+            // download): a fresh actor tries again, `max_retries` times per stage in all.
+            let st = &mut self.stages[s];
+            st.setup_failures += 1;
+            if st.setup_failures > st.spec.max_retries {
+                let n = st.setup_failures;
+                self.abort(
+                    format!("stage '{name}': actor {actor} failed in setup ({n} actors in all): {message}"),
+                    None,
+                );
+            } else if !st.finished {
+                if let Some(grant) = self.find_place(s) {
+                    self.create_actor(s, grant);
+                }
+            }
             return Ok(());
         }
         // Its calls are gone; their batches go back to the front, oldest first. When it held more
         // than one, which of them killed it is unknown: each runs again alone before any counts.
-        lost.sort_unstable_by(|a, b| b.cmp(a));
         let shared = lost.len() > 1;
         for batch in lost {
             self.land(batch)?;

@@ -345,3 +345,48 @@ fn replace_actor_on_failure_retires_the_actor_that_failed() {
     let calls = submits(&s.poll());
     assert_eq!(calls[0].0, new[0].0);
 }
+
+#[test]
+fn batches_on_a_worker_that_could_not_load_the_stage_are_not_lost() {
+    // A Ray-task slot loads the stage with its first call: a load failure arrives with calls in
+    // flight. Those batches go back to the queue, uncounted, and a fresh slot takes them.
+    let spec = StageSpec {
+        max_retries: 1,
+        slots_per_actor: 2,
+        ..stage("s", 1)
+    };
+    let mut s = Scheduler::new(
+        vec![spec],
+        vec![NodeSpec::new("n", 1.0, 0.0)],
+        SchedulerConfig::default(),
+    )
+    .unwrap();
+    s.add_tasks(&metas(2)).unwrap();
+    s.close_input();
+    let cmds = s.poll();
+    ready_all(&mut s, &cmds);
+    let calls = submits(&s.poll());
+    assert_eq!(calls.len(), 2);
+    s.handle(Event::ActorFailed {
+        actor: calls[0].0,
+        kind: FailureKind::User,
+        message: "cannot import the stage".into(),
+    })
+    .unwrap();
+    let cmds = s.poll();
+    assert_eq!(creates(&cmds).len(), 1, "a fresh slot: {cmds:?}");
+    assert!(s.balance().balanced());
+    ready_all(&mut s, &cmds);
+    let again = submits(&s.poll());
+    let mut ids: Vec<u64> = again.iter().map(|(_, b)| b.id).collect();
+    ids.sort_unstable();
+    assert_eq!(
+        ids,
+        vec![calls[0].1.id, calls[1].1.id],
+        "both batches run again"
+    );
+    for (_, b) in again {
+        s.batch_done(b.id, &metas(1), 0.01).unwrap();
+    }
+    assert_eq!(s.poll().last(), Some(&Command::Finish));
+}

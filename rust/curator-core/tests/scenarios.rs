@@ -563,9 +563,48 @@ fn user_errors_abort_without_ignore_failures() {
 }
 
 #[test]
+fn a_failed_setup_is_retried_on_a_fresh_actor_up_to_max_retries() {
+    let embed = StageSpec {
+        max_retries: 2,
+        ..stage("embed", 1)
+    };
+    let mut s = Scheduler::new(vec![embed], cpus(1.0), SchedulerConfig::default()).unwrap();
+    let mut actor = creates(&s.poll())[0].0;
+    for n in 1..=2 {
+        s.handle(Event::ActorFailed {
+            actor,
+            kind: FailureKind::User,
+            message: "ConnectionError".into(),
+        })
+        .unwrap();
+        let cmds = s.poll();
+        let made = creates(&cmds);
+        assert_eq!(made.len(), 1, "setup failure {n}: a fresh actor: {cmds:?}");
+        actor = made[0].0;
+    }
+    s.handle(Event::ActorFailed {
+        actor,
+        kind: FailureKind::User,
+        message: "ConnectionError".into(),
+    })
+    .unwrap();
+    let cmds = s.poll();
+    assert!(
+        matches!(cmds.last(), Some(Command::Abort { reason, .. }) if reason.contains("3 actors")),
+        "{cmds:?}"
+    );
+}
+
+#[test]
 fn a_failed_setup_aborts_naming_the_stage() {
     let mut s = Scheduler::new(
-        vec![stage("read", 1), stage("embed", 1)],
+        vec![
+            stage("read", 1),
+            StageSpec {
+                max_retries: 0,
+                ..stage("embed", 1)
+            },
+        ],
         cpus(2.0),
         SchedulerConfig::default(),
     )

@@ -232,6 +232,7 @@ pub struct Sim {
     fair_bound: Vec<Option<usize>>,
     expected_aborts: Vec<AbortCause>,
     deaths: Vec<usize>,
+    setup_failures: Vec<u32>,
     outcome: Option<Outcome>,
     pub stats: Stats,
 }
@@ -271,6 +272,7 @@ impl Sim {
             fair_bound: vec![None; n],
             expected_aborts: Vec::new(),
             deaths: vec![0; n],
+            setup_failures: vec![0; n],
             outcome: None,
             stats: Stats::default(),
             specs,
@@ -498,15 +500,18 @@ impl Sim {
             .filter(|b| matches!(self.batches[b].state, BatchState::InFlight { actor, .. } if actor == a as ActorId))
             .collect();
         if kind == FailureKind::User {
-            self.expected_aborts.push(AbortCause::Setup(stage));
+            self.setup_failures[stage] += 1;
+            if self.setup_failures[stage] > self.specs[stage].max_retries {
+                self.expected_aborts.push(AbortCause::Setup(stage));
+            }
         } else {
             self.expected_aborts.push(AbortCause::Deaths(stage));
         }
-        // Several batches lost together: none is blamed, each is retried alone.
+        // Several batches lost together, or lost to a worker that could not set up: none is blamed.
         let shared = lost.len() > 1;
         for b in lost {
             self.leave_flight(b);
-            if shared {
+            if shared || kind == FailureKind::User {
                 self.batches.get_mut(&b).unwrap().blameless += 1;
                 self.await_retry(b);
             } else {

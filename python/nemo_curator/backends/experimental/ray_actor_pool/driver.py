@@ -362,8 +362,10 @@ class ActorPoolDriver:
         try:
             actor.info = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
-            user = isinstance(exc.cause, SetupFailedError) if hasattr(exc, "cause") else True
-            self._actor_failed(actor, user, str(exc))
+            cause = getattr(exc, "cause", None)
+            user = isinstance(cause, SetupFailedError) if hasattr(exc, "cause") else True
+            # The user's own error first (Ray's wrapper starts with its call site).
+            self._actor_failed(actor, user, str(cause) if isinstance(cause, SetupFailedError) else str(exc))
             return
         except ray.exceptions.RayError as exc:
             # A constructor that raised (e.g. the stage cannot be unpickled on the worker) fails the same
@@ -384,8 +386,11 @@ class ActorPoolDriver:
 
     def _actor_failed(self, actor: _Actor, user_error: bool, message: str) -> None:
         stage = self.stages[actor.stage].name
-        if not user_error:
-            logger.warning(f"Actor {actor.actor_id} of stage '{stage}' died: {message.splitlines()[0]}")
+        first_line = message.splitlines()[0] if message else ""
+        if user_error:
+            logger.warning(f"Setup of stage '{stage}' failed on actor {actor.actor_id}: {first_line}")
+        else:
+            logger.warning(f"Actor {actor.actor_id} of stage '{stage}' died: {first_line}")
         self.actor_events.append(
             {
                 "event": "died",

@@ -68,7 +68,7 @@ def run_batches(
         start = time.perf_counter()
         try:
             outputs = validate_stage_outputs(stage.name, adapter.process_batch(batch))
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # sys.exit() in user code is its error, not a crash
             busy = time.perf_counter() - start
             results.append((batch_id, False, busy, _describe(exc), [t.task_id for t in batch]))
             continue
@@ -181,7 +181,7 @@ class StageWorker:
                 "message": str(exc),
                 "traceback": str(exc),
             }
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             self._setup_error = _describe(exc)
 
     def ready(self) -> dict[str, Any]:
