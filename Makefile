@@ -48,17 +48,26 @@ test: $(VENV)/.built test-rust lint test-python
 # Curator (--no-deps) and its CPU dependencies; Curator's reference run of a pipeline of its own stages;
 # this package on top (the extension `make develop` built, repackaged as a wheel: no second Rust build);
 # then Curator's exports and that pipeline on every executor of this package, against the reference.
+# The wheels are fetched (or built) once into target/compat-wheels, again when the requirements change.
 COMPAT_VENV ?= .venv-compat
+COMPAT_WHEELS := target/compat-wheels
 COMPAT_ENV := env VIRTUAL_ENV=$(abspath $(COMPAT_VENV)) PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH"
 COMPAT_PY := $(COMPAT_ENV) $(abspath $(COMPAT_VENV))/bin/python
-COMPAT_PIP := $(COMPAT_PY) -m pip install --quiet --disable-pip-version-check
+COMPAT_PIP := $(COMPAT_PY) -m pip install --quiet --disable-pip-version-check --find-links $(COMPAT_WHEELS)
 COMPAT_WORK := $(abspath $(COMPAT_VENV))/work
+CURATOR_SPEC := nemo-curator==1.1.0
 
-test-compat: $(VENV)/.built
+$(COMPAT_WHEELS)/.downloaded: tests/compat/requirements.txt
+	rm -rf $(COMPAT_WHEELS)
+	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check -w $(COMPAT_WHEELS) -r $<
+	$(PYTHON) -m pip download --quiet --disable-pip-version-check -d $(COMPAT_WHEELS) --no-deps $(CURATOR_SPEC)
+	touch $@
+
+test-compat: $(VENV)/.built $(COMPAT_WHEELS)/.downloaded
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_PIP) -r tests/compat/requirements.txt
-	$(COMPAT_PIP) --no-deps nemo-curator==1.1.0
+	$(COMPAT_PIP) --no-index -r tests/compat/requirements.txt
+	$(COMPAT_PIP) --no-index --no-deps $(CURATOR_SPEC)
 	$(COMPAT_PY) tests/compat/make_reference.py $(COMPAT_WORK)
 	$(PY) tests/compat/repack_wheel.py $(COMPAT_VENV)/wheel
 	$(COMPAT_PIP) $(COMPAT_VENV)/wheel/*.whl
