@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 import ray
+from loguru import logger
 
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 from nemo_curator.backends.experimental.ray_actor_pool.driver import StageFailedError
@@ -19,6 +20,7 @@ from nemo_curator.testing.probes import (
     CrashOnce,
     ExitOn,
     FailingSetup,
+    HangOn,
     LifecycleProbe,
     RaiseOn,
     SetupFailsOnce,
@@ -269,3 +271,40 @@ def test_resources_no_node_offers_fail_at_once() -> None:
 def test_ignore_head_node_on_single_node_cluster_fails_at_once() -> None:
     with pytest.raises(RuntimeError, match="ignore_head_node"):
         RayActorPoolExecutor(ignore_head_node=True).execute([RaiseOn("never")], numbered_tasks(1))
+
+
+@MODES
+def test_a_call_past_call_timeout_s_is_cancelled_retried_then_failed(as_tasks: bool) -> None:
+    # The clock starts when the call is sent to an idle worker: leave room for a worker's start-up.
+    config = {
+        "call_timeout_s": {"hang_on": 5},
+        "max_retries": 0,
+        "ignore_failures": True,
+        "stateless_as_tasks": as_tasks,
+        "show_progress": False,
+    }
+    ex = RayActorPoolExecutor(config=config)
+    out = ex.execute([HangOn("t2", seconds=600)], numbered_tasks(6))
+    assert _ids(out) == ["t0", "t1", "t3", "t4", "t5"]
+    [failure] = ex.failures
+    assert failure["task_ids"] == ["t2"] and failure["error_type"] == "CallTimeout"
+    assert "timed out after 5 s" in failure["message"] and "t2" in failure["message"]
+
+
+def test_call_timeout_s_must_name_stages_of_the_pipeline() -> None:
+    with pytest.raises(ValueError, match=r"call_timeout_s"):
+        RayActorPoolExecutor(config={"call_timeout_s": -1})
+    with pytest.raises(ValueError, match=r"names no stage of this pipeline: \['hang'\]"):
+        RayActorPoolExecutor(config={"call_timeout_s": {"hang": 2}}).execute([HangOn("x")], numbered_tasks(1))
+
+
+def test_status_table_names_the_oldest_running_task() -> None:
+    lines: list[str] = []
+    sink = logger.add(lines.append, level="INFO", format="{message}")
+    try:
+        config = {"status_interval_s": 0.3, "show_progress": False, "pool_size": 1}
+        RayActorPoolExecutor(config=config).execute([HangOn("t1", seconds=2.0)], numbered_tasks(2))
+    finally:
+        logger.remove(sink)
+    tables = [line for line in lines if line.startswith("status\n")]
+    assert any("oldest running" in t and "t1 (" in t for t in tables), tables[-3:]

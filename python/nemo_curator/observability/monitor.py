@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from loguru import logger
@@ -40,11 +41,22 @@ class RunMonitor:
         self._last_status = 0.0
         self._prev: list[dict[str, Any]] | None = None
 
-    def on_round(self, scheduler: Any, now: float) -> None:
+    def on_round(
+        self,
+        scheduler: Any,
+        now: float,
+        running: Callable[[], dict[int, tuple[str, float]]] | None = None,
+    ) -> None:
+        """Sample, log and redraw when due. `running` gives, per stage index, the first task of its
+        longest-running call and how long it has run (asked for only when a sample is due)."""
         if now - self._last_sample < self.sample_s:
             return
         self._last_sample = now
         stages = scheduler.metrics()["stages"]
+        if running is not None:
+            for index, (task_id, seconds) in running().items():
+                stages[index]["oldest_task"] = task_id
+                stages[index]["oldest_s"] = seconds
         self._sample(stages, now)
         self._log_changes(stages)
         self.progress.update(stages, now)
@@ -87,14 +99,15 @@ class RunMonitor:
     def status_table(stages: list[dict[str, Any]]) -> str:
         head = (
             f"{'stage':<26}{'queued':>8}{'MB':>8}{'running':>8}{'done':>8}{'pend':>6}{'busy':>6}"
-            f"{'idle':>6}{'slots':>6}"
+            f"{'idle':>6}{'slots':>6}  oldest running"
         )
         rows = [head]
         for m in stages:
+            oldest = f"  {m['oldest_task']} ({m['oldest_s']:.1f} s)" if "oldest_task" in m else ""
             rows.append(
                 f"{m['name'][:25]:<26}{int(m['queued_tasks']):>8}{m['queued_bytes'] / 1e6:>8.1f}"
                 f"{int(m['in_flight_tasks']):>8}{int(m['tasks_done']):>8}{int(m['actors_pending']):>6}"
-                f"{int(m['actors_busy']):>6}{int(m['actors_idle']):>6}{int(m['slots_in_use']):>6}"
+                f"{int(m['actors_busy']):>6}{int(m['actors_idle']):>6}{int(m['slots_in_use']):>6}{oldest}"
             )
         return "\n".join(rows)
 

@@ -7,6 +7,9 @@ from typing import Any, TextIO
 
 from loguru import logger
 
+# A call running at least this long is named in the progress line (seconds).
+_SLOW_CALL_S = 30.0
+
 
 def _is_terminal(stream: TextIO) -> bool:
     try:
@@ -85,7 +88,13 @@ class ProgressDisplay:
             done = int(m["tasks_done"] + m["tasks_failed"])
             rate = done / now if now > 0 else 0.0
             fail = f" {int(m['tasks_failed'])} failed" if m["tasks_failed"] else ""
-            parts.append(f"{m['name']} {done}/{int(m['tasks_in'])} ({rate:.1f}/s{fail})")
+            # A call running for long (a hung task?) is named with its age.
+            slow = (
+                f", oldest running {m['oldest_task']} {m['oldest_s']:.0f} s"
+                if m.get("oldest_s", 0.0) >= _SLOW_CALL_S
+                else ""
+            )
+            parts.append(f"{m['name']} {done}/{int(m['tasks_in'])} ({rate:.1f}/s{fail}{slow})")
         return f"progress {now:6.1f}s | " + " | ".join(parts)
 
     def close(self) -> None:

@@ -292,3 +292,17 @@ class ExitOn(ProcessingStage[Task[Any], Task[Any]]):
         if task.task_id == self.task_id:
             sys.exit(3)
         return task
+
+
+@dataclass
+class HangOn(ProcessingStage[Task[Any], Task[Any]]):
+    """Sleeps `seconds` on `task_id` (a hung call); passes the other tasks through after `sleep_s`."""
+
+    task_id: str
+    seconds: float = 600.0
+    sleep_s: float = 0.0
+    name: str = "hang_on"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        time.sleep(self.seconds if task.task_id == self.task_id else self.sleep_s)
+        return task

@@ -66,6 +66,10 @@ class ActorPoolConfig:
     inline_bytes: int = 64 * 1024
     #: Dispatch a partial batch after waiting this long for more input (None: when upstream drained).
     batch_timeout_s: float | None = None
+    #: A remote call running longer than this is cancelled (its worker is killed) and its batches are
+    #: retried like those of a dead worker, then failed naming the stage and tasks. A number for every
+    #: stage, or a dict of stage name -> seconds with an optional "default" entry. None: no limit.
+    call_timeout_s: float | dict[str, float] | None = None
     #: How long the driver blocks in `ray.wait` per round at most.
     poll_interval_s: float = 0.05
     #: Show a per-stage progress display (a terminal redraws; logs get one line per interval).
@@ -113,6 +117,20 @@ class ActorPoolConfig:
                 raise bad(key, "an int >= 1")
         if not _is_int(self.inline_bytes) or self.inline_bytes < 0:
             raise bad("inline_bytes", "an int >= 0")
+        timeouts = self.call_timeout_s
+        if isinstance(timeouts, dict):
+            for name, value in timeouts.items():
+                if (
+                    not isinstance(name, str)
+                    or not _is_number(value)
+                    or not value > 0
+                    or value == float("inf")
+                ):
+                    raise bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
+        elif timeouts is not None and (
+            not _is_number(timeouts) or not timeouts > 0 or timeouts == float("inf")
+        ):
+            raise bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
         for key in ("batch_timeout_s", "status_interval_s"):
             val = getattr(self, key)
             if val is not None and (not _is_number(val) or val <= 0):
@@ -131,6 +149,19 @@ def _is_int(v: Any) -> bool:
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def call_timeouts(config: ActorPoolConfig, stage_names: list[str]) -> list[float | None]:
+    """Each stage's call timeout from `call_timeout_s`; a dict naming no such stage is an error."""
+    value = config.call_timeout_s
+    if not isinstance(value, dict):
+        return [value for _ in stage_names]
+    unknown = sorted(set(value) - set(stage_names) - {"default"})
+    if unknown:
+        raise ValueError(
+            f"call_timeout_s names no stage of this pipeline: {unknown}; stages are {stage_names}"
+        )
+    return [value.get(name, value.get("default")) for name in stage_names]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
     _parse_runtime_env,
+    call_timeouts,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
@@ -49,6 +50,8 @@ class _Actor:
     handle: Any
     ready: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    #: Completion refs of its calls in flight, oldest first.
+    calls: list[Any] = field(default_factory=list)
 
 
 @dataclass
@@ -56,6 +59,11 @@ class _Call:
     actor_id: int
     gen: Any
     batch_ids: list[int]
+    #: The core's ids of its input tasks, in order.
+    tasks: list[int]
+    #: When it started running: at submit when its actor had nothing else in flight (or it is a Ray
+    #: task), else when the call before it on the actor finished.
+    started: float | None = None
 
 
 class ActorPoolDriver:
@@ -80,6 +88,9 @@ class ActorPoolDriver:
         self._runtime_env = _parse_runtime_env(config.runtime_env)
         self._stage_refs = [put_stage(s) for s in stages]
         self._options = stage_options or [StageOptions() for _ in stages]
+        self._timeouts = call_timeouts(config, [s.name for s in stages])
+        #: Batches whose call ran past its timeout (their failures say so).
+        self._timed_out: set[int] = set()
         # A stage that runs only after the one before it has finished must not be held back by a
         # bounded queue: nothing would drain it.
         unbounded = stage_by_stage
@@ -187,10 +198,11 @@ class ActorPoolDriver:
                     self._ready_now = []
                     continue
                 if self.monitor is not None:
-                    self.monitor.on_round(self.scheduler, self.now())
+                    self.monitor.on_round(self.scheduler, self.now(), running=self.running_oldest)
                 if self._finished or self._abort:
                     break
                 self._wait_and_feed()
+                self._check_timeouts()
         finally:
             self._stop_all_actors()
         if self._abort:
@@ -312,7 +324,13 @@ class ActorPoolDriver:
             ).remote([self._stage_refs[actor.stage]], self.config.inline_bytes, layout, inline, *stored)
         else:
             gen = actor.handle.process.remote(layout, inline, *stored)
-        self._calls[gen.completed()] = _Call(actor_id, gen, [b[0] for b in batches])
+        ref = gen.completed()
+        # A Ray task runs at once; an actor runs its calls one after another.
+        started = self.now() if actor.handle is None or not actor.calls else None
+        self._calls[ref] = _Call(
+            actor_id, gen, [b[0] for b in batches], [t for b in batches for t in b[1]], started
+        )
+        actor.calls.append(ref)
 
     def _kill(self, actor_id: int) -> None:
         actor = self._actors.pop(actor_id, None)
@@ -351,9 +369,64 @@ class ActorPoolDriver:
             elif ref in self._teardowns:
                 self._on_teardown(ref, self._teardowns.pop(ref))
             elif ref in self._calls:
-                done_calls.append(self._calls.pop(ref))
+                call = self._calls.pop(ref)
+                self._call_ended(call, ref)
+                done_calls.append(call)
         if done_calls:
             self._on_calls_done(done_calls)
+
+    def _call_ended(self, call: _Call, ref: Any) -> None:
+        actor = self._actors.get(call.actor_id)
+        if actor is None:
+            return
+        actor.calls.remove(ref)
+        if actor.calls:
+            nxt = self._calls.get(actor.calls[0])
+            if nxt is not None and nxt.started is None:
+                nxt.started = self.now()
+
+    def _check_timeouts(self) -> None:
+        """Cancel calls that ran past their stage's timeout: the worker is killed and the core retries
+        their batches as after a worker death (alone first, then counted)."""
+        now = self.now()
+        late: dict[int, float] = {}
+        for call in self._calls.values():
+            actor = self._actors.get(call.actor_id)
+            if actor is None or call.started is None:
+                continue
+            limit = self._timeouts[actor.stage]
+            if limit is not None and now - call.started > limit:
+                late[call.actor_id] = limit
+        for actor_id, limit in late.items():
+            actor = self._actors[actor_id]
+            stage = self.stages[actor.stage].name
+            running = [c for c in self._calls.values() if c.actor_id == actor_id]
+            oldest = min(running, key=lambda c: c.started if c.started is not None else now)
+            self._timed_out.update(oldest.batch_ids)
+            task_ids = [self._task_id_of(t) for t in oldest.tasks]
+            message = f"call timed out after {limit:g} s (call_timeout_s) on task(s) {task_ids}"
+            logger.warning(f"Stage '{stage}': {message}; cancelling it")
+            if actor.handle is None:
+                for call in running:
+                    ray.cancel(call.gen, force=True)
+            else:
+                ray.kill(actor.handle, no_restart=True)
+            self._actor_failed(actor, False, message)
+
+    def running_oldest(self) -> dict[int, tuple[str, float]]:
+        """Per stage index: the first task of its longest-running call and how long it has run (s)."""
+        now = self.now()
+        best: dict[int, tuple[float, _Call]] = {}
+        for call in self._calls.values():
+            actor = self._actors.get(call.actor_id)
+            if actor is None or call.started is None:
+                continue
+            if actor.stage not in best or call.started < best[actor.stage][0]:
+                best[actor.stage] = (call.started, call)
+        out = {}
+        for stage, (started, call) in best.items():
+            out[stage] = (self._task_id_of(call.tasks[0]), now - started)
+        return out
 
     def _on_actor_started(self, ref: Any, actor_id: int) -> None:
         actor = self._actors.get(actor_id)
@@ -484,12 +557,13 @@ class ActorPoolDriver:
         err, task_ids = self._user_errors.pop(failure["batch"], (None, None))
         if task_ids is None:
             task_ids = [self._task_id_of(t) for t in failure["tasks"]]
+        timed_out = failure["kind"] == "infra" and failure["batch"] in self._timed_out
         out = {
             "stage": failure["stage_name"],
             "task_ids": task_ids,
             "error_type": err["error_type"]
             if err
-            else ("ActorDied" if failure["kind"] == "infra" else "Error"),
+            else ("CallTimeout" if timed_out else "ActorDied" if failure["kind"] == "infra" else "Error"),
             "message": err["message"] if err else failure["message"],
             "traceback": err["traceback"] if err else "",
             "attempts": failure["attempts"],
