@@ -48,15 +48,16 @@ class Executor:
     label: str
 
 
+# Each of this project's executors beside Curator's of the same name and mode (table and run order).
 EXECUTORS = [
     Executor("ours", "in_process", "ours InProcessExecutor"),
     Executor("ours", "ray_actor_pool", "ours RayActorPoolExecutor"),
-    Executor("ours", "ray_data", "ours RayDataExecutor"),
-    Executor("ours", "xenna", "ours XennaExecutor streaming"),
-    Executor("ours", "xenna_batch", "ours XennaExecutor batch"),
     Executor("curator", "ray_actor_pool", "Curator RayActorPoolExecutor"),
+    Executor("ours", "ray_data", "ours RayDataExecutor"),
     Executor("curator", "ray_data", "Curator RayDataExecutor"),
+    Executor("ours", "xenna", "ours XennaExecutor streaming"),
     Executor("curator", "xenna", "Curator XennaExecutor streaming"),
+    Executor("ours", "xenna_batch", "ours XennaExecutor batch"),
     Executor("curator", "xenna_batch", "Curator XennaExecutor batch"),
 ]
 TARGETS_RATIO = {"tiny_b1": 5.0, "tiny_b64": 5.0, "arrow_1mb": 2.0}
