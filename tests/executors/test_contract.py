@@ -205,3 +205,9 @@ def test_inputs_are_not_mutated(make_executor: Callable[[], BaseExecutor]) -> No
     before = [(t.task_id, t.data, len(t._stage_perf), dict(t._metadata)) for t in tasks]
     make_executor().execute([AddConstantStage(), BatchRecorderStage()], tasks)
     assert [(t.task_id, t.data, len(t._stage_perf), dict(t._metadata)) for t in tasks] == before
+
+
+def test_a_non_task_input_is_a_type_error_naming_it(make_executor: Callable[[], BaseExecutor]) -> None:
+    tasks: list[Any] = [*make_int_tasks(2), {"text": "not a task"}]
+    with pytest.raises(TypeError, match=r"initial_tasks\[2\] is not a Task: got dict"):
+        make_executor().execute([AddConstantStage()], tasks)

@@ -14,7 +14,7 @@ from typing import Any
 import ray
 from loguru import logger
 
-from nemo_curator.backends.base import BaseExecutor, validate_stages
+from nemo_curator.backends.base import BaseExecutor, prepare_initial_tasks, validate_stages
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
@@ -25,7 +25,7 @@ from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
-from nemo_curator.tasks import EmptyTask, Task
+from nemo_curator.tasks import Task
 
 __all__ = [
     "ActorPoolConfig",
@@ -117,7 +117,7 @@ class ActorPoolRun:
                         f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages "
                         f"are not supported by {self.name}."
                     )
-        tasks = list(initial_tasks) if initial_tasks else [EmptyTask()]
+        tasks = prepare_initial_tasks(initial_tasks)
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)) as session:
             free_before = ray.available_resources()
