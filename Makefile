@@ -48,6 +48,7 @@ test: $(VENV)/.built test-rust lint test-python
 # Curator (--no-deps) and its CPU dependencies; Curator's reference run of a pipeline of its own stages;
 # this package on top (the extension `make develop` built, repackaged as a wheel: no second Rust build);
 # then Curator's exports and that pipeline on every executor of this package, against the reference.
+# On the way, README's account of `pip uninstall nemo-curator-rs` is checked.
 # The wheels are fetched (or built) once into target/compat-wheels, again when the requirements change.
 COMPAT_VENV ?= .venv-compat
 COMPAT_WHEELS := target/compat-wheels
@@ -70,6 +71,12 @@ test-compat: $(VENV)/.built $(COMPAT_WHEELS)/.downloaded
 	$(COMPAT_PIP) --no-index --no-deps $(CURATOR_SPEC)
 	$(COMPAT_PY) tests/compat/make_reference.py $(COMPAT_WORK)
 	$(PY) tests/compat/repack_wheel.py $(COMPAT_VENV)/wheel
+	$(COMPAT_PIP) $(COMPAT_VENV)/wheel/*.whl
+	# README: uninstalling this package removes the files both shipped; reinstalling Curator restores them.
+	$(COMPAT_PY) -m pip uninstall --quiet --yes nemo-curator-rs
+	$(COMPAT_PY) tests/compat/check_uninstall.py removed
+	$(COMPAT_PIP) --no-index --force-reinstall --no-deps $(CURATOR_SPEC)
+	$(COMPAT_PY) tests/compat/check_uninstall.py restored $(COMPAT_WORK)
 	$(COMPAT_PIP) $(COMPAT_VENV)/wheel/*.whl
 	NEMO_CURATOR_COMPAT_DIR=$(COMPAT_WORK) $(COMPAT_PY) -m pytest tests/compat -q -p no:cacheprovider
 
