@@ -24,6 +24,7 @@ from nemo_curator.testing.probes import (
     LifecycleProbe,
     RaiseOn,
     SetupFailsOnce,
+    UnpicklableOn,
     numbered_tasks,
     read_records,
 )
@@ -308,3 +309,14 @@ def test_status_table_names_the_oldest_running_task() -> None:
         logger.remove(sink)
     tables = [line for line in lines if line.startswith("status\n")]
     assert any("oldest running" in t and "t1 (" in t for t in tables), tables[-3:]
+
+
+@pytest.mark.parametrize("big", [0, 200_000], ids=["inline", "stored"])
+def test_an_output_that_cannot_be_pickled_is_the_users_error(big: int) -> None:
+    ex = RayActorPoolExecutor(config={"ignore_failures": True, "show_progress": False})
+    out = ex.execute([UnpicklableOn("t1", big=big)], numbered_tasks(4))
+    assert _ids(out) == ["t0", "t2", "t3"]
+    [failure] = ex.failures
+    assert failure["task_ids"] == ["t1"] and failure["kind"] == "user" and failure["attempts"] == 1
+    assert failure["error_type"] == "TypeError" and "pickle" in failure["message"]
+    assert ex.last_run is not None and ex.last_run.stage("unpicklable_on").actors_died == 0

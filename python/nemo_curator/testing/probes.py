@@ -306,3 +306,22 @@ class HangOn(ProcessingStage[Task[Any], Task[Any]]):
     def process(self, task: Task[Any]) -> Task[Any]:
         time.sleep(self.seconds if task.task_id == self.task_id else self.sleep_s)
         return task
+
+
+@dataclass
+class UnpicklableOn(ProcessingStage[Task[Any], Task[Any]]):
+    """On `task_id`, returns a task holding a lock (it cannot be pickled); passes the others through.
+    With `big`, the output also carries `big` bytes, so it travels as its own object."""
+
+    task_id: str
+    big: int = 0
+    name: str = "unpicklable_on"
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if task.task_id == self.task_id:
+            import threading
+
+            task._metadata["lock"] = threading.Lock()
+            if self.big:
+                task._metadata["payload"] = b"x" * self.big
+        return task

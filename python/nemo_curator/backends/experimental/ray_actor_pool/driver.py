@@ -27,6 +27,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
     SetupFailedError,
     is_stateless,
+    loads,
     process_as_task,
     worker_class_for,
 )
@@ -135,7 +136,7 @@ class ActorPoolDriver:
         self._calls: dict[Any, _Call] = {}  # generator completion ref -> call
         self._teardowns: dict[Any, _Actor] = {}
         self._payloads: dict[int, Any] = {}  # core task id -> Task or ObjectRef
-        self._ref_task_ids: dict[int, str] = {}  # task_id strings of payloads held as refs
+        self._ref_task_ids: dict[int, str] = {}  # task_id strings of payloads held as refs or bytes
         self._results: list[Any] = []
         self.failures: list[dict[str, Any]] = []
         # The user's error and input task ids per failed batch, until the core decides its fate.
@@ -236,8 +237,10 @@ class ActorPoolDriver:
         if kind == "submit":
             self._submit(cmd[1], cmd[2])
         elif kind == "emit":
-            pop = self._payloads.pop
-            self._results.extend(pop(t) for t in cmd[1])
+            pop, forget = self._payloads.pop, self._ref_task_ids.pop
+            for t in cmd[1]:
+                self._results.append(pop(t))
+                forget(t, None)
         elif kind == "drop":
             for t in cmd[1]:
                 self._payloads.pop(t, None)
@@ -535,11 +538,9 @@ class ActorPoolDriver:
                 for (where, what), task_id in zip(placed, ids, strict=True):
                     tid = new_ids[k]
                     k += 1
-                    if where == INLINE:
-                        payloads[tid] = what
-                    else:
-                        payloads[tid] = yielded[what]
-                        self._ref_task_ids[tid] = task_id
+                    # Pickled bytes or an object ref: either way the task id is kept beside it.
+                    payloads[tid] = what if where == INLINE else yielded[what]
+                    self._ref_task_ids[tid] = task_id
         for batch_id, err, task_ids, _stage_idx in user_failures:
             self._user_errors[batch_id] = (err, task_ids)
             self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}")
@@ -618,7 +619,7 @@ class ActorPoolDriver:
                 fetched = ray.get([chunk[i] for i in idx])
                 for i, value in zip(idx, fetched, strict=True):
                     chunk[i] = value
-            out.extend(chunk)
+            out.extend(loads(r) if isinstance(r, bytes) else r for r in chunk)
         self._results = []
         return out
 

@@ -15,13 +15,16 @@ from typing import Any
 
 import ray
 from loguru import logger
+from ray import cloudpickle
 
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata, validate_stage_outputs
 from nemo_curator.backends.ray_utils.payload import payload_nbytes
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
 
-# Where an output travels: the Task itself inside the metadata, or the index of its own yielded object.
+loads = cloudpickle.loads
+
+# Where an output travels: pickled inside the metadata, or the index of its own yielded object.
 INLINE = 0
 YIELDED = 1
 
@@ -38,12 +41,40 @@ def _describe(exc: BaseException) -> dict[str, str]:
     }
 
 
-def call_inputs(inline: list[Task[Any] | None], stored: tuple[Task[Any], ...]) -> tuple[Task[Any], ...]:
-    """A call's input tasks in order. Small tasks come pickled together in one `inline` list (one
-    serialisation per call, not per task); tasks held in the object store are top-level ref arguments
-    (so Ray fetches them before the call runs, while the previous call runs) and fill the `None`s."""
+def call_inputs(
+    inline: list[Task[Any] | bytes | None], stored: tuple[Task[Any], ...]
+) -> tuple[Task[Any], ...]:
+    """A call's input tasks in order. Small tasks come together in one `inline` list (one serialisation
+    per call, not per task), as the bytes an earlier stage's worker pickled them to (the driver never
+    unpickles them) or as tasks; tasks held in the object store are top-level ref arguments (so Ray
+    fetches them before the call runs, while the previous call runs) and fill the `None`s."""
     it = iter(stored)
-    return tuple(next(it) if t is None else t for t in inline)
+    return tuple(next(it) if t is None else loads(t) if isinstance(t, bytes) else t for t in inline)
+
+
+def _discard(_: Any) -> None:
+    return None
+
+
+def _place(outputs: list[Task[Any]], inline_bytes: int) -> tuple[list[Any], list[Any], list[int], list[int]]:
+    """Small outputs pickled here (so an output that cannot be pickled fails its own batch, as the
+    user's error), large ones checked for the same without copying their buffers (they are yielded
+    as objects of their own). Returns (small blobs or None per output, large outputs, sizes, items)."""
+    blobs: list[Any] = []
+    large: list[Any] = []
+    sizes: list[int] = []
+    items: list[int] = []
+    for out in outputs:
+        nbytes = payload_nbytes(out)
+        sizes.append(nbytes)
+        items.append(int(out.num_items))
+        if nbytes > inline_bytes:
+            cloudpickle.dumps(out, protocol=5, buffer_callback=_discard)
+            blobs.append(None)
+            large.append(out)
+        else:
+            blobs.append(cloudpickle.dumps(out, protocol=5))
+    return blobs, large, sizes, items
 
 
 def run_batches(
@@ -56,7 +87,8 @@ def run_batches(
     """Run each batch of `layout` ((batch_id, n_tasks) pairs over `tasks`) through `process_batch`.
 
     Yields large outputs one by one, then one metadata list with, per batch,
-    `(batch_id, ok, busy_s, outputs, out_bytes, out_items, out_task_ids)` when it succeeded or
+    `(batch_id, ok, busy_s, placed, out_bytes, out_items, out_task_ids)` when it succeeded (`placed`:
+    per output, `(INLINE, pickled bytes)` or `(YIELDED, index)`) or
     `(batch_id, ok, busy_s, error_dict, input_task_ids)` when the user's code raised.
     """
     results: list[tuple[Any, ...]] = []
@@ -68,27 +100,22 @@ def run_batches(
         start = time.perf_counter()
         try:
             outputs = validate_stage_outputs(stage.name, adapter.process_batch(batch))
+            busy = time.perf_counter() - start
+            blobs, large, sizes, items = _place(outputs, inline_bytes)
         except (Exception, SystemExit) as exc:  # sys.exit() in user code is its error, not a crash
             busy = time.perf_counter() - start
             results.append((batch_id, False, busy, _describe(exc), [t.task_id for t in batch]))
             continue
-        busy = time.perf_counter() - start
         placed: list[tuple[int, Any]] = []
-        sizes: list[int] = []
-        items: list[int] = []
-        ids: list[str] = []
-        for out in outputs:
-            nbytes = payload_nbytes(out)
-            sizes.append(nbytes)
-            items.append(int(out.num_items))
-            ids.append(out.task_id)
-            if nbytes > inline_bytes:
-                yield out
+        for blob in blobs:
+            if blob is None:
                 placed.append((YIELDED, n_yielded))
                 n_yielded += 1
             else:
-                placed.append((INLINE, out))
-        results.append((batch_id, True, busy, placed, sizes, items, ids))
+                placed.append((INLINE, blob))
+        for out in large:  # (not `yield from`: Ray's generator driver sends into it)
+            yield out
+        results.append((batch_id, True, busy, placed, sizes, items, [out.task_id for out in outputs]))
     yield results
 
 
