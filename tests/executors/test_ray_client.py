@@ -25,8 +25,11 @@ import psutil
 import pytest
 import ray
 
-from nemo_curator.backends.experimental import RayActorPoolExecutor
+from nemo_curator.backends.base import StageFailedError
+from nemo_curator.backends.experimental import RayActorPoolExecutor, RayDataExecutor
+from nemo_curator.backends.xenna import XennaExecutor
 from nemo_curator.pipeline import Pipeline
+from nemo_curator.testing.probes import RaiseOn, numbered_tasks
 from nemo_curator.testing.stages import AddConstantStage, FanOutStage, make_int_tasks
 
 pytestmark = [pytest.mark.ray, pytest.mark.ray_client]
@@ -155,8 +158,15 @@ def test_ray_status_and_pipeline_through_ray_client(
     assert ray.util.client.ray.is_connected()
     assert ray.cluster_resources().get("CPU") == 2.0
 
-    out = Pipeline(name="ray_client", stages=[AddConstantStage(value=10), FanOutStage(n=2)]).run(
-        RayActorPoolExecutor(), make_int_tasks(8)
-    )
-    got = sorted((t.task_id, t.data) for t in out)
-    assert got == sorted((f"int_{i}_{j}", i + 10) for i in range(8) for j in range(2))
+    # Through Ray Client the driver loop runs in a task on the cluster; results and reports come back.
+    expected = sorted((f"int_{i}_{j}", i + 10) for i in range(8) for j in range(2))
+    for executor in (RayActorPoolExecutor(), XennaExecutor({"execution_mode": "batch"}), RayDataExecutor()):
+        out = Pipeline(name="ray_client", stages=[AddConstantStage(value=10), FanOutStage(n=2)]).run(
+            executor, make_int_tasks(8)
+        )
+        assert sorted((t.task_id, t.data) for t in out) == expected, type(executor).__name__
+        assert executor.last_run is not None and executor.last_run.balance["emitted"] == 16
+    # A failing stage raises the executor's own error, with its failure record.
+    with pytest.raises(StageFailedError, match="raise_on") as info:
+        RayActorPoolExecutor().execute([RaiseOn("t1")], numbered_tasks(3))
+    assert info.value.failure is not None and info.value.failure["task_ids"] == ["t1"]

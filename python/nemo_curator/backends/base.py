@@ -53,6 +53,10 @@ class StageFailedError(RuntimeError):
         super().__init__(message)
         self.failure = failure
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Crosses process boundaries whole (a driver running on the cluster for a Ray Client user).
+        return (type(self), (str(self), self.failure))
+
 
 class BaseExecutor(ABC):
     """Runs a list of (decomposed) stages over a list of tasks."""

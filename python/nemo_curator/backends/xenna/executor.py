@@ -25,6 +25,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
     _is_number,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.executor import ActorPoolRun
+from nemo_curator.backends.ray_utils.session import execute_through_client
 
 if TYPE_CHECKING:
     from nemo_curator.observability import RunReport
@@ -120,6 +121,9 @@ class XennaExecutor(BaseExecutor):
         for stage in stages:
             # Before Ray starts: a bad spec is the user's mistake, whatever the cluster.
             stage_options(stage, 1, self.max_workers_per_stage)
+        remote = execute_through_client(self, stages, initial_tasks)
+        if remote is not NotImplemented:
+            return remote
         run = ActorPoolRun(
             "XennaExecutor",
             self.settings,

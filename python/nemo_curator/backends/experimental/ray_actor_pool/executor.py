@@ -23,6 +23,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
 from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
+from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -66,6 +67,9 @@ class RayActorPoolExecutor(BaseExecutor):
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
         self.failures = []
+        remote = execute_through_client(self, stages, initial_tasks)
+        if remote is not NotImplemented:
+            return remote
         run = ActorPoolRun("RayActorPoolExecutor", self.settings, self.ignore_head_node)
         try:
             return run.execute(stages, initial_tasks)

@@ -113,7 +113,7 @@ def run_batches(
                 n_yielded += 1
             else:
                 placed.append((INLINE, blob))
-        for out in large:  # (not `yield from`: Ray's generator driver sends into it)
+        for out in large:  # noqa: UP028 (`yield from` fails: Ray's generator driver sends into it)
             yield out
         results.append((batch_id, True, busy, placed, sizes, items, [out.task_id for out in outputs]))
     yield results

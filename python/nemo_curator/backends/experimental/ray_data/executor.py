@@ -74,6 +74,7 @@ from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, put_stage
 from nemo_curator.backends.ray_utils.nodes import _take_reserved
+from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -148,6 +149,9 @@ class RayDataExecutor(BaseExecutor):
         self.failures = []
         self.last_run_stats = []
         self.last_run = None
+        remote = execute_through_client(self, stages, initial_tasks)
+        if remote is not NotImplemented:
+            return remote
         validate_stages(stages)
         if not stages:
             return []
