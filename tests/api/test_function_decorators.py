@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+from typing import TypeVar, get_type_hints
 
 import pytest
 
+from nemo_curator.stages import function_decorators
 from nemo_curator.stages.base import _STAGE_REGISTRY, ProcessingStage, get_stage_class
 from nemo_curator.stages.function_decorators import processing_stage
 from nemo_curator.stages.resources import Resources
+from nemo_curator.tasks import Task
 from nemo_curator.testing.stages import IntTask
 from nemo_curator.utils.performance_utils import StagePerfStats
 
@@ -105,3 +108,13 @@ def test_decorated_stage_can_be_copied_and_reconfigured() -> None:
     assert clone.process(IntTask("a", "ds", 1)).data == 2
     tuned = inc.with_(batch_size=8)
     assert tuned.batch_size == 8 and inc.batch_size is None
+
+
+def test_task_type_variables_are_bound_to_task() -> None:
+    for name in ("TIn", "TOut"):
+        var = getattr(function_decorators, name)
+        assert isinstance(var, TypeVar)
+        assert var.__name__ == name
+        assert var.__bound__ is Task
+    hints = get_type_hints(function_decorators.processing_stage)
+    assert "TIn" in str(hints["return"]) and "TOut" in str(hints["return"])

@@ -142,3 +142,55 @@ def test_experimental_reexports_match_subpackages(name: str, module: str) -> Non
             getattr(experimental, name)
         return
     assert getattr(experimental, name) is getattr(subpackage, name)
+
+
+# Curator's package_info names, each with the type Curator gives it; the package re-exports the dunder ones.
+CURATOR_METADATA_TYPES: dict[str, type] = {
+    "__contact_emails__": str,
+    "__contact_names__": str,
+    "__description__": str,
+    "__download_url__": str,
+    "__homepage__": str,
+    "__keywords__": str,
+    "__license__": str,
+    "__package_name__": str,
+    "__repository_url__": str,
+    "__shortversion__": str,
+    "__version__": str,
+}
+
+
+@pytest.mark.parametrize(("name", "kind"), sorted(CURATOR_METADATA_TYPES.items()))
+def test_curator_metadata_names_are_defined_and_reexported(name: str, kind: type) -> None:
+    value = getattr(package_info, name)
+    assert isinstance(value, kind)
+    assert getattr(nemo_curator, name) is value
+    assert name in nemo_curator.__all__
+    exec(f"from nemo_curator import {name}", {})
+
+
+def test_metadata_describes_this_package_not_curator() -> None:
+    assert package_info.__package_name__ == "nemo_curator"
+    assert "nemo-curator-rs" in package_info.__homepage__
+    assert "nemo-curator-rs" in package_info.__download_url__
+    assert "nemo-curator-rs" in package_info.__contact_names__
+    for name in ("__contact_emails__", "__homepage__", "__repository_url__", "__download_url__"):
+        assert "nvidia" not in getattr(package_info, name).lower(), name
+    assert package_info.__contact_names__ != "NVIDIA"
+    keywords = [k.strip() for k in package_info.__keywords__.split(",")]
+    assert all(keywords) and "Rust" in keywords and "Ray" in keywords
+
+
+def test_version_tuple_matches_version_strings() -> None:
+    major, minor, patch, pre, dev = package_info.VERSION
+    assert (major, minor, patch, pre, dev) == (
+        package_info.MAJOR,
+        package_info.MINOR,
+        package_info.PATCH,
+        package_info.PRE_RELEASE,
+        package_info.DEV,
+    )
+    assert all(isinstance(part, int) for part in (major, minor, patch))
+    assert isinstance(pre, str) and isinstance(dev, str)
+    assert package_info.__shortversion__ == f"{major}.{minor}.{patch}"
+    assert package_info.__version__ == package_info.__shortversion__ + pre + (f".{dev}" if dev else "")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from nemo_curator.stages.base import _STAGE_REGISTRY, ProcessingStage
 from nemo_curator.stages.resources import Resources
 from nemo_curator.tasks import Task
+
+# The task types the decorated function takes and returns; both are Tasks, as ProcessingStage requires.
+TIn = TypeVar("TIn", bound=Task)
+TOut = TypeVar("TOut", bound=Task)
 
 
 def processing_stage(
@@ -16,7 +20,7 @@ def processing_stage(
     name: str,
     resources: Resources | dict[str, Any] | None = None,
     batch_size: int | None = None,
-) -> Callable[[Callable[[Any], Any]], ProcessingStage]:
+) -> Callable[[Callable[[TIn], TOut | list[TOut] | None]], ProcessingStage]:
     """Decorate ``fn(task) -> task | list[task] | None``; the result is a ready-to-use stage *instance*.
 
     Outputs inherit a copy of the input's ``_metadata`` and ``_stage_perf``.
@@ -28,7 +32,7 @@ def processing_stage(
     else:
         stage_resources = resources
 
-    def decorator(fn: Callable[[Any], Any]) -> ProcessingStage:
+    def decorator(fn: Callable[[TIn], TOut | list[TOut] | None]) -> ProcessingStage:
         parameters = inspect.signature(fn).parameters
         if len(parameters) != 1:
             msg = (

@@ -6,12 +6,15 @@ Local results are absolute POSIX paths; remote results keep their protocol prefi
 
 from __future__ import annotations
 
+import os
 import pathlib
+import tarfile
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 import fsspec
 from fsspec.core import split_protocol, url_to_fs
+from fsspec.utils import infer_storage_options
 from loguru import logger
 
 from nemo_curator.utils.client_utils import is_remote_url
@@ -282,3 +285,126 @@ def get_fs(path: str, storage_options: dict[str, Any] | None = None) -> Abstract
     """A filesystem instance for ``path``'s protocol (the local filesystem when there is none)."""
     protocol, _ = split_protocol(path)
     return fsspec.get_filesystem_class(protocol or "file")(**(storage_options or {}))
+
+
+def filter_files_by_extension(files_list: list[str], keep_extensions: str | list[str]) -> list[str]:
+    """The files whose name ends with one of ``keep_extensions``, in their original order.
+
+    Extensions may be given with or without the leading dot and may span several suffixes (``"jsonl.gz"``);
+    matching is case-sensitive. Logs a warning when at least one file was dropped.
+    """
+    extensions = [keep_extensions] if isinstance(keep_extensions, str) else list(keep_extensions)
+    suffixes = tuple(ext if ext.startswith(".") else f".{ext}" for ext in extensions)
+    kept = [name for name in files_list if name.endswith(suffixes)]
+    if len(kept) != len(files_list):
+        logger.warning(
+            f"Skipped {len(files_list) - len(kept)} of {len(files_list)} files whose extension is not "
+            f"one of {list(suffixes)}"
+        )
+    return kept
+
+
+def infer_protocol_from_paths(paths: Iterable[str]) -> str | None:
+    """The protocol of the first non-local path (``"s3"``, ``"gcs"``, ``"abfs"`` ...); ``None`` if all are local.
+
+    Plain paths and ``file://`` / ``local://`` URLs count as local.
+    """
+    for path in paths:
+        protocol = infer_storage_options(path).get("protocol")
+        if protocol and protocol not in ("file", "local"):
+            return protocol
+    return None
+
+
+def check_disallowed_kwargs(kwargs: dict, disallowed_keys: list[str], raise_error: bool = True) -> None:
+    """Refuse reader/writer keyword arguments that a stage sets itself.
+
+    Raises ``ValueError`` naming the offending keys, or only logs a warning when ``raise_error`` is False.
+    """
+    found = sorted(set(kwargs).intersection(disallowed_keys))
+    if not found:
+        return
+    msg = f"Unsupported keys in kwargs: {', '.join(found)}"
+    if raise_error:
+        raise ValueError(msg)
+    logger.warning(msg)
+
+
+def _within(path: str, root: str) -> bool:
+    """True when the normalised ``path`` is ``root`` or lies below it (both absolute)."""
+    return os.path.commonpath([path, root]) == root
+
+
+def _check_tar_member_names(member: tarfile.TarInfo, archive: str) -> None:
+    """Refuse, from the archive's own names, a member that would land or point outside the target directory.
+
+    Member and link names are resolved as strings relative to the target directory (a symlink's target
+    relative to the symlink's own directory, a hard link's relative to the archive root), before anything
+    is written.
+    """
+    name = member.name
+    root = os.sep + "root"  # a stand-in absolute directory: only the relative structure matters here
+    if os.path.isabs(name):
+        raise ValueError(f"tar_safe_extract: {archive}: absolute member path not allowed: {name!r}")
+    if not _within(os.path.normpath(os.path.join(root, name)), root):
+        raise ValueError(f"tar_safe_extract: {archive}: member path escapes the target directory: {name!r}")
+    if member.isdev():
+        raise ValueError(f"tar_safe_extract: {archive}: device or FIFO member not allowed: {name!r}")
+    if member.issym() or member.islnk():
+        kind = "symlink" if member.issym() else "hard link"
+        link = member.linkname
+        if os.path.isabs(link):
+            raise ValueError(f"tar_safe_extract: {archive}: {kind} {name!r} has an absolute target {link!r}")
+        base = os.path.join(root, os.path.dirname(name)) if member.issym() else root
+        if not _within(os.path.normpath(os.path.join(base, link)), root):
+            raise ValueError(
+                f"tar_safe_extract: {archive}: {kind} {name!r} points outside the target directory ({link!r})"
+            )
+
+
+def _check_tar_member_on_disk(member: tarfile.TarInfo, dest: str, archive: str) -> None:
+    """Refuse a member whose location or link target, resolved against what is on disk now, leaves ``dest``.
+
+    Catches what name checks cannot: symlinks extracted earlier (or already present in ``dest``) that
+    redirect a later member outside, e.g. ``a -> .`` followed by ``a/b -> ..``.
+    """
+    parent = os.path.realpath(os.path.join(dest, os.path.dirname(member.name)))
+    # A link member replaces whatever is at its own path, so only its directory is resolved; any other
+    # member is written through an existing symlink at its path, so that is resolved too.
+    if member.issym() or member.islnk():
+        location = os.path.join(parent, os.path.basename(member.name))
+    else:
+        location = os.path.realpath(os.path.join(dest, member.name))
+    if not _within(location, dest):
+        raise ValueError(
+            f"tar_safe_extract: {archive}: member {member.name!r} resolves outside the target directory "
+            f"(to {location!r})"
+        )
+    if member.issym() or member.islnk():
+        base = parent if member.issym() else dest
+        target = os.path.realpath(os.path.join(base, member.linkname))
+        if not _within(target, dest):
+            raise ValueError(
+                f"tar_safe_extract: {archive}: link {member.name!r} -> {member.linkname!r} resolves outside "
+                f"the target directory (to {target!r})"
+            )
+
+
+def tar_safe_extract(tar: tarfile.TarFile, path: str | os.PathLike[str]) -> None:
+    """Extract every member of ``tar`` under ``path``, refusing path traversal.
+
+    Raises ``ValueError`` for absolute member paths, members whose path escapes ``path`` (``../``), device
+    and FIFO members, and symlinks or hard links whose target is absolute or outside ``path``. Every member
+    is checked by name before anything is written, so such an archive extracts nothing; each member is
+    checked again against the disk just before it is written (earlier symlinks cannot redirect it).
+    """
+    archive = tar.name if tar.name is not None else "<tar stream>"
+    members = tar.getmembers()
+    for member in members:
+        _check_tar_member_names(member, str(archive))
+    dest = os.path.realpath(os.fspath(path))
+    # The standard library's "data" filter repeats the containment checks and drops special permission bits.
+    extract_filter: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    for member in members:
+        _check_tar_member_on_disk(member, dest, str(archive))
+        tar.extract(member, dest, **extract_filter)
