@@ -330,6 +330,41 @@ class AddLengthStage(ProcessingStage[DocumentBatch, DocumentBatch]):
         )
 
 
+class CallCounter:
+    """A Ray actor class counting calls per key (create it named; stages find it by name)."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, int] = {}
+
+    def increment(self, key: str) -> None:
+        self._counts[key] = self._counts.get(key, 0) + 1
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._counts)
+
+
+@dataclass
+class CountedAddLengthStage(AddLengthStage):
+    """`AddLengthStage` that counts its `process` calls in the named `CallCounter` actor `counter` (key
+    `<name>_<output_column>`) and logs the custom metrics `counter_actor_increment_s` and `compute_len_s`."""
+
+    counter: str = "stage_call_counter"
+    namespace: str = "stage_call_counter"
+
+    def process(self, task: DocumentBatch) -> DocumentBatch:
+        import ray
+
+        start = time.perf_counter()
+        actor = ray.get_actor(self.counter, namespace=self.namespace)
+        ray.get(actor.increment.remote(f"{self.name}_{self.output_column}"))
+        counted = time.perf_counter()
+        out = super().process(task)
+        self._log_metrics(
+            {"counter_actor_increment_s": counted - start, "compute_len_s": time.perf_counter() - counted}
+        )
+        return out
+
+
 @dataclass
 class SplitIntoRowsStage(ProcessingStage[DocumentBatch, DocumentBatch]):
     """Split each batch into one-row batches ``<parent id>_row_<i>``."""
@@ -352,6 +387,8 @@ __all__ = [
     "AddLengthStage",
     "AddThenFilterStage",
     "BatchRecorderStage",
+    "CallCounter",
+    "CountedAddLengthStage",
     "CpuBurnStage",
     "DocumentSourceStage",
     "FanOutStage",

@@ -462,9 +462,13 @@ class ActorPoolDriver:
 
     def _actor_failed(self, actor: _Actor, user_error: bool, message: str) -> None:
         stage = self.stages[actor.stage].name
-        first_line = message.splitlines()[0] if message else ""
+        lines = [line for line in message.splitlines() if line.strip()]
+        first_line = lines[0] if lines else ""
         if user_error:
-            logger.warning(f"Setup of stage '{stage}' failed on actor {actor.actor_id}: {first_line}")
+            # The exception's own line (Ray's wrapper puts its call site first).
+            logger.warning(
+                f"Setup of stage '{stage}' failed on actor {actor.actor_id}: {lines[-1] if lines else ''}"
+            )
         else:
             logger.warning(f"Actor {actor.actor_id} of stage '{stage}' died: {first_line}")
         self.actor_events.append(
@@ -482,6 +486,8 @@ class ActorPoolDriver:
             if call.actor_id == actor.actor_id:
                 del self._calls[ref]
         self._actors.pop(actor.actor_id, None)
+        if user_error and lines:
+            message = f"{lines[-1]}\n{message}"  # the error first, then where it came from
         self.scheduler.actor_failed(actor.actor_id, user_error, message)
 
     def _on_teardown(self, ref: Any, actor: _Actor) -> None:
@@ -547,9 +553,12 @@ class ActorPoolDriver:
         for call, exc in dead:
             actor = self._actors.get(call.actor_id)
             if actor is not None:
-                # A stage its workers cannot load fails the same way on every retry: the user's error.
-                user = bool(getattr(exc, "actor_init_failed", False)) or isinstance(
-                    getattr(exc, "cause", None), SetupFailedError
+                # A stage (or task type) its workers cannot load fails the same way on every retry:
+                # the user's error, handled like a failed setup.
+                user = (
+                    bool(getattr(exc, "actor_init_failed", False))
+                    or isinstance(getattr(exc, "cause", None), SetupFailedError)
+                    or _cannot_load(exc)
                 )
                 self._actor_failed(actor, user, str(exc))
 
@@ -622,6 +631,17 @@ class ActorPoolDriver:
             out.extend(loads(r) if isinstance(r, bytes) else r for r in chunk)
         self._results = []
         return out
+
+
+_LOAD_ERRORS = ("ModuleNotFoundError", "No module named", "ImportError", "Can't get attribute")
+
+
+def _cannot_load(exc: BaseException) -> bool:
+    """Ray could not unpickle a call's stage or input tasks on the worker (their module is missing there)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, ImportError):
+        return True
+    return isinstance(exc, ray.exceptions.RaySystemError) and any(e in str(exc) for e in _LOAD_ERRORS)
 
 
 def _get_each(refs: Any) -> list[Any]:
