@@ -23,6 +23,7 @@ from nemo_curator.testing.probes import (
     HangOn,
     LifecycleProbe,
     RaiseOn,
+    RaiseOnceEach,
     SetupFailsOnce,
     UnpicklableOn,
     numbered_tasks,
@@ -320,3 +321,12 @@ def test_an_output_that_cannot_be_pickled_is_the_users_error(big: int) -> None:
     assert failure["task_ids"] == ["t1"] and failure["kind"] == "user" and failure["attempts"] == 1
     assert failure["error_type"] == "TypeError" and "pickle" in failure["message"]
     assert ex.last_run is not None and ex.last_run.stage("unpicklable_on").actors_died == 0
+
+
+def test_max_user_retries_runs_a_raising_batch_again(tmp_path: Any) -> None:
+    ex = RayActorPoolExecutor(config={"max_user_retries": 1, "show_progress": False})
+    out = ex.execute([RaiseOnceEach(str(tmp_path))], numbered_tasks(4))
+    assert _ids(out) == _ids(numbered_tasks(4))
+    assert ex.last_run is not None and ex.last_run.stage("raise_once_each").retries == 4
+    with pytest.raises(ValueError, match="max_user_retries"):
+        RayActorPoolExecutor(config={"max_user_retries": -1})

@@ -202,7 +202,9 @@ def stage_options(
         max_pool_size=max_workers,
         slots_per_actor=int_at_least("slots_per_actor", 1, 1) if get("slots_per_actor") is not None else None,
         ignore_failures=flag("ignore_failures"),
-        max_user_retries=int_at_least("num_run_attempts_python", 1, 1) - 1,
+        max_user_retries=int_at_least("num_run_attempts_python", 1, 1) - 1
+        if get("num_run_attempts_python") is not None
+        else None,
         setup_attempts=int_at_least("num_setup_attempts_python", 1, 1),
         max_actor_age_s=lifetime_m * 60.0 if lifetime_m > 0 else None,
         actor_restart_interval_s=number_at_least("worker_restart_interval_m", 0.0, 1.0) * 60.0,

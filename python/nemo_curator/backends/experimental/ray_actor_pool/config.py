@@ -49,8 +49,10 @@ class ActorPoolConfig:
     reserved_gpus: float = 0.0
     #: Ray runtime environment for the stage actors (and for a Ray instance the executor starts).
     runtime_env: dict[str, Any] = field(default_factory=dict)
-    #: Retries of a batch whose actor, worker process or node died.
+    #: Retries of a batch whose actor, worker process or node died (also: setups that raised, per stage).
     max_retries: int = 3
+    #: Retries of a batch whose stage code raised (user errors are not retried by default).
+    max_user_retries: int = 0
     #: Remote calls in flight per actor, so the next call's inputs move while one runs.
     slots_per_actor: int = 2
     #: Most batches packed into one remote call when batches are tiny (each keeps its own process_batch).
@@ -109,7 +111,7 @@ class ActorPoolConfig:
                 raise bad(key, "a number >= 0")
         if not isinstance(self.runtime_env, dict):
             raise bad("runtime_env", "a dict")
-        for key in ("max_retries",):
+        for key in ("max_retries", "max_user_retries"):
             if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "an int >= 0")
         for key in ("slots_per_actor", "max_batches_per_call", "queue_max_tasks", "queue_max_bytes"):
@@ -177,8 +179,8 @@ class StageOptions:
     max_pool_size: int | None = None
     slots_per_actor: int | None = None
     ignore_failures: bool | None = None
-    #: Retries of a batch whose stage code raised (user errors are not retried by default).
-    max_user_retries: int = 0
+    #: Retries of a batch whose stage code raised (None: the executor's `max_user_retries`).
+    max_user_retries: int | None = None
     #: Attempts of the stage's `setup()` inside one actor before the actor counts as failed.
     setup_attempts: int = 1
     #: Actors older than this are drained and replaced (None: they live as long as the stage).

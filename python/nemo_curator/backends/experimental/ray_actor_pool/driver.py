@@ -108,7 +108,9 @@ class ActorPoolDriver:
                 max_retries=config.max_retries,
                 queue_max_tasks=_UNBOUNDED if unbounded else config.queue_max_tasks,
                 queue_max_bytes=_UNBOUNDED if unbounded else config.queue_max_bytes,
-                max_user_retries=o.max_user_retries,
+                max_user_retries=config.max_user_retries
+                if o.max_user_retries is None
+                else o.max_user_retries,
                 ignore_failures=o.ignore_failures,
                 max_actor_age_s=o.max_actor_age_s,
                 actor_restart_interval_s=o.actor_restart_interval_s,
