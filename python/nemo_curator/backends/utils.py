@@ -18,16 +18,19 @@ def register_loguru_serializer() -> None:
     ray.util.register_serializer(logger.__class__, serializer=lambda _: None, deserializer=lambda _: logger)
 
 
-def merge_executor_configs(base: dict[str, Any] | None, override: dict[str, Any] | None) -> dict[str, Any]:
-    """Deep-merge ``override`` into ``base`` (nested dicts merge, other values replace); inputs are untouched."""
-    if base is None and override is None:
+def merge_executor_configs(
+    base_config: dict[str, Any] | None, override_config: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Deep-merge ``override_config`` into ``base_config`` (nested dicts merge, other values replace);
+    inputs are untouched. Parameter names as in Curator (callers pass them by keyword)."""
+    if base_config is None and override_config is None:
         return {}
-    if base is None:
-        return copy.deepcopy(override)  # type: ignore[arg-type]
-    if override is None:
-        return copy.deepcopy(base)
-    merged = copy.deepcopy(base)
-    for key, value in override.items():
+    if base_config is None:
+        return copy.deepcopy(override_config)  # type: ignore[arg-type]
+    if override_config is None:
+        return copy.deepcopy(base_config)
+    merged = copy.deepcopy(base_config)
+    for key, value in override_config.items():
         if isinstance(merged.get(key), dict) and isinstance(value, dict):
             merged[key] = merge_executor_configs(merged[key], value)
         else:
@@ -40,10 +43,12 @@ def _env_vars(config: dict[str, Any] | None) -> dict[str, Any]:
     return runtime_env.get("env_vars") or {}
 
 
-def warn_on_env_var_override(existing: dict[str, Any] | None, merged: dict[str, Any] | None) -> None:
-    """Warn about ``runtime_env.env_vars`` entries of ``existing`` whose value ``merged`` changes."""
-    before = _env_vars(existing)
-    after = _env_vars(merged)
+def warn_on_env_var_override(
+    existing_config: dict[str, Any] | None, merged_config: dict[str, Any] | None
+) -> None:
+    """Warn about ``runtime_env.env_vars`` entries of ``existing_config`` whose value ``merged_config`` changes."""
+    before = _env_vars(existing_config)
+    after = _env_vars(merged_config)
     changed = sorted(key for key, value in before.items() if key in after and after[key] != value)
     if changed:
         details = ", ".join(f"{key}: {before[key]!r} -> {after[key]!r}" for key in changed)

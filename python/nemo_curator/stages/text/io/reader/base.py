@@ -70,11 +70,11 @@ class BaseReader(ProcessingStage[FileGroupTask, DocumentBatch]):
 
     def read_data(
         self,
-        paths: list[str],
+        file_paths: list[str],
         read_kwargs: dict[str, Any] | None = None,
         fields: list[str] | None = None,
     ) -> pd.DataFrame | pa.Table | None:
-        """Read ``paths`` into one table; implemented by each file format."""
+        """Read ``file_paths`` into one table; implemented by each file format."""
         raise NotImplementedError(f"{type(self).__name__} does not implement read_data")
 
     def _add_ids(self, task: FileGroupTask, df: pd.DataFrame) -> pd.DataFrame:

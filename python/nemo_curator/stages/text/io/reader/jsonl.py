@@ -21,7 +21,7 @@ class JsonlReaderStage(BaseReader):
 
     def read_data(
         self,
-        paths: list[str],
+        file_paths: list[str],
         read_kwargs: dict[str, Any] | None = None,
         fields: list[str] | None = None,
     ) -> pd.DataFrame | None:
@@ -29,12 +29,12 @@ class JsonlReaderStage(BaseReader):
         if "lines" in kwargs and not kwargs["lines"]:
             raise ValueError("lines=False is not supported for JSONL reader")
         kwargs["lines"] = True
-        if not paths:
+        if not file_paths:
             raise ValueError(
-                f"No data read from files in task {paths} with read_kwargs {kwargs} in JSONL reader"
+                f"No data read from files in task {file_paths} with read_kwargs {kwargs} in JSONL reader"
             )
         frames: list[pd.DataFrame | None] = []
-        for path in paths:
+        for path in file_paths:
             df = pd.read_json(path, **kwargs)
             if fields is not None:
                 df = pandas_select_columns(df, fields, path)

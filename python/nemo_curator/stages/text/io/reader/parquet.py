@@ -20,7 +20,7 @@ class ParquetReaderStage(BaseReader):
 
     def read_data(
         self,
-        paths: list[str],
+        file_paths: list[str],
         read_kwargs: dict[str, Any] | None = None,
         fields: list[str] | None = None,
     ) -> pd.DataFrame | None:
@@ -29,7 +29,7 @@ class ParquetReaderStage(BaseReader):
             kwargs["columns"] = fields
         kwargs.setdefault("engine", "pyarrow")
         kwargs.setdefault("dtype_backend", "pyarrow")
-        return pd.concat([pd.read_parquet(path, **kwargs) for path in paths], ignore_index=True)
+        return pd.concat([pd.read_parquet(path, **kwargs) for path in file_paths], ignore_index=True)
 
 
 @dataclass
