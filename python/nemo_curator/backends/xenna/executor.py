@@ -25,7 +25,6 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
     _is_number,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.executor import ActorPoolRun
-from nemo_curator.backends.ray_utils.session import execute_through_client
 
 if TYPE_CHECKING:
     from nemo_curator.observability import RunReport
@@ -117,13 +116,9 @@ class XennaExecutor(BaseExecutor):
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
-        self.failures = []
         for stage in stages:
             # Before Ray starts: a bad spec is the user's mistake, whatever the cluster.
             stage_options(stage, 1, self.max_workers_per_stage)
-        remote = execute_through_client(self, stages, initial_tasks)
-        if remote is not NotImplemented:
-            return remote
         run = ActorPoolRun(
             "XennaExecutor",
             self.settings,
@@ -135,10 +130,7 @@ class XennaExecutor(BaseExecutor):
             cpu_fraction=self.cpu_allocation_percentage,
             growth_interval_s=self.autoscale_interval_s,
         )
-        try:
-            return run.execute(stages, initial_tasks)
-        finally:
-            self.failures, self.last_run = run.failures, run.report
+        return run.execute_for(self, stages, initial_tasks)
 
 
 def stage_options(

@@ -66,15 +66,8 @@ class RayActorPoolExecutor(BaseExecutor):
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
-        self.failures = []
-        remote = execute_through_client(self, stages, initial_tasks)
-        if remote is not NotImplemented:
-            return remote
         run = ActorPoolRun("RayActorPoolExecutor", self.settings, self.ignore_head_node)
-        try:
-            return run.execute(stages, initial_tasks)
-        finally:
-            self.failures, self.last_run = run.failures, run.report
+        return run.execute_for(self, stages, initial_tasks)
 
 
 class ActorPoolRun:
@@ -105,6 +98,23 @@ class ActorPoolRun:
         self.growth_interval_s = growth_interval_s
         self.failures: list[dict[str, Any]] = []
         self.report: RunReport | None = None
+
+    def execute_for(
+        self,
+        executor: Any,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None,
+    ) -> list[Task[Any]]:
+        """`execute` on behalf of `executor`: through Ray Client on the cluster, else here; leaves
+        `failures` and `last_run` on the executor."""
+        executor.failures = []
+        remote = execute_through_client(executor, stages, initial_tasks)
+        if remote is not NotImplemented:
+            return remote
+        try:
+            return self.execute(stages, initial_tasks)
+        finally:
+            executor.failures, executor.last_run = self.failures, self.report
 
     def execute(
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None
