@@ -330,3 +330,19 @@ def test_max_user_retries_runs_a_raising_batch_again(tmp_path: Any) -> None:
     assert ex.last_run is not None and ex.last_run.stage("raise_once_each").retries == 4
     with pytest.raises(ValueError, match="max_user_retries"):
         RayActorPoolExecutor(config={"max_user_retries": -1})
+
+
+def test_a_stage_that_says_it_needs_no_actor_runs_as_tasks_with_its_setup(tmp_path: Any) -> None:
+    # ScoreFilter's case: setup hooks of its own, but `is_actor_stage: False` (no model to load).
+    probe = LifecycleProbe(str(tmp_path), name="light", actor_stage=False)
+    ex = RayActorPoolExecutor(config={"show_progress": False})
+    out = ex.execute([probe], numbered_tasks(8))
+    assert _ids(out) == _ids(numbered_tasks(8))
+    assert ex.last_run is not None
+    assert all("pid" not in e for e in ex.last_run.actor_events if e["event"] == "ready")
+    batch_pids = {r["pid"] for r in read_records(tmp_path, "batch")}
+    # setup once per worker process that ran batches; setup_on_node once for the node, before them.
+    assert sorted(r["pid"] for r in read_records(tmp_path, "setup")) == sorted(batch_pids)
+    [on_node] = read_records(tmp_path, "setup_on_node")
+    assert on_node["t"] <= min(r["t"] for r in read_records(tmp_path, "setup"))
+    assert read_records(tmp_path, "teardown") == []

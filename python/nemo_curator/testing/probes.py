@@ -58,9 +58,14 @@ class LifecycleProbe(ProcessingStage[Task[Any], Task[Any]]):
     batch_size: int = 1
     #: What `xenna_stage_spec()` returns.
     xenna_spec: dict[str, Any] = field(default_factory=dict)
+    #: `ray_stage_spec()["is_actor_stage"]` when not None.
+    actor_stage: bool | None = None
 
     def xenna_stage_spec(self) -> dict[str, Any]:
         return dict(self.xenna_spec)
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return {} if self.actor_stage is None else {"is_actor_stage": self.actor_stage}
 
     def setup_on_node(
         self, node_info: NodeInfo | None = None, worker_metadata: WorkerMetadata | None = None

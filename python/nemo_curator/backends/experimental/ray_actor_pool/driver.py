@@ -261,10 +261,23 @@ class ActorPoolDriver:
         else:  # pragma: no cover - the core and this table are written together
             raise RuntimeError(f"unknown scheduler command {cmd!r}")
 
+    def _node_setup(self, stage_idx: int, node_id: str) -> list[Any]:
+        """The ref of `setup_on_node` for (stage, node), started on first use; [] when the stage keeps
+        the base class's no-op (a task for it would cost a worker process)."""
+        key = (stage_idx, node_id)
+        if key not in self._setup_refs:
+            stage = self.stages[stage_idx]
+            overridden = type(stage).setup_on_node is not ProcessingStage.setup_on_node
+            self._setup_refs[key] = (
+                [run_setup_on_node(self._stage_refs[stage_idx], stage.name, node_id)] if overridden else []
+            )
+        return self._setup_refs[key]
+
     def _create(self, actor_id: int, stage_idx: int, node_idx: int) -> None:
         stage = self.stages[stage_idx]
         node = self.nodes[node_idx]
         if self._as_tasks[stage_idx]:
+            self._node_setup(stage_idx, node.node_id)
             self._actors[actor_id] = _Actor(actor_id, stage_idx, node, None, ready=True)
             self.actor_events.append(
                 {
@@ -277,16 +290,7 @@ class ActorPoolDriver:
             )
             self._ready_now.append(actor_id)
             return
-        key = (stage_idx, node.node_id)
-        if key not in self._setup_refs:
-            # A stage that keeps the base class's no-op `setup_on_node` needs no task for it (which
-            # would cost a worker process).
-            overridden = type(stage).setup_on_node is not ProcessingStage.setup_on_node
-            self._setup_refs[key] = (
-                [run_setup_on_node(self._stage_refs[stage_idx], stage.name, node.node_id)]
-                if overridden
-                else []
-            )
+        node_setup = self._node_setup(stage_idx, node.node_id)
         handle = (
             self._workers[stage_idx]
             .options(
@@ -299,7 +303,7 @@ class ActorPoolDriver:
             )
             .remote(
                 self._stage_refs[stage_idx],
-                self._setup_refs[key],
+                node_setup,
                 self.config.inline_bytes,
                 self._options[stage_idx].setup_attempts,
             )
@@ -326,7 +330,13 @@ class ActorPoolDriver:
                 scheduling_strategy=NodeAffinitySchedulingStrategy(actor.node.node_id, soft=False),
                 name=stage.name,
                 runtime_env=self._runtime_env if self.config.runtime_env else None,
-            ).remote([self._stage_refs[actor.stage]], self.config.inline_bytes, layout, inline, *stored)
+            ).remote(
+                [self._stage_refs[actor.stage], self._setup_refs[(actor.stage, actor.node.node_id)]],
+                self.config.inline_bytes,
+                layout,
+                inline,
+                *stored,
+            )
         else:
             gen = actor.handle.process.remote(layout, inline, *stored)
         ref = gen.completed()

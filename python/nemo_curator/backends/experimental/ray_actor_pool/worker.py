@@ -120,16 +120,21 @@ def run_batches(
 
 
 def is_stateless(stage: ProcessingStage[Any, Any]) -> bool:
-    """No `setup`, `setup_on_node` or `teardown` of its own, no GPU, and not pinned to actors by its
-    `ray_stage_spec`: such a stage needs no actor, any pooled Ray worker can run its batches."""
+    """Can any pooled Ray worker run this stage's batches (no actor of its own)? Never for a GPU stage.
+    Otherwise the stage's own word wins (`ray_stage_spec()["is_actor_stage"]`, as Curator's Ray Data
+    executor reads it: `ScoreFilter` says False unless a filter loads a model); without it, a stage with
+    no `setup`, `setup_on_node` or `teardown` of its own. A stateless stage's `setup` (and its node's
+    `setup_on_node`) run once per worker process that loads it; its `teardown` never runs."""
+    if float(stage.resources.gpus) > 0:
+        return False
+    explicit = (stage.ray_stage_spec() or {}).get("is_actor_stage")
+    if explicit is not None:
+        return not explicit
     cls = type(stage)
-    spec = stage.ray_stage_spec() or {}
     return (
         cls.setup is ProcessingStage.setup
         and cls.setup_on_node is ProcessingStage.setup_on_node
         and cls.teardown is ProcessingStage.teardown
-        and float(stage.resources.gpus) == 0
-        and not spec.get("is_actor_stage")
     )
 
 
@@ -146,8 +151,9 @@ def process_as_task(
     *stored: Task[Any],
 ) -> Iterator[Any]:
     """`StageWorker.process` for a stateless stage, as a Ray task on a pooled worker process (no actor to
-    start). The stage travels as a ref inside a list, so Ray does not unpickle it for every call: each
-    worker process reads it once. Ray must not retry: the scheduler decides what runs again."""
+    start). `stage_holder` is [stage ref, this node's setup_on_node refs]: inside a list, so Ray does not
+    unpickle the stage for every call; each worker process reads it (and runs its `setup`) once. Ray must
+    not retry: the scheduler decides what runs again."""
     key = stage_holder[0].hex()
     loaded = _LOADED.get(key)
     if loaded is None:
@@ -157,6 +163,17 @@ def process_as_task(
             raise SetupFailedError(
                 f"the stage cannot be loaded on this worker: {type(exc).__name__}: {exc}"
             ) from exc
+        if type(stage).setup is not ProcessingStage.setup or stage_holder[1]:
+            try:
+                ray.get(stage_holder[1])
+                worker_id = ray.get_runtime_context().get_worker_id()
+                stage.setup(WorkerMetadata(worker_id=worker_id, allocation=None))
+            except Exception as exc:
+                err = _describe(exc)
+                raise SetupFailedError(
+                    f"setup of stage '{stage.name}' failed: {err['error_type']}: {err['message']}\n"
+                    f"{err['traceback']}"
+                ) from exc
         if len(_LOADED) >= 16:
             _LOADED.pop(next(iter(_LOADED)))
         loaded = _LOADED[key] = (stage, BaseStageAdapter(stage))
