@@ -211,3 +211,30 @@ def test_a_non_task_input_is_a_type_error_naming_it(make_executor: Callable[[], 
     tasks: list[Any] = [*make_int_tasks(2), {"text": "not a task"}]
     with pytest.raises(TypeError, match=r"initial_tasks\[2\] is not a Task: got dict"):
         make_executor().execute([AddConstantStage()], tasks)
+
+
+@pytest.mark.parametrize(
+    ("executor", "key", "value"),
+    [
+        ("ray_actor_pool", "poll_interval_s", float("nan")),
+        ("ray_actor_pool", "reserved_cpus", float("inf")),
+        ("ray_actor_pool", "pool_size", 10**30),
+        ("ray_actor_pool", "call_timeout_s", float("nan")),
+        ("ray_data", "reserved_cpus", float("nan")),
+        ("ray_data", "max_retries", 10**30),
+        ("xenna", "autoscale_interval_s", float("inf")),
+        ("xenna", "logging_interval", float("nan")),
+        ("xenna", "queue_max_tasks", 10**30),
+    ],
+)
+def test_nan_infinite_and_huge_config_values_are_errors_naming_the_key(
+    executor: str, key: str, value: Any
+) -> None:
+    from nemo_curator.backends.experimental import RayActorPoolExecutor, RayDataExecutor
+    from nemo_curator.backends.xenna import XennaExecutor
+
+    cls = {"ray_actor_pool": RayActorPoolExecutor, "ray_data": RayDataExecutor, "xenna": XennaExecutor}[
+        executor
+    ]
+    with pytest.raises(ValueError, match=key):
+        cls(config={key: value})

@@ -8,6 +8,9 @@ from typing import Any
 
 from loguru import logger
 
+from nemo_curator.backends.ray_utils.checks import is_int as _is_int
+from nemo_curator.backends.ray_utils.checks import is_number as _is_number
+
 _NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
 
@@ -120,18 +123,9 @@ class ActorPoolConfig:
         if not _is_int(self.inline_bytes) or self.inline_bytes < 0:
             raise bad("inline_bytes", "an int >= 0")
         timeouts = self.call_timeout_s
-        if isinstance(timeouts, dict):
-            for name, value in timeouts.items():
-                if (
-                    not isinstance(name, str)
-                    or not _is_number(value)
-                    or not value > 0
-                    or value == float("inf")
-                ):
-                    raise bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
-        elif timeouts is not None and (
-            not _is_number(timeouts) or not timeouts > 0 or timeouts == float("inf")
-        ):
+        values = list(timeouts.values()) if isinstance(timeouts, dict) else [timeouts]
+        names_ok = not isinstance(timeouts, dict) or all(isinstance(k, str) for k in timeouts)
+        if timeouts is not None and not (names_ok and all(_is_number(v) and v > 0 for v in values)):
             raise bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
         for key in ("batch_timeout_s", "status_interval_s"):
             val = getattr(self, key)
@@ -143,14 +137,6 @@ class ActorPoolConfig:
         for key in ("actor_start_s", "call_overhead_s"):
             if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
 
 
 def call_timeouts(config: ActorPoolConfig, stage_names: list[str]) -> list[float | None]:

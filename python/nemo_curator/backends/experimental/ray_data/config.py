@@ -6,6 +6,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from nemo_curator.backends.experimental.ray_actor_pool.config import _parse_runtime_env
+from nemo_curator.backends.ray_utils.checks import is_int as _is_int
+from nemo_curator.backends.ray_utils.checks import is_number as _is_number
 
 __all__ = ["RayDataConfig", "_parse_runtime_env"]
 
@@ -132,11 +134,3 @@ class RayDataConfig:
                     f"RayDataExecutor config 'data_context' may not set {key!r}: the executor manages it "
                     "(failures are handled by 'ignore_failures')"
                 )
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
