@@ -331,7 +331,11 @@ class ActorPoolDriver:
                 name=stage.name,
                 runtime_env=self._runtime_env if self.config.runtime_env else None,
             ).remote(
-                [self._stage_refs[actor.stage], self._setup_refs[(actor.stage, actor.node.node_id)]],
+                [
+                    self._stage_refs[actor.stage],
+                    self._setup_refs[(actor.stage, actor.node.node_id)],
+                    self._options[actor.stage].setup_attempts,
+                ],
                 self.config.inline_bytes,
                 layout,
                 inline,

@@ -151,9 +151,9 @@ def process_as_task(
     *stored: Task[Any],
 ) -> Iterator[Any]:
     """`StageWorker.process` for a stateless stage, as a Ray task on a pooled worker process (no actor to
-    start). `stage_holder` is [stage ref, this node's setup_on_node refs]: inside a list, so Ray does not
-    unpickle the stage for every call; each worker process reads it (and runs its `setup`) once. Ray must
-    not retry: the scheduler decides what runs again."""
+    start). `stage_holder` is [stage ref, this node's setup_on_node refs, setup attempts]: inside a list,
+    so Ray does not unpickle the stage for every call; each worker process reads it (and runs its `setup`)
+    once. Ray must not retry: the scheduler decides what runs again."""
     key = stage_holder[0].hex()
     loaded = _LOADED.get(key)
     if loaded is None:
@@ -167,7 +167,9 @@ def process_as_task(
             try:
                 ray.get(stage_holder[1])
                 worker_id = ray.get_runtime_context().get_worker_id()
-                stage.setup(WorkerMetadata(worker_id=worker_id, allocation=None))
+                _setup_with_attempts(
+                    stage, WorkerMetadata(worker_id=worker_id, allocation=None), stage_holder[2]
+                )
             except Exception as exc:
                 err = _describe(exc)
                 raise SetupFailedError(
