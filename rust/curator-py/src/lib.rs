@@ -3,14 +3,14 @@
 //! Each concept lives in its own module and registers its Python classes here:
 //! - `scheduler`: the streaming scheduler (wraps `curator_core::Scheduler`),
 //! - `arrow`: every Arrow <-> Python conversion (PyCapsule interface, zero-copy),
-//! - `codec`: batches of tasks <-> one Arrow block,
+//! - `ledger`: the per-block count ledger of the Ray Data executor,
 //! - `errors`: the one mapping from core errors to Python exceptions.
 
 use pyo3::prelude::*;
 
 mod arrow;
-mod codec;
 mod errors;
+mod ledger;
 mod scheduler;
 
 /// True when this extension was compiled with optimisations.
@@ -23,6 +23,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     scheduler::register(m)?;
     arrow::register(m)?;
-    codec::register(m)?;
+    ledger::register(m)?;
     Ok(())
 }
