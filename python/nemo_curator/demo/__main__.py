@@ -1,4 +1,4 @@
-"""`python -m nemo_curator.demo`: generate a corpus (or use yours), curate it on the executors, report.
+"""`python -m nemo_curator.demo`: generate a corpus (or use yours), curate it on the executors, compare.
 
 python -m nemo_curator.demo                                  # synthetic corpus, every executor
 python -m nemo_curator.demo --input my_jsonl/ --output out/ --executor ray_actor_pool
@@ -13,11 +13,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nemo_curator.demo.corpus import generate_corpus
-from nemo_curator.demo.pipeline import build_pipeline
-from nemo_curator.demo.summary import format_summary
+from loguru import logger
 
-EXECUTORS = ("ray_actor_pool", "ray_data", "in_process")
+from nemo_curator.demo.corpus import generate_corpus
+from nemo_curator.demo.dedup import find_exact_duplicates
+from nemo_curator.demo.pipeline import build_pipeline
+from nemo_curator.demo.summary import format_comparison, format_summary
+
+# The in-process run first: it is the reference the Ray executors are compared with.
+EXECUTORS = ("in_process", "ray_actor_pool", "ray_data")
 
 
 def _make_executor(name: str) -> Any:
@@ -46,6 +50,11 @@ def _available(names: list[str]) -> list[str]:
     return out
 
 
+def _count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m nemo_curator.demo",
@@ -58,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default="demo_output/curated", help="where the Parquet output goes")
     parser.add_argument("--executor", choices=(*EXECUTORS, "all"), default="all")
     parser.add_argument("--num-docs", type=int, default=20_000, help="size of the generated corpus")
+    parser.add_argument("--num-files", type=int, default=48, help="JSONL files of the generated corpus")
     parser.add_argument("--files-per-partition", type=int, default=1)
     parser.add_argument(
         "--num-cpus",
@@ -69,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # INFO, not loguru's default DEBUG: no line per file read or written.
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")
     if args.input:
         input_dir = Path(args.input)
         if not input_dir.exists():
@@ -76,11 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         input_dir = Path("demo_output/corpus")
         start = time.perf_counter()
-        files = generate_corpus(input_dir, num_docs=args.num_docs)
+        files = generate_corpus(input_dir, num_docs=args.num_docs, num_files=args.num_files)
         size_mb = sum(f.stat().st_size for f in files) / 1e6
         print(
-            f"Generated {args.num_docs:,} documents ({size_mb:.1f} MB) in {len(files)} JSONL files "
-            f"under {input_dir} in {time.perf_counter() - start:.1f} s"
+            f"Corpus: {args.num_docs:,} documents ({size_mb:.1f} MB) in {len(files)} JSONL files "
+            f"under {input_dir} ({time.perf_counter() - start:.1f} s; reused when it exists)"
         )
 
     names = list(EXECUTORS) if args.executor == "all" else [args.executor]
@@ -103,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
             f"Started a local Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs) "
             f"in {time.perf_counter() - start:.1f} s"
         )
+    walls: dict[str, float] = {}
+    docs_in = 0
     for name in names:
         out_dir = Path(args.output) / name
         pipeline = build_pipeline(str(input_dir), str(out_dir), args.files_per_partition)
@@ -111,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         results = pipeline.run(executor) or []
         wall = time.perf_counter() - start
+        walls[name] = wall
         if getattr(executor, "last_run", None) is None:
             # The Ray executors log their own run summary; the in-process one gets a table from perf stats.
             print(format_summary(results, wall))
@@ -125,6 +141,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"(no timeline picture: {exc})")
         files = sorted(out_dir.glob("*.parquet"))
         print(f"Output: {len(files)} Parquet files in {out_dir.resolve()}")
+        start = time.perf_counter()
+        dedup = find_exact_duplicates(out_dir)
+        print(
+            f"Exact dedup: {dedup.duplicates:,} of {dedup.documents:,} kept documents are copies of another "
+            f"(listed in {dedup.path}; {time.perf_counter() - start:.2f} s)"
+        )
+        docs_in = docs_in or sum(_count_lines(f) for f in sorted(input_dir.glob("*.json*")))
+    if len(walls) > 1:
+        print("\n" + format_comparison(walls, docs_in))
     print(
         "\nRun it on your own data: python -m nemo_curator.demo --input DIR_WITH_JSONL --output OUT_DIR "
         "--executor ray_actor_pool"

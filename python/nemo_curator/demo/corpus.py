@@ -23,14 +23,13 @@ _JUNK = "#$%&*@!<>{}[]|~^=+/\\"
 
 
 def _sentence(rng: random.Random) -> str:
-    words = [rng.choice(_WORDS) for _ in range(rng.randint(6, 18))]
-    return " ".join(words).capitalize() + "."
+    return " ".join(rng.choices(_WORDS, k=rng.randint(6, 18))).capitalize() + "."
 
 
 def _good(rng: random.Random) -> str:
     paras = []
-    for _ in range(rng.randint(1, 3)):
-        paras.append(" ".join(_sentence(rng) for _ in range(rng.randint(2, 5))))
+    for _ in range(rng.randint(2, 4)):
+        paras.append(" ".join(_sentence(rng) for _ in range(rng.randint(3, 6))))
     return "\n".join(paras)
 
 
@@ -62,12 +61,22 @@ def _document(rng: random.Random, good_docs: list[str]) -> tuple[str, str]:
 def generate_corpus(
     directory: str | Path, num_docs: int = 20_000, num_files: int = 24, seed: int = 7
 ) -> list[Path]:
-    """Write `num_docs` JSONL documents (`id`, `url`, `text`, `kind`) into `num_files` files."""
+    """Write `num_docs` JSONL documents (`id`, `url`, `text`, `kind`) into `num_files` files.
+
+    A folder that already holds the corpus of these arguments (its `corpus.manifest` says so) is reused as it is.
+    """
     out = Path(directory)
+    manifest = out / "corpus.manifest"  # not .json: the reader would take it for data
+    wanted = {"num_docs": num_docs, "num_files": num_files, "seed": seed, "version": 2}
+    paths = [out / f"crawl-{i:03d}.jsonl" for i in range(num_files)]
+    if manifest.exists() and json.loads(manifest.read_text()) == wanted and all(p.exists() for p in paths):
+        return paths
     out.mkdir(parents=True, exist_ok=True)
+    manifest.unlink(missing_ok=True)
+    for stale in out.glob("crawl-*.jsonl"):
+        stale.unlink()
     rng = random.Random(seed)
     good: list[str] = []
-    paths = [out / f"crawl-{i:03d}.jsonl" for i in range(num_files)]
     handles = [p.open("w", encoding="utf-8") for p in paths]
     try:
         for i in range(num_docs):
@@ -77,4 +86,5 @@ def generate_corpus(
     finally:
         for h in handles:
             h.close()
+    manifest.write_text(json.dumps(wanted))
     return paths

@@ -55,3 +55,14 @@ def format_summary(results: list[Task[Any]], wall_s: float) -> str:
         )
     lines.append(f"{len(results)} output tasks in {wall_s:.2f} s wall time")
     return "\n".join(lines)
+
+
+def format_comparison(walls: dict[str, float], documents: int) -> str:
+    """Wall time of `pipeline.run()` per executor, with its speed-up over the in-process run."""
+    reference = walls.get("in_process")
+    lines = [f"{'executor':<18}{'wall s':>9}{'docs/s':>10}{'vs in_process':>15}"]
+    for name, wall in walls.items():
+        ratio = f"{reference / wall:.2f}x" if reference else "-"
+        rate = f"{documents / wall:,.0f}" if wall > 0 else "-"
+        lines.append(f"{name:<18}{wall:>9.2f}{rate:>10}{ratio:>15}")
+    return "\n".join(lines)
