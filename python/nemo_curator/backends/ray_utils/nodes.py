@@ -142,6 +142,18 @@ def _take_reserved(nodes: list[ClusterNode], cpus: float, gpus: float) -> list[C
     return out
 
 
+def needs_setup_on_node(stage: Any) -> bool:
+    """Whether `stage.setup_on_node` does anything, so that a run must start a task (a worker process) per
+    node for it: the stage overrides it and does not say it is a no-op this time (a stage may answer
+    `_setup_on_node_needed()`; the text modules do from their filters: only a model download needs it)."""
+    from nemo_curator.stages.base import ProcessingStage
+
+    if type(stage).setup_on_node is ProcessingStage.setup_on_node:
+        return False
+    needed = getattr(stage, "_setup_on_node_needed", None)
+    return bool(needed()) if callable(needed) else True
+
+
 @ray.remote(num_cpus=0)
 def _setup_on_node(stage: Any, node_id: str) -> str:
     stage.setup_on_node(NodeInfo(node_id=node_id), WorkerMetadata(worker_id="", allocation=None))

@@ -32,6 +32,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     worker_class_for,
 )
 from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, put_stage, run_setup_on_node
+from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -62,8 +63,8 @@ class _Call:
     batch_ids: list[int]
     #: The core's ids of its input tasks, in order.
     tasks: list[int]
-    #: When it started running: at submit when its actor had nothing else in flight (or it is a Ray
-    #: task), else when the call before it on the actor finished.
+    #: When it started running: at submit when its slot had nothing else in flight, else when the
+    #: call before it on the slot finished.
     started: float | None = None
 
 
@@ -129,7 +130,8 @@ class ActorPoolDriver:
             specs, nodes, config, start_s, stage_by_stage=stage_by_stage, growth_interval_s=growth_interval_s
         )
         for msg in self.scheduler.take_warnings():
-            logger.warning(msg)
+            # Stages waiting for a slot are expected (not worth a warning) when slots are Ray tasks.
+            (logger.debug if self.actorless and "gets no actor at start" in msg else logger.warning)(msg)
         self._workers = [worker_class_for(s) for s in stages]
         self._ready_now: list[int] = []
         self._setup_refs: dict[tuple[int, str], Any] = {}
@@ -169,6 +171,9 @@ class ActorPoolDriver:
                 ignore_failures=config.ignore_failures,
                 batch_timeout_s=config.batch_timeout_s,
                 actor_start_s=actor_start_s,
+                # Slots that are all Ray tasks cost nothing to move between stages: move them at once
+                # (on a cluster with fewer CPUs than stages, a wait per move adds up to seconds).
+                rebalance_interval_s=0.0 if actor_start_s == 0.0 else 0.5,
                 call_overhead_s=config.call_overhead_s,
                 stage_by_stage=stage_by_stage,
                 growth_interval_s=growth_interval_s,
@@ -267,9 +272,10 @@ class ActorPoolDriver:
         key = (stage_idx, node_id)
         if key not in self._setup_refs:
             stage = self.stages[stage_idx]
-            overridden = type(stage).setup_on_node is not ProcessingStage.setup_on_node
             self._setup_refs[key] = (
-                [run_setup_on_node(self._stage_refs[stage_idx], stage.name, node_id)] if overridden else []
+                [run_setup_on_node(self._stage_refs[stage_idx], stage.name, node_id)]
+                if needs_setup_on_node(stage)
+                else []
             )
         return self._setup_refs[key]
 
@@ -345,7 +351,9 @@ class ActorPoolDriver:
             gen = actor.handle.process.remote(layout, inline, *stored)
         ref = gen.completed()
         # A Ray task runs at once; an actor runs its calls one after another.
-        started = self.now() if actor.handle is None or not actor.calls else None
+        # A slot's second call waits for the first (on an actor; a Ray task waits for a free CPU, which
+        # the slot's first call holds): its clock starts when the call before it ends, never too early.
+        started = self.now() if not actor.calls else None
         self._calls[ref] = _Call(
             actor_id, gen, [b[0] for b in batches], [t for b in batches for t in b[1]], started
         )

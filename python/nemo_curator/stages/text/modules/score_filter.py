@@ -170,6 +170,10 @@ def _needs_actor(functions: list[Any]) -> bool:
     )
 
 
+def _downloads_models(functions: list[Any]) -> bool:
+    return any(hasattr(fn, "model_check_or_download") for fn in _document_filters(functions))
+
+
 def _setup_on_node(functions: list[Any]) -> None:
     for fn in _document_filters(functions):
         if hasattr(fn, "model_check_or_download"):
@@ -217,6 +221,10 @@ class Score(ProcessingStage[DocumentBatch, DocumentBatch]):
         self, node_info: NodeInfo | None = None, worker_metadata: WorkerMetadata | None = None
     ) -> None:
         _setup_on_node(self.score_fn)
+
+    def _setup_on_node_needed(self) -> bool:
+        # Executors skip the per-node call (a Ray worker process) when no filter downloads anything.
+        return _downloads_models(self.score_fn)
 
     def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
         _setup(self.score_fn)
@@ -316,6 +324,10 @@ class ScoreFilter(ProcessingStage[DocumentBatch, DocumentBatch]):
         self, node_info: NodeInfo | None = None, worker_metadata: WorkerMetadata | None = None
     ) -> None:
         _setup_on_node(self.filter_obj)
+
+    def _setup_on_node_needed(self) -> bool:
+        # Executors skip the per-node call (a Ray worker process) when no filter downloads anything.
+        return _downloads_models(self.filter_obj)
 
     def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
         _setup(self.filter_obj)
