@@ -30,8 +30,8 @@ class FailureRecord:
 
     #: Name of the stage that failed ("" when a worker that died may have run several stages).
     stage: str
-    #: `task_id`s of the batch's input tasks.
-    task_ids: tuple[str, ...] = ()
+    #: `task_id`s of the batch's input tasks (any sequence; stored as a tuple).
+    task_ids: Sequence[str] = ()
     #: Type name of the original exception (or of the infrastructure error, e.g. "ActorDied").
     error_type: str = ""
     message: str = ""

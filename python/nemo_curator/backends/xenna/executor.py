@@ -91,8 +91,8 @@ class XennaExecutor(BaseExecutor):
     `num_setup_attempts_python`, `num_run_attempts_python`, `ignore_failures`, `reset_workers_on_failure`,
     `slots_per_actor`, `worker_max_lifetime_m`, `worker_restart_interval_m`, `max_setup_failure_percentage`.
 
-    After `execute()`, `failures` lists the batches skipped under `ignore_failures` and `last_run` holds the
-    run report.
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s) and
+    `last_run` holds the run report.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:

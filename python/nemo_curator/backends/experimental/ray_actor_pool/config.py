@@ -85,7 +85,9 @@ class ActorPoolConfig(ExecutorConfig):
         timeouts = self.call_timeout_s
         values = list(timeouts.values()) if isinstance(timeouts, dict) else [timeouts]
         names_ok = not isinstance(timeouts, dict) or all(isinstance(k, str) for k in timeouts)
-        if timeouts is not None and not (names_ok and all(_is_number(v) and v > 0 for v in values)):
+        if timeouts is not None and not (
+            names_ok and all(v is not None and _is_number(v) and v > 0 for v in values)
+        ):
             raise self._bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
         self._require_number("batch_timeout_s", "status_interval_s", low=0.0, open_low=True, optional=True)
         self._require_number("poll_interval_s", "progress_interval_s", low=0.0, open_low=True)

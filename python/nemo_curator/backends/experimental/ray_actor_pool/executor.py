@@ -52,8 +52,8 @@ class RayActorPoolExecutor(BaseExecutor):
     `reserved_gpus`, `runtime_env`, `max_retries`, `slots_per_actor`, `max_batches_per_call`,
     `queue_max_tasks`, `queue_max_bytes`, `inline_bytes`, `batch_timeout_s`, ...). Unknown keys raise.
 
-    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
-    error type, message, attempts).
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s:
+    stage, task ids, error type, message, traceback, attempts, kind).
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:

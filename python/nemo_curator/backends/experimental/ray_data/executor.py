@@ -122,8 +122,8 @@ class RayDataExecutor(BaseExecutor):
     A stage's `ray_stage_spec()` may also size its actor pool with `min_workers` / `max_workers` /
     `initial_workers`.
 
-    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
-    error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
+    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s:
+    stage, task ids, error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
     bytes in/out, batches, calls, busy and wall time, actors; failures; count balance; timeline; see
     `observe.py` for what the counts cover), also after a run that failed; `last_run_stats` has the
     ledger's counts per stage as dicts.
