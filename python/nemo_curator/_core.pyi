@@ -184,12 +184,11 @@ class Scheduler:
     def metrics(self) -> dict[str, _typing.Any]:
         """Snapshot: {"stages": [per-stage dict], "now", "tasks_initial", "tasks_emitted",
         "tasks_failed", "tasks_queued", "tasks_in_flight", "actors_live", "calls_in_flight",
-        "free_cpus", "free_gpus", "finished", "aborted"}. Per stage: "name", "queued_tasks",
-        "queued_bytes", "in_flight_batches", "in_flight_tasks", "tasks_in", "bytes_in", "items_in",
-        "tasks_done", "tasks_out", "bytes_out", "items_out", "tasks_failed", "batches_done",
-        "batches_failed", "retries", "calls", "busy_s", "mean_batch_s", "actors_pending",
-        "actors_ready", "actors_busy", "actors_idle", "actors_created", "actors_died", "slots_in_use",
-        "pool_target", "first_start", "last_end", "output_ratio", "backpressured", "finished"."""
+        "free_cpus", "free_gpus", "finished", "aborted"}. Per stage: "name", the counts
+        (`STAGE_COUNT_FIELDS`, as `Ledger.stages()` has them) and the gauges "queued_tasks",
+        "queued_bytes", "in_flight_batches", "in_flight_tasks", "actors_pending", "actors_ready",
+        "actors_busy", "actors_idle", "slots_in_use", "mean_batch_s", "pool_target", "output_ratio",
+        "backpressured", "finished". `nemo_curator.observability.RunMetrics.from_scheduler` types it."""
     def balance(self) -> dict[str, int | bool]:
         """Where every task is: "initial" + "produced" == "emitted" + "consumed" + "failed" + "queued"
         + "in_flight" ("balanced"); "complete" when also nothing is queued or in flight. "filtered"
@@ -212,13 +211,18 @@ def coalesce(
 ) -> list[pa.Table]: ...
 def concat_to_single_batch(table: object) -> pa.Table: ...
 
-# --- codec.rs -----------------------------------------------------------------------------------
+# --- ledger.rs ----------------------------------------------------------------------------------
+
+#: The keys of one stage's counts (the core's `StageCounts`), in the scheduler's metrics and the ledger
+#: alike: "tasks_in", "bytes_in", "items_in", "tasks_done", "tasks_out", "bytes_out", "items_out",
+#: "tasks_failed", "tasks_filtered", "batches_done", "batches_failed", "retries", "calls",
+#: "actors_created", "actors_died", "busy_s", "first_start", "last_end".
+STAGE_COUNT_FIELDS: tuple[str, ...]
 
 @_final
 class Ledger:
-    """Per-stage task counts of a run (batches, tasks in/out, failed tasks/batches) and what the run
-    report needs (filtered tasks, calls, items and bytes in/out, busy seconds, first start / last end,
-    distinct workers)."""
+    """Per-stage counts of a run (the core's `StageCounts`, as the scheduler's metrics have them) and
+    the distinct worker processes of each stage; merges in any order to the same totals."""
 
     def __new__(cls, num_stages: int) -> Ledger: ...
     def record(
@@ -248,7 +252,10 @@ class Ledger:
     def from_bytes(data: bytes) -> Ledger: ...
     @property
     def num_stages(self) -> int: ...
-    def stages(self) -> list[dict[str, _typing.Any]]: ...
+    def stages(self) -> list[dict[str, _typing.Any]]:
+        """Per stage: the `STAGE_COUNT_FIELDS` (clocks in epoch seconds or None), "workers" (distinct
+        worker processes) and, under their older names, "batches" (done + failed), "failed_tasks",
+        "failed_batches", "filtered_tasks"."""
     def check(
         self,
         initial_tasks: int,

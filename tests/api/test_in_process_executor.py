@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nemo_curator.backends.base import BaseExecutor
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.backends.in_process.executor import InProcessExecutor as InProcessExecutorFromModule
 from nemo_curator.pipeline import Pipeline
@@ -244,7 +245,7 @@ class TestLifecycle:
         assert all(t._metadata["first_worker"] == "in_process" for t in results)
 
     def test_setup_on_node_of_every_stage_runs_before_processing(self, tmp_path: Path) -> None:
-        with pytest.raises(InjectedFailure):
+        with pytest.raises(StageFailedError):
             _run(
                 [RaiseOnTaskStage(task_id="int_0"), StageWithSetup(marker_dir=str(tmp_path))],
                 make_int_tasks(1),
@@ -255,7 +256,7 @@ class TestLifecycle:
     def test_teardown_after_failure(self, tmp_path: Path) -> None:
         stage = _Counting(marker_dir=str(tmp_path))
         stage.fail_on = "int_2"
-        with pytest.raises(InjectedFailure):
+        with pytest.raises(StageFailedError):
             _run([stage], make_int_tasks(4))
         assert count_markers(tmp_path, "setup") == 1
         assert count_markers(tmp_path, "teardown") == 1
@@ -319,15 +320,30 @@ class TestIsolation:
 
 class TestErrors:
     def test_stage_exception_propagates_with_context(self) -> None:
-        with pytest.raises(InjectedFailure, match="injected failure on task int_2") as info:
+        with pytest.raises(StageFailedError, match="injected failure on task int_2") as info:
             _run([RaiseOnTaskStage(task_id="int_2").with_(batch_size=2)], make_int_tasks(4))
-        notes = getattr(info.value, "__notes__", [])
-        assert notes == ["raised by stage 'raise_on_task' on tasks ['int_2', 'int_3']"]
+        # The same error as on every executor: the stage, the batch's task ids, the original error.
+        assert str(info.value).startswith(
+            "Stage 'raise_on_task' failed on task(s) ['int_2', 'int_3']: InjectedFailure: injected failure"
+        )
+        assert isinstance(info.value.__cause__, InjectedFailure)
+        failure = info.value.failure
+        assert failure is not None and failure.task_ids == ("int_2", "int_3")
+        assert (failure.stage, failure.error_type, failure.attempts, failure.kind) == (
+            "raise_on_task",
+            "InjectedFailure",
+            1,
+            "user",
+        )
+        assert "Traceback" in failure.traceback
 
     def test_non_task_output(self) -> None:
-        with pytest.raises(TypeError, match=r"Stage 'returns_non_task' returned an object of type str"):
+        with pytest.raises(
+            StageFailedError, match=r"Stage 'returns_non_task' returned an object of type str"
+        ) as info:
             _run([ReturnsNonTaskStage()], make_int_tasks(1))
-        with pytest.raises(TypeError, match=r"returned an object of type dict"):
+        assert isinstance(info.value.__cause__, TypeError)
+        with pytest.raises(StageFailedError, match=r"returned an object of type dict"):
             _run([ReturnsNonTaskStage(value={"a": 1})], make_int_tasks(1))
 
     @pytest.mark.parametrize("bad", [0, -3])
@@ -349,7 +365,7 @@ class TestErrors:
             _run([PassthroughStage()], ["x"])  # type: ignore[list-item]
 
     def test_input_validation_failure(self) -> None:
-        with pytest.raises(ValueError, match="failed validation for stage"):
+        with pytest.raises(StageFailedError, match="failed validation for stage"):
             _run([AddLengthStage(column="missing")], make_document_batches(1, 2))
 
     def test_config_validation(self) -> None:
@@ -375,14 +391,14 @@ class TestIgnoreFailures:
         ]
         results = executor.execute(stages)
         assert [t.data for t in results] == [100, 101, 104, 105]
-        assert executor.failures == [
-            {
-                "stage": "raise_on_task",
-                "task_ids": ["int_2", "int_3"],
-                "error_type": "InjectedFailure",
-                "message": "injected failure on task int_3",
-            }
-        ]
+        [failure] = executor.failures
+        assert isinstance(failure, FailureRecord)
+        assert {k: failure[k] for k in ("stage", "task_ids", "error_type", "message")} == {
+            "stage": "raise_on_task",
+            "task_ids": ["int_2", "int_3"],
+            "error_type": "InjectedFailure",
+            "message": "injected failure on task int_3",
+        }
         assert any(r.levelname == "WARNING" and "raise_on_task" in r.getMessage() for r in caplog.records)
         # A new run starts a new report.
         executor.execute([PassthroughStage()], make_int_tasks(1))

@@ -17,11 +17,25 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from loguru import logger
 
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.tasks import EmptyTask, Task
 from nemo_curator.utils.performance_utils import StageTimer
 
 if TYPE_CHECKING:
     from nemo_curator.stages.base import ProcessingStage
+
+__all__ = [
+    "BaseExecutor",
+    "BaseStageAdapter",
+    "FailureRecord",
+    "NodeInfo",
+    "StageFailedError",
+    "WorkerMetadata",
+    "prepare_initial_tasks",
+    "resolve_batch_size",
+    "validate_stage_outputs",
+    "validate_stages",
+]
 
 IGNORE_HEAD_NODE_ENV_VAR = "CURATOR_IGNORE_RAY_HEAD_NODE"
 _TRUTHY = ("1", "true", "yes")
@@ -40,22 +54,6 @@ class WorkerMetadata:
 
     worker_id: str = ""
     allocation: Any = None
-
-
-class StageFailedError(RuntimeError):
-    """A stage's user code raised (and `ignore_failures` is off), or a batch ran out of retries.
-
-    The message names the stage, the task ids and the original error with its traceback; `failure`
-    holds the same as a dict (stage, task_ids, error_type, message, traceback, attempts).
-    """
-
-    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.failure = failure
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Crosses process boundaries whole (a driver running on the cluster for a Ray Client user).
-        return (type(self), (str(self), self.failure))
 
 
 class BaseExecutor(ABC):

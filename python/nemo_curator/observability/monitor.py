@@ -1,4 +1,8 @@
-"""Samples the scheduler while a run goes on; feeds the progress display, status log and run report."""
+"""Samples a run's typed metrics while it goes on; feeds the progress display, status log and run report.
+
+Every executor hands the monitor the same `RunMetrics` (`metrics.py`): the actor pool's scheduler and the
+Ray Data executor's ledger view alike. Gauges an executor cannot know are None and are shown as "-".
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,8 @@ from typing import Any
 
 from loguru import logger
 
+from nemo_curator.backends.failures import FailureRecord
+from nemo_curator.observability.metrics import StageMetrics, as_metrics_source
 from nemo_curator.observability.progress import ProgressDisplay
 from nemo_curator.observability.report import RunReport, StageReport
 
@@ -17,8 +23,9 @@ _MAX_SAMPLES = 2000
 class RunMonitor:
     """Driver-side observer of one run.
 
-    Call `on_round(scheduler, now)` once per driver round (it samples at most every `sample_s`), then
-    `finish(scheduler, now, ...)` for the `RunReport`.
+    Call `on_round(source, now)` once per driver round (it samples at most every `sample_s`), then
+    `finish(source, now, ...)` for the `RunReport`. `source` is a `MetricsSource` (typed `metrics()` and
+    `balance()`) or a `nemo_curator._core.Scheduler`.
     """
 
     def __init__(
@@ -39,11 +46,11 @@ class RunMonitor:
         self.timeline: list[dict[str, Any]] = []
         self._last_sample = float("-inf")
         self._last_status = 0.0
-        self._prev: list[dict[str, Any]] | None = None
+        self._prev: tuple[StageMetrics, ...] | None = None
 
     def on_round(
         self,
-        scheduler: Any,
+        source: Any,
         now: float,
         running: Callable[[], dict[int, tuple[str, float]]] | None = None,
     ) -> None:
@@ -52,11 +59,10 @@ class RunMonitor:
         if now - self._last_sample < self.sample_s:
             return
         self._last_sample = now
-        stages = scheduler.metrics()["stages"]
+        stages = as_metrics_source(source).metrics().stages
         if running is not None:
-            for index, (task_id, seconds) in running().items():
-                stages[index]["oldest_task"] = task_id
-                stages[index]["oldest_s"] = seconds
+            oldest = running()
+            stages = tuple(m.with_oldest(*oldest[i]) if i in oldest else m for i, m in enumerate(stages))
         self._sample(stages, now)
         self._log_changes(stages)
         self.progress.update(stages, now)
@@ -65,99 +71,90 @@ class RunMonitor:
             logger.info("status\n" + self.status_table(stages))
         self._prev = stages
 
-    def _sample(self, stages: list[dict[str, Any]], now: float) -> None:
+    def _sample(self, stages: tuple[StageMetrics, ...], now: float) -> None:
+        # `queued` / `in_flight` / `actors` are None where the executor cannot see them; `pending`
+        # (reached the stage, not done or failed yet) is known everywhere.
         self.timeline.append(
             {
                 "t": round(now, 3),
-                "done": [int(m["tasks_done"]) for m in stages],
-                "in_flight": [int(m["in_flight_tasks"]) for m in stages],
-                "queued": [int(m["queued_tasks"]) for m in stages],
-                "actors": [int(m["actors_ready"]) for m in stages],
+                "done": [m.counts.tasks_done for m in stages],
+                "pending": [m.counts.pending for m in stages],
+                "in_flight": [m.in_flight_tasks for m in stages],
+                "queued": [m.queued_tasks for m in stages],
+                "actors": [m.actors_ready for m in stages],
             }
         )
         if len(self.timeline) > _MAX_SAMPLES:
             self.timeline = self.timeline[::2]
             self.sample_s *= 2
 
-    def _log_changes(self, stages: list[dict[str, Any]]) -> None:
+    def _log_changes(self, stages: tuple[StageMetrics, ...]) -> None:
         """One log line per state change (actor died, retry, backpressure), never per task."""
         if self._prev is None:
             return
         for old, new in zip(self._prev, stages, strict=True):
-            name = new["name"]
-            if new["actors_died"] > old["actors_died"]:
-                logger.warning(f"stage {name}: {new['actors_died'] - old['actors_died']} actor(s) died")
-            if new["retries"] > old["retries"]:
-                logger.warning(f"stage {name}: {new['retries'] - old['retries']} batch(es) retried")
-            if new["backpressured"] != old["backpressured"]:
-                state = "engaged" if new["backpressured"] else "released"
-                logger.info(f"stage {name}: backpressure {state} (next stage's input queue is full)")
-            if new["finished"] and not old["finished"]:
+            name = new.name
+            died = new.counts.actors_died - old.counts.actors_died
+            if died > 0:
+                logger.warning(f"stage {name}: {died} actor(s) died")
+            retried = new.counts.retries - old.counts.retries
+            if retried > 0:
+                logger.warning(f"stage {name}: {retried} batch(es) retried")
+            if new.backpressured is not None and old.backpressured is not None:
+                if new.backpressured != old.backpressured:
+                    state = "engaged" if new.backpressured else "released"
+                    logger.info(f"stage {name}: backpressure {state} (next stage's input queue is full)")
+            if new.finished and not old.finished:
                 logger.debug(f"stage {name}: finished")
 
     @staticmethod
-    def status_table(stages: list[dict[str, Any]]) -> str:
+    def status_table(stages: tuple[StageMetrics, ...] | list[StageMetrics]) -> str:
+        """One row per stage; "-" for what the executor cannot know."""
         head = (
             f"{'stage':<26}{'queued':>8}{'MB':>8}{'running':>8}{'done':>8}{'pend':>6}{'busy':>6}"
             f"{'idle':>6}{'slots':>6}  oldest running"
         )
         rows = [head]
         for m in stages:
-            oldest = f"  {m['oldest_task']} ({m['oldest_s']:.1f} s)" if "oldest_task" in m else ""
+            oldest = f"  {m.oldest_task} ({m.oldest_s:.1f} s)" if m.oldest_task is not None else ""
+            mb = "-" if m.queued_bytes is None else f"{m.queued_bytes / 1e6:.1f}"
             rows.append(
-                f"{m['name'][:25]:<26}{int(m['queued_tasks']):>8}{m['queued_bytes'] / 1e6:>8.1f}"
-                f"{int(m['in_flight_tasks']):>8}{int(m['tasks_done']):>8}{int(m['actors_pending']):>6}"
-                f"{int(m['actors_busy']):>6}{int(m['actors_idle']):>6}{int(m['slots_in_use']):>6}{oldest}"
+                f"{m.name[:25]:<26}{_show(m.queued_tasks):>8}{mb:>8}{_show(m.in_flight_tasks):>8}"
+                f"{m.counts.tasks_done:>8}{_show(m.actors_pending):>6}{_show(m.actors_busy):>6}"
+                f"{_show(m.actors_idle):>6}{_show(m.slots_in_use):>6}{oldest}"
             )
         return "\n".join(rows)
 
     def finish(
         self,
-        scheduler: Any,
+        source: Any,
         now: float,
         *,
-        failures: list[dict[str, Any]],
+        failures: list[FailureRecord],
         actor_events: list[dict[str, Any]],
     ) -> RunReport:
-        metrics = scheduler.metrics()
-        stages = metrics["stages"]
+        source = as_metrics_source(source)
+        stages = source.metrics().stages
         self._sample(stages, now)
         self.progress.update(stages, now, force=True)
         self.progress.close()
         actor_s = _actor_seconds(actor_events, now)
-        reports = []
-        for m in stages:
-            first, last = m.get("first_start"), m.get("last_end")
-            reports.append(
-                StageReport(
-                    name=m["name"],
-                    tasks_in=int(m["tasks_in"]),
-                    tasks_out=int(m["tasks_out"]),
-                    items_in=int(m["items_in"]),
-                    items_out=int(m["items_out"]),
-                    bytes_in=int(m["bytes_in"]),
-                    bytes_out=int(m["bytes_out"]),
-                    tasks_failed=int(m["tasks_failed"]),
-                    batches=int(m["batches_done"] + m["batches_failed"]),
-                    calls=int(m["calls"]),
-                    retries=int(m["retries"]),
-                    busy_s=float(m["busy_s"]),
-                    wall_s=float(last - first) if first is not None and last is not None else 0.0,
-                    actors=int(m["actors_created"]),
-                    actors_died=int(m["actors_died"]),
-                    actor_s=actor_s.get(m["name"], 0.0),
-                )
-            )
-        balance = dict(scheduler.balance())
+        reports = [
+            StageReport.from_counts(m.name, m.counts, actor_s=actor_s.get(m.name, 0.0)) for m in stages
+        ]
         return RunReport(
             executor=self.executor,
             total_s=now,
             stages=reports,
             failures=list(failures),
-            balance=balance,
+            balance=source.balance(),
             timeline=self.timeline,
             actor_events=list(actor_events),
         )
+
+
+def _show(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def _actor_seconds(events: list[dict[str, Any]], now: float) -> dict[str, float]:

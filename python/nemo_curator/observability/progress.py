@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from loguru import logger
+
+if TYPE_CHECKING:
+    from nemo_curator.observability.metrics import StageMetrics
 
 # A call running at least this long is named in the progress line (seconds).
 _SLOW_CALL_S = 30.0
@@ -60,21 +64,19 @@ class ProgressDisplay:
                 for i, name in enumerate(stage_names)
             ]
 
-    def update(self, stages: list[dict[str, Any]], now: float, *, force: bool = False) -> None:
-        """Refresh from the scheduler's per-stage metrics (`now`: seconds since the run started)."""
+    def update(self, stages: Sequence[StageMetrics], now: float, *, force: bool = False) -> None:
+        """Refresh from the run's per-stage metrics (`now`: seconds since the run started)."""
         if self.mode == "off":
             return
         if self.mode == "bars":
             for bar, m in zip(self._bars, stages, strict=False):
-                bar.total = int(m["tasks_in"])
-                bar.n = int(m["tasks_done"] + m["tasks_failed"])
-                bar.set_postfix(
-                    queued=int(m["queued_tasks"]),
-                    running=int(m["in_flight_tasks"]),
-                    actors=int(m["actors_ready"]),
-                    failed=int(m["tasks_failed"]),
-                    refresh=False,
-                )
+                c = m.counts
+                bar.total = c.tasks_in
+                bar.n = c.tasks_done + c.tasks_failed
+                # Gauges the executor cannot know (None) are left out.
+                gauges = {"queued": m.queued_tasks, "running": m.in_flight_tasks, "actors": m.actors_ready}
+                shown = {k: v for k, v in gauges.items() if v is not None}
+                bar.set_postfix(**shown, failed=c.tasks_failed, refresh=False)
                 bar.refresh()
             return
         if force or now - self._last_log >= self.interval_s:
@@ -82,19 +84,20 @@ class ProgressDisplay:
             logger.info(self.line(stages, now))
 
     @staticmethod
-    def line(stages: list[dict[str, Any]], now: float) -> str:
+    def line(stages: Sequence[StageMetrics], now: float) -> str:
         parts = []
         for m in stages:
-            done = int(m["tasks_done"] + m["tasks_failed"])
+            c = m.counts
+            done = c.tasks_done + c.tasks_failed
             rate = done / now if now > 0 else 0.0
-            fail = f" {int(m['tasks_failed'])} failed" if m["tasks_failed"] else ""
+            fail = f" {c.tasks_failed} failed" if c.tasks_failed else ""
             # A call running for long (a hung task?) is named with its age.
             slow = (
-                f", oldest running {m['oldest_task']} {m['oldest_s']:.0f} s"
-                if m.get("oldest_s", 0.0) >= _SLOW_CALL_S
+                f", oldest running {m.oldest_task} {m.oldest_s:.0f} s"
+                if m.oldest_s is not None and m.oldest_s >= _SLOW_CALL_S
                 else ""
             )
-            parts.append(f"{m['name']} {done}/{int(m['tasks_in'])} ({rate:.1f}/s{fail}{slow})")
+            parts.append(f"{m.name} {done}/{c.tasks_in} ({rate:.1f}/s{fail}{slow})")
         return f"progress {now:6.1f}s | " + " | ".join(parts)
 
     def close(self) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from nemo_curator.backends.failures import FailureRecord
+
+if TYPE_CHECKING:
+    from nemo_curator.observability.metrics import StageCounts
 
 
 @dataclass
@@ -20,6 +25,8 @@ class StageReport:
     bytes_in: int = 0
     bytes_out: int = 0
     tasks_failed: int = 0
+    #: Inputs of batches that succeeded with no output.
+    tasks_filtered: int = 0
     batches: int = 0
     calls: int = 0
     retries: int = 0
@@ -30,6 +37,28 @@ class StageReport:
     actors_died: int = 0
     #: Seconds actors of this stage were alive and ready (summed over actors).
     actor_s: float = 0.0
+
+    @classmethod
+    def from_counts(cls, name: str, counts: StageCounts, *, actor_s: float = 0.0) -> StageReport:
+        return cls(
+            name=name,
+            tasks_in=counts.tasks_in,
+            tasks_out=counts.tasks_out,
+            items_in=counts.items_in,
+            items_out=counts.items_out,
+            bytes_in=counts.bytes_in,
+            bytes_out=counts.bytes_out,
+            tasks_failed=counts.tasks_failed,
+            tasks_filtered=counts.tasks_filtered,
+            batches=counts.batches,
+            calls=counts.calls,
+            retries=counts.retries,
+            busy_s=counts.busy_s,
+            wall_s=counts.wall_s,
+            actors=counts.actors_created,
+            actors_died=counts.actors_died,
+            actor_s=actor_s,
+        )
 
     @property
     def throughput(self) -> float:
@@ -49,11 +78,12 @@ class RunReport:
     executor: str
     total_s: float = 0.0
     stages: list[StageReport] = field(default_factory=list)
-    #: One entry per failed batch: stage, task_ids, error_type, message, attempts (and kind, traceback).
-    failures: list[dict[str, Any]] = field(default_factory=list)
+    #: One record per failed batch: stage, task_ids, error_type, message, traceback, attempts, kind.
+    failures: list[FailureRecord] = field(default_factory=list)
     #: The scheduler's proof that every input is output, filtered or failed.
     balance: dict[str, Any] = field(default_factory=dict)
-    #: Samples (t, per-stage tasks done / in flight / queued) for the timeline picture.
+    #: Samples (t, per-stage tasks done / pending / in flight / queued / ready actors; None where the
+    #: executor cannot know) for the timeline picture.
     timeline: list[dict[str, Any]] = field(default_factory=list)
     #: Actor life events (ready, died) with their node.
     actor_events: list[dict[str, Any]] = field(default_factory=list)
@@ -64,7 +94,7 @@ class RunReport:
 
     @property
     def num_failed_tasks(self) -> int:
-        return sum(len(f.get("task_ids", [])) for f in self.failures)
+        return sum(len(f.task_ids) for f in self.failures)
 
     def stage(self, name: str) -> StageReport:
         for s in self.stages:
@@ -74,6 +104,7 @@ class RunReport:
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["failures"] = [FailureRecord.from_dict(f).to_dict() for f in self.failures]
         for s, d in zip(self.stages, out["stages"], strict=True):
             d["throughput"] = s.throughput
             d["utilisation"] = s.utilisation
@@ -110,8 +141,7 @@ class RunReport:
             lines.append(f"{len(self.failures)} failed batch(es), {self.num_failed_tasks} task(s):")
             for f in self.failures[:10]:
                 lines.append(
-                    f"  {f['stage']}: {f['task_ids'][:5]} {f['error_type']}: {f['message'][:120]} "
-                    f"(attempts {f.get('attempts', 1)})"
+                    f"  {f.stage}: {list(f.task_ids[:5])} {f.error_type}: {f.message[:120]} (attempts {f.attempts})"
                 )
         return "\n".join(lines)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from nemo_curator.observability.report import RunReport
@@ -33,10 +33,10 @@ def plot_timeline(report: RunReport, path: str | Path) -> Path:
             for k in range(1, len(ts))
         ]
         ax_rate.plot(ts, rate, label=name)
-        ax_work.plot(ts, [s["in_flight"][i] + s["queued"][i] for s in samples], label=name)
+        ax_work.plot(ts, [_pending(s, i) for s in samples], label=name)
     ax_done.set_ylabel("tasks done")
     ax_rate.set_ylabel("tasks / s")
-    ax_work.set_ylabel("queued + running")
+    ax_work.set_ylabel("waiting + running")
     ax_work.set_xlabel("seconds since start")
     ax_done.set_title(
         f"{report.executor}: {report.total_s:.1f} s, {report.balance.get('emitted', 0)} outputs"
@@ -49,3 +49,10 @@ def plot_timeline(report: RunReport, path: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def _pending(sample: dict[str, Any], i: int) -> int:
+    """Tasks of stage `i` waiting or running: `pending` (older reports: queued + in flight)."""
+    if "pending" in sample:
+        return int(sample["pending"][i])
+    return int(sample["in_flight"][i] or 0) + int(sample["queued"][i] or 0)

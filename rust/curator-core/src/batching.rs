@@ -330,7 +330,7 @@ impl Scheduler {
         self.actors[actor as usize].calls += 1;
         let c = &mut self.stages[s].counters;
         c.calls += 1;
-        c.first_start.get_or_insert(now);
+        c.started_at(now);
         self.out.push(Command::Submit { actor, batches });
         true
     }

@@ -17,7 +17,7 @@ pub mod spec;
 pub use errors::{CoreError, CoreResult};
 pub use event::{Batch, Command, Event, Failure, FailureKind};
 pub use lineage::Balance;
-pub use metrics::{RunMetrics, StageMetrics};
+pub use metrics::{RunMetrics, StageCounts, StageMetrics, STAGE_COUNTERS};
 pub use scheduler::Scheduler;
 pub use spec::{
     ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta,

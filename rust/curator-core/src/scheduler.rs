@@ -39,7 +39,7 @@ use crate::batching::{Packing, StageQueue};
 use crate::errors::{CoreError, CoreResult};
 use crate::event::{Command, Event, Failure, FailureKind};
 use crate::lineage::{Balance, Lineage, DRIVER};
-use crate::metrics::StageCounters;
+use crate::metrics::StageCounts;
 use crate::placement::{Cluster, Grant, Need};
 use crate::spec::{
     ActorId, BatchId, NodeSpec, PoolSize, SchedulerConfig, StageSpec, TaskId, TaskMeta,
@@ -126,7 +126,7 @@ pub(crate) struct StageState {
     pub in_flight_batches: u64,
     pub in_flight_tasks: u64,
     pub in_flight_bytes: u64,
-    pub counters: StageCounters,
+    pub counters: StageCounts,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,7 +303,7 @@ impl Scheduler {
                 in_flight_batches: 0,
                 in_flight_tasks: 0,
                 in_flight_bytes: 0,
-                counters: StageCounters::default(),
+                counters: StageCounts::default(),
             })
             .collect();
         let mut scheduler = Self {
@@ -579,10 +579,11 @@ impl Scheduler {
         c.bytes_out += out_bytes;
         c.items_out += out_items;
         c.batches_done += 1;
-        if busy_secs.is_finite() && busy_secs >= 0.0 {
-            c.busy_secs += busy_secs;
+        if n_out == 0 {
+            c.tasks_filtered += n_in;
         }
-        c.last_end = Some(now);
+        c.add_busy_secs(busy_secs);
+        c.ended_at(now);
         st.packing.observe(busy_secs);
         st.estimate.observe(n_in, n_out as u64, out_bytes);
         self.ledger.consumed += n_in;

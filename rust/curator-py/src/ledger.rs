@@ -17,111 +17,101 @@
 //! earliest and the latest win when ledgers merge) and the ids of the worker processes that ran it
 //! (a set: merging is a union).
 //!
-//! Encoding: `b"CLG2"`, the stage count (u32 LE), then per stage the [`COUNTERS`] u64 LE counters
-//! in the order of `StageCounts::counters`, the busy nanoseconds, the first start and last end in
-//! microseconds since the epoch (u64 LE each, 0: none), the number of worker ids (u32 LE) and the
-//! ids (u64 LE, ascending).
+//! The counts are `curator_core::StageCounts`, the struct behind the scheduler's metrics too (one
+//! definition, one set of Python keys: [`counts_into`]); the ledger adds the set of worker ids.
+//!
+//! Encoding: `b"CLG3"`, the stage count (u32 LE), then per stage the
+//! [`STAGE_COUNTERS`] u64 LE counters in the order of `StageCounts::counters`, the first start and
+//! last end in microseconds since the epoch (u64 LE each, 0: none), the number of worker ids (u32
+//! LE) and the ids (u64 LE, ascending).
 
 use std::collections::BTreeSet;
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3_arrow::PyTable;
 
 use arrow_array::cast::AsArray;
 use arrow_array::Array;
 use arrow_schema::DataType;
 
+use curator_core::{StageCounts, STAGE_COUNTERS};
+
 use crate::errors::value_error;
 
-const MAGIC: &[u8; 4] = b"CLG2";
-/// Summed counters per stage.
-const COUNTERS: usize = 11;
+const MAGIC: &[u8; 4] = b"CLG3";
 const HEADER: usize = MAGIC.len() + 4;
-/// Fixed bytes per stage: the counters, busy nanoseconds, first start, last end, worker count.
-const STAGE_FIXED: usize = (COUNTERS + 3) * 8 + 4;
+/// Fixed bytes per stage: the counters, first start, last end, worker count.
+const STAGE_FIXED: usize = (STAGE_COUNTERS + 2) * 8 + 4;
 
-/// What one stage did, summed over the batches counted so far.
+/// The Python keys of [`StageCounts`], in the order [`counts_into`] sets them
+/// (`nemo_curator._core.STAGE_COUNT_FIELDS`).
+pub(crate) const COUNT_FIELDS: [&str; STAGE_COUNTERS + 2] = [
+    "tasks_in",
+    "bytes_in",
+    "items_in",
+    "tasks_done",
+    "tasks_out",
+    "bytes_out",
+    "items_out",
+    "tasks_failed",
+    "tasks_filtered",
+    "batches_done",
+    "batches_failed",
+    "retries",
+    "calls",
+    "actors_created",
+    "actors_died",
+    "busy_s",
+    "first_start",
+    "last_end",
+];
+
+/// Sets the [`COUNT_FIELDS`] of `counts` in `d`: the one way counts reach Python, for the
+/// scheduler's metrics and the ledger alike. `clock` turns the microsecond clocks into seconds on
+/// the caller's clock.
+pub(crate) fn counts_into(
+    d: &Bound<'_, PyDict>,
+    counts: &StageCounts,
+    clock: impl Fn(u64) -> f64,
+) -> PyResult<()> {
+    let values = counts.counters();
+    // The counters but the last (busy nanoseconds) are plain counts.
+    for (key, value) in COUNT_FIELDS.iter().zip(&values[..STAGE_COUNTERS - 1]) {
+        d.set_item(*key, *value)?;
+    }
+    d.set_item(COUNT_FIELDS[STAGE_COUNTERS - 1], counts.busy_secs())?;
+    d.set_item(
+        COUNT_FIELDS[STAGE_COUNTERS],
+        counts.first_start_us.map(&clock),
+    )?;
+    d.set_item(
+        COUNT_FIELDS[STAGE_COUNTERS + 1],
+        counts.last_end_us.map(&clock),
+    )?;
+    Ok(())
+}
+
+/// One stage's entry: its counts and the ids of the worker processes that ran it (a set: merging
+/// is a union).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub(crate) struct StageCounts {
-    /// `process_batch` calls, successful or not.
-    pub batches: u64,
-    /// Tasks handed to the stage (those of failed batches included).
-    pub tasks_in: u64,
-    /// Tasks the stage returned.
-    pub tasks_out: u64,
-    /// Tasks of failed batches (skipped under `ignore_failures`).
-    pub failed_tasks: u64,
-    /// Failed batches: one failure record each.
-    pub failed_batches: u64,
-    /// Tasks of successful batches that returned no task at all.
-    pub filtered_tasks: u64,
-    /// Worker calls (Ray Data `map_batches` calls) in which the stage ran at least one batch.
-    pub calls: u64,
-    /// Items (`Task.num_items`) and payload bytes of the tasks in and out.
-    pub items_in: u64,
-    pub items_out: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
-    /// Nanoseconds inside `process_batch`.
-    pub busy_ns: u64,
-    /// Microseconds since the epoch of the first batch start and the last batch end.
-    pub first_start_us: Option<u64>,
-    pub last_end_us: Option<u64>,
-    /// Ids of the worker processes that ran batches of the stage.
+pub(crate) struct LedgerStage {
+    pub counts: StageCounts,
     pub workers: BTreeSet<u64>,
 }
 
-impl StageCounts {
-    fn counters(&self) -> [u64; COUNTERS] {
-        [
-            self.batches,
-            self.tasks_in,
-            self.tasks_out,
-            self.failed_tasks,
-            self.failed_batches,
-            self.filtered_tasks,
-            self.calls,
-            self.items_in,
-            self.items_out,
-            self.bytes_in,
-            self.bytes_out,
-        ]
-    }
-
-    fn counters_mut(&mut self) -> [&mut u64; COUNTERS] {
-        [
-            &mut self.batches,
-            &mut self.tasks_in,
-            &mut self.tasks_out,
-            &mut self.failed_tasks,
-            &mut self.failed_batches,
-            &mut self.filtered_tasks,
-            &mut self.calls,
-            &mut self.items_in,
-            &mut self.items_out,
-            &mut self.bytes_in,
-            &mut self.bytes_out,
-        ]
-    }
-
-    fn add(&mut self, other: &StageCounts) {
-        for (mine, theirs) in self.counters_mut().into_iter().zip(other.counters()) {
-            *mine = mine.saturating_add(theirs);
-        }
-        self.busy_ns = self.busy_ns.saturating_add(other.busy_ns);
-        self.first_start_us = earliest(self.first_start_us, other.first_start_us);
-        self.last_end_us = self.last_end_us.max(other.last_end_us);
+impl LedgerStage {
+    fn add(&mut self, other: &LedgerStage) {
+        self.counts.merge(&other.counts);
         self.workers.extend(other.workers.iter().copied());
     }
 
     fn encode_into(&self, out: &mut Vec<u8>) {
-        for value in self.counters() {
+        for value in self.counts.counters() {
             out.extend_from_slice(&value.to_le_bytes());
         }
-        out.extend_from_slice(&self.busy_ns.to_le_bytes());
-        out.extend_from_slice(&self.first_start_us.unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(&self.last_end_us.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.counts.first_start_us.unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(&self.counts.last_end_us.unwrap_or(0).to_le_bytes());
         out.extend_from_slice(&(self.workers.len() as u32).to_le_bytes());
         for id in &self.workers {
             out.extend_from_slice(&id.to_le_bytes());
@@ -139,14 +129,13 @@ impl StageCounts {
         }
         let u64_at =
             |i: usize| u64::from_le_bytes(data[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
-        let mut s = StageCounts::default();
-        for (i, slot) in s.counters_mut().into_iter().enumerate() {
+        let mut s = LedgerStage::default();
+        for (i, slot) in s.counts.counters_mut().into_iter().enumerate() {
             *slot = u64_at(i);
         }
-        s.busy_ns = u64_at(COUNTERS);
-        s.first_start_us = Some(u64_at(COUNTERS + 1)).filter(|&t| t > 0);
-        s.last_end_us = Some(u64_at(COUNTERS + 2)).filter(|&t| t > 0);
-        let at = (COUNTERS + 3) * 8;
+        s.counts.first_start_us = Some(u64_at(STAGE_COUNTERS)).filter(|&t| t > 0);
+        s.counts.last_end_us = Some(u64_at(STAGE_COUNTERS + 1)).filter(|&t| t > 0);
+        let at = (STAGE_COUNTERS + 2) * 8;
         let n = u32::from_le_bytes(data[at..at + 4].try_into().expect("4 bytes")) as usize;
         let len = fixed + n * 8;
         if data.len() < len {
@@ -163,35 +152,27 @@ impl StageCounts {
     }
 }
 
-fn earliest(a: Option<u64>, b: Option<u64>) -> Option<u64> {
-    match (a, b) {
-        (Some(x), Some(y)) => Some(x.min(y)),
-        (x, None) => x,
-        (None, y) => y,
-    }
-}
-
 /// Per-stage counts of one run (or of the part of it seen so far).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counts {
-    stages: Vec<StageCounts>,
+    stages: Vec<LedgerStage>,
 }
 
 impl Counts {
     pub fn new(num_stages: usize) -> Self {
         Self {
-            stages: vec![StageCounts::default(); num_stages],
+            stages: vec![LedgerStage::default(); num_stages],
         }
     }
 
-    fn stage_mut(&mut self, stage: usize) -> Result<&mut StageCounts, String> {
+    fn stage_mut(&mut self, stage: usize) -> Result<&mut LedgerStage, String> {
         let n = self.stages.len();
         self.stages
             .get_mut(stage)
             .ok_or_else(|| format!("stage index {stage} out of range for a ledger of {n} stages"))
     }
 
-    pub fn add(&mut self, stage: usize, counts: &StageCounts) -> Result<(), String> {
+    pub fn add(&mut self, stage: usize, counts: &LedgerStage) -> Result<(), String> {
         self.stage_mut(stage)?.add(counts);
         Ok(())
     }
@@ -228,7 +209,7 @@ impl Counts {
         let mut rest = &data[HEADER..];
         let mut stages = Vec::with_capacity(n.min(rest.len() / STAGE_FIXED + 1));
         for _ in 0..n {
-            let (stage, used) = StageCounts::decode_from(rest)?;
+            let (stage, used) = LedgerStage::decode_from(rest)?;
             stages.push(stage);
             rest = &rest[used..];
         }
@@ -263,7 +244,8 @@ impl Counts {
         let mut problems = Vec::new();
         let mut expected_in = initial_tasks;
         let mut what_in = "the initial tasks".to_string();
-        for (i, s) in self.stages.iter().enumerate() {
+        for (i, stage) in self.stages.iter().enumerate() {
+            let s = &stage.counts;
             if s.tasks_in != expected_in {
                 problems.push(format!(
                     "{} received {} tasks but {} were {expected_in}",
@@ -272,23 +254,23 @@ impl Counts {
                     what_in
                 ));
             }
-            if s.failed_tasks > s.tasks_in || s.failed_batches > s.batches {
+            if s.tasks_failed > s.tasks_in {
                 problems.push(format!(
                     "{} failed on {} tasks in {} batches but ran {} tasks in {} batches",
                     name(i),
-                    s.failed_tasks,
-                    s.failed_batches,
+                    s.tasks_failed,
+                    s.batches_failed,
                     s.tasks_in,
-                    s.batches
+                    s.batches()
                 ));
             }
-            if s.filtered_tasks > s.tasks_in.saturating_sub(s.failed_tasks) {
+            if s.tasks_filtered > s.tasks_in.saturating_sub(s.tasks_failed) {
                 problems.push(format!(
                     "{} filtered {} tasks but ran {} tasks of which {} failed",
                     name(i),
-                    s.filtered_tasks,
+                    s.tasks_filtered,
                     s.tasks_in,
-                    s.failed_tasks
+                    s.tasks_failed
                 ));
             }
             expected_in = s.tasks_out;
@@ -299,7 +281,7 @@ impl Counts {
                 "the driver received {final_tasks} final tasks but {what_in} were {expected_in}"
             ));
         }
-        let failed: u64 = self.stages.iter().map(|s| s.failed_batches).sum();
+        let failed: u64 = self.stages.iter().map(|s| s.counts.batches_failed).sum();
         if failed != failure_records {
             problems.push(format!(
                 "{failed} batches failed but the failure report lists {failure_records}"
@@ -319,14 +301,14 @@ fn non_negative(name: &str, value: i64) -> PyResult<u64> {
     u64::try_from(value).map_err(|_| value_error(format!("{name} must be >= 0, got {value}")))
 }
 
-/// Seconds (finite, >= 0) in units of `1 / per_second`.
-fn seconds_to(name: &str, seconds: f64, per_second: f64) -> PyResult<u64> {
+/// Seconds must be finite and >= 0.
+fn check_seconds(name: &str, seconds: f64) -> PyResult<()> {
     if !seconds.is_finite() || seconds < 0.0 {
         return Err(value_error(format!(
             "{name} must be a finite number >= 0, got {seconds}"
         )));
     }
-    Ok((seconds * per_second).round() as u64)
+    Ok(())
 }
 
 #[pymethods]
@@ -366,23 +348,45 @@ impl PyLedger {
         end: Option<f64>,
         worker: Option<u64>,
     ) -> PyResult<()> {
-        let counts = StageCounts {
-            batches: non_negative("batches", batches)?,
-            tasks_in: non_negative("tasks_in", tasks_in)?,
-            tasks_out: non_negative("tasks_out", tasks_out)?,
-            failed_tasks: non_negative("failed_tasks", failed_tasks)?,
-            failed_batches: non_negative("failed_batches", failed_batches)?,
-            filtered_tasks: non_negative("filtered_tasks", filtered_tasks)?,
-            calls: non_negative("calls", calls)?,
-            items_in: non_negative("items_in", items_in)?,
-            items_out: non_negative("items_out", items_out)?,
-            bytes_in: non_negative("bytes_in", bytes_in)?,
-            bytes_out: non_negative("bytes_out", bytes_out)?,
-            busy_ns: seconds_to("busy_s", busy_s, 1e9)?,
-            first_start_us: start.map(|t| seconds_to("start", t, 1e6)).transpose()?,
-            last_end_us: end.map(|t| seconds_to("end", t, 1e6)).transpose()?,
+        let batches = non_negative("batches", batches)?;
+        let failed_batches = non_negative("failed_batches", failed_batches)?;
+        if failed_batches > batches {
+            return Err(value_error(format!(
+                "failed_batches ({failed_batches}) must be <= batches ({batches})"
+            )));
+        }
+        let tasks_in = non_negative("tasks_in", tasks_in)?;
+        let failed_tasks = non_negative("failed_tasks", failed_tasks)?;
+        let mut entry = LedgerStage {
+            counts: StageCounts {
+                tasks_in,
+                // More failed than ran is kept as said: `check` reports it.
+                tasks_done: tasks_in.saturating_sub(failed_tasks),
+                tasks_out: non_negative("tasks_out", tasks_out)?,
+                tasks_failed: failed_tasks,
+                tasks_filtered: non_negative("filtered_tasks", filtered_tasks)?,
+                batches_done: batches - failed_batches,
+                batches_failed: failed_batches,
+                calls: non_negative("calls", calls)?,
+                items_in: non_negative("items_in", items_in)?,
+                items_out: non_negative("items_out", items_out)?,
+                bytes_in: non_negative("bytes_in", bytes_in)?,
+                bytes_out: non_negative("bytes_out", bytes_out)?,
+                ..StageCounts::default()
+            },
             workers: worker.into_iter().collect(),
         };
+        check_seconds("busy_s", busy_s)?;
+        entry.counts.add_busy_secs(busy_s);
+        if let Some(t) = start {
+            check_seconds("start", t)?;
+            entry.counts.started_at(t);
+        }
+        if let Some(t) = end {
+            check_seconds("end", t)?;
+            entry.counts.ended_at(t);
+        }
+        let counts = entry;
         self.counts.add(stage, &counts).map_err(value_error)
     }
 
@@ -440,10 +444,10 @@ impl PyLedger {
         self.counts.stages.len()
     }
 
-    /// Counts of every stage, as dicts: `batches`, `tasks_in`, `tasks_out`, `failed_tasks`,
-    /// `failed_batches`, `filtered_tasks`, `calls`, `items_in`, `items_out`, `bytes_in`,
-    /// `bytes_out`, `busy_s`, `first_start` / `last_end` (epoch seconds or None) and `workers` (how
-    /// many distinct worker processes ran the stage).
+    /// Counts of every stage, as dicts: the `STAGE_COUNT_FIELDS` (as the scheduler's metrics have
+    /// them; `first_start` / `last_end` in epoch seconds or None), `workers` (how many distinct
+    /// worker processes ran the stage) and, under their older names, `batches` (done + failed),
+    /// `failed_tasks`, `failed_batches` and `filtered_tasks`.
     fn stages<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let dicts = self
             .counts
@@ -451,20 +455,12 @@ impl PyLedger {
             .iter()
             .map(|s| {
                 let d = PyDict::new(py);
-                d.set_item("batches", s.batches)?;
-                d.set_item("tasks_in", s.tasks_in)?;
-                d.set_item("tasks_out", s.tasks_out)?;
-                d.set_item("failed_tasks", s.failed_tasks)?;
-                d.set_item("failed_batches", s.failed_batches)?;
-                d.set_item("filtered_tasks", s.filtered_tasks)?;
-                d.set_item("calls", s.calls)?;
-                d.set_item("items_in", s.items_in)?;
-                d.set_item("items_out", s.items_out)?;
-                d.set_item("bytes_in", s.bytes_in)?;
-                d.set_item("bytes_out", s.bytes_out)?;
-                d.set_item("busy_s", s.busy_ns as f64 / 1e9)?;
-                d.set_item("first_start", s.first_start_us.map(|t| t as f64 / 1e6))?;
-                d.set_item("last_end", s.last_end_us.map(|t| t as f64 / 1e6))?;
+                counts_into(&d, &s.counts, |t| t as f64 / 1e6)?;
+                let c = &s.counts;
+                d.set_item("batches", c.batches())?;
+                d.set_item("failed_tasks", c.tasks_failed)?;
+                d.set_item("failed_batches", c.batches_failed)?;
+                d.set_item("filtered_tasks", c.tasks_filtered)?;
                 d.set_item("workers", s.workers.len())?;
                 Ok(d)
             })
@@ -503,9 +499,13 @@ impl PyLedger {
             .stages
             .iter()
             .map(|s| {
+                let c = &s.counts;
                 format!(
                     "({} batches, {} in, {} out, {} failed)",
-                    s.batches, s.tasks_in, s.tasks_out, s.failed_tasks
+                    c.batches(),
+                    c.tasks_in,
+                    c.tasks_out,
+                    c.tasks_failed
                 )
             })
             .collect::<Vec<_>>()
@@ -528,6 +528,7 @@ fn merge_values<O: arrow_array::OffsetSizeTrait>(
 
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyLedger>()?;
+    m.add("STAGE_COUNT_FIELDS", PyTuple::new(m.py(), COUNT_FIELDS)?)?;
     Ok(())
 }
 
@@ -535,14 +536,18 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 mod tests {
     use super::*;
 
-    fn counts(batches: u64, tasks_in: u64, tasks_out: u64, failed: u64, fb: u64) -> StageCounts {
-        StageCounts {
-            batches,
-            tasks_in,
-            tasks_out,
-            failed_tasks: failed,
-            failed_batches: fb,
-            ..Default::default()
+    fn counts(batches: u64, tasks_in: u64, tasks_out: u64, failed: u64, fb: u64) -> LedgerStage {
+        LedgerStage {
+            counts: StageCounts {
+                batches_done: batches - fb,
+                batches_failed: fb,
+                tasks_in,
+                tasks_done: tasks_in - failed,
+                tasks_out,
+                tasks_failed: failed,
+                ..Default::default()
+            },
+            workers: BTreeSet::new(),
         }
     }
 
@@ -563,21 +568,27 @@ mod tests {
 
     #[test]
     fn report_fields_roundtrip_and_merge() {
-        let timed = |start: u64, end: u64, busy: u64, worker: u64| StageCounts {
-            batches: 1,
-            tasks_in: 2,
-            tasks_out: 2,
-            items_in: 20,
-            items_out: 10,
-            bytes_in: 300,
-            bytes_out: 100,
-            filtered_tasks: 1,
-            calls: 1,
-            busy_ns: busy,
-            first_start_us: Some(start),
-            last_end_us: Some(end),
+        let timed = |start: u64, end: u64, busy: u64, worker: u64| LedgerStage {
+            counts: StageCounts {
+                batches_done: 1,
+                tasks_in: 2,
+                tasks_done: 2,
+                tasks_out: 2,
+                items_in: 20,
+                items_out: 10,
+                bytes_in: 300,
+                bytes_out: 100,
+                tasks_filtered: 1,
+                calls: 1,
+                retries: 1,
+                actors_created: 2,
+                actors_died: 1,
+                busy_ns: busy,
+                first_start_us: Some(start),
+                last_end_us: Some(end),
+                ..Default::default()
+            },
             workers: BTreeSet::from([worker]),
-            ..Default::default()
         };
         let mut a = Counts::new(2);
         a.add(0, &timed(50, 70, 5, 7)).unwrap();
@@ -592,19 +603,22 @@ mod tests {
             .unwrap_err()
             .contains("worker ids"));
         a.merge_encoded(&bytes).unwrap();
-        let s = &a.stages[0];
+        let s = &a.stages[0].counts;
         assert_eq!((s.first_start_us, s.last_end_us), (Some(40), Some(90)));
-        assert_eq!((s.busy_ns, s.calls, s.filtered_tasks), (12, 3, 3));
+        assert_eq!((s.busy_ns, s.calls, s.tasks_filtered), (12, 3, 3));
+        assert_eq!((s.retries, s.actors_created, s.actors_died), (3, 6, 3));
         assert_eq!(
             (s.items_in, s.items_out, s.bytes_in, s.bytes_out),
             (60, 30, 900, 300)
         );
-        assert_eq!(s.workers, BTreeSet::from([7, 9]));
+        assert_eq!(a.stages[0].workers, BTreeSet::from([7, 9]));
         assert_eq!(a.stages[1].workers, BTreeSet::from([3]));
         // A stage that never ran keeps no clock.
         let empty = Counts::new(1);
         assert_eq!(
-            Counts::decode(&empty.encode()).unwrap().stages[0].first_start_us,
+            Counts::decode(&empty.encode()).unwrap().stages[0]
+                .counts
+                .first_start_us,
             None
         );
     }
@@ -612,17 +626,25 @@ mod tests {
     #[test]
     fn filtering_more_than_ran_is_an_imbalance() {
         let mut c = Counts::new(1);
-        c.add(
-            0,
-            &StageCounts {
-                filtered_tasks: 3,
-                ..counts(2, 3, 0, 1, 1)
-            },
-        )
-        .unwrap();
+        let mut stage = counts(2, 3, 0, 1, 1);
+        stage.counts.tasks_filtered = 3;
+        c.add(0, &stage).unwrap();
         let problems = c.imbalances(&[], 3, 0, 1);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("filtered 3 tasks"), "{problems:?}");
+    }
+
+    #[test]
+    fn failing_more_than_ran_is_an_imbalance() {
+        let mut c = Counts::new(1);
+        let mut stage = counts(1, 2, 0, 2, 1);
+        stage.counts.tasks_failed = 3;
+        c.add(0, &stage).unwrap();
+        let problems = c.imbalances(&[], 2, 0, 1);
+        assert!(
+            problems.iter().any(|p| p.contains("failed on 3 tasks")),
+            "{problems:?}"
+        );
     }
 
     #[test]

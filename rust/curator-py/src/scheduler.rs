@@ -12,6 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::errors::{value_error, PyCoreError};
+use crate::ledger::counts_into;
 
 /// Above this many items an event batch is applied with the GIL released.
 const DETACH_ABOVE: usize = 4096;
@@ -232,39 +233,24 @@ fn command_tuple<'py>(py: Python<'py>, s: &Scheduler, c: Command) -> PyResult<Bo
 fn stage_dict<'py>(py: Python<'py>, m: &StageMetrics) -> PyResult<Bound<'py, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("name", &m.name)?;
-    let counts = [
+    // The counts as the ledger has them too; the scheduler's clock is already in seconds.
+    counts_into(&d, &m.counts, |t| t as f64 / 1e6)?;
+    let gauges = [
         ("queued_tasks", m.queued_tasks),
         ("queued_bytes", m.queued_bytes),
         ("in_flight_batches", m.in_flight_batches),
         ("in_flight_tasks", m.in_flight_tasks),
-        ("tasks_in", m.tasks_in),
-        ("bytes_in", m.bytes_in),
-        ("items_in", m.items_in),
-        ("tasks_done", m.tasks_done),
-        ("tasks_out", m.tasks_out),
-        ("bytes_out", m.bytes_out),
-        ("items_out", m.items_out),
-        ("tasks_failed", m.tasks_failed),
-        ("batches_done", m.batches_done),
-        ("batches_failed", m.batches_failed),
-        ("retries", m.retries),
-        ("calls", m.calls),
         ("actors_pending", m.actors_pending),
         ("actors_ready", m.actors_ready),
         ("actors_busy", m.actors_busy),
         ("actors_idle", m.actors_idle),
-        ("actors_created", m.actors_created),
-        ("actors_died", m.actors_died),
         ("slots_in_use", m.slots_in_use),
     ];
-    for (key, value) in counts {
+    for (key, value) in gauges {
         d.set_item(key, value)?;
     }
-    d.set_item("busy_s", m.busy_secs)?;
     d.set_item("mean_batch_s", m.mean_batch_secs)?;
     d.set_item("pool_target", m.pool_target)?;
-    d.set_item("first_start", m.first_start)?;
-    d.set_item("last_end", m.last_end)?;
     d.set_item("output_ratio", m.output_ratio)?;
     d.set_item("backpressured", m.backpressured)?;
     d.set_item("finished", m.finished)?;

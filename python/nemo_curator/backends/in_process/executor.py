@@ -17,6 +17,7 @@ from nemo_curator.backends.base import (
     resolve_batch_size,
     validate_stages,
 )
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 
 if TYPE_CHECKING:
     from nemo_curator.stages.base import ProcessingStage
@@ -35,7 +36,9 @@ class InProcessExecutor(BaseExecutor):
     stage fails). The caller's stages and tasks are copied first and never mutated.
 
     Config: ``{"ignore_failures": bool}`` (default False). With it, a batch whose stage raises is skipped and
-    recorded in ``failures``; otherwise the exception propagates with a note naming the stage and task ids.
+    recorded in ``failures`` (a ``FailureRecord`` each); otherwise the run stops with ``StageFailedError``, as
+    on every executor, whose ``failure`` names the stage and task ids and whose ``__cause__`` is the original
+    exception.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
@@ -48,8 +51,8 @@ class InProcessExecutor(BaseExecutor):
                 msg = f"InProcessExecutor config {key!r} must be {_CONFIG_KEYS[key].__name__}, got {value!r}"
                 raise TypeError(msg)
         self.ignore_failures: bool = self.config.get("ignore_failures", False)
-        # One entry per skipped batch of the last run: {stage, task_ids, error_type, message}.
-        self.failures: list[dict[str, Any]] = []
+        # One record per skipped batch of the last run.
+        self.failures: list[FailureRecord] = []
         # One entry per stage of the last run: {stage, tasks_in, tasks_out, seconds}.
         self.last_run_stats: list[dict[str, Any]] = []
 
@@ -99,22 +102,13 @@ class InProcessExecutor(BaseExecutor):
                 try:
                     outputs.extend(adapter.process_batch(batch))
                 except Exception as error:
-                    task_ids = [task.task_id for task in batch]
+                    failure = FailureRecord.from_exception(
+                        stage.name, [task.task_id for task in batch], error
+                    )
                     if not self.ignore_failures:
-                        error.add_note(f"raised by stage '{stage.name}' on tasks {task_ids}")
-                        raise
-                    self._record_failure(stage, task_ids, error)
+                        raise StageFailedError.from_record(failure) from error
+                    logger.warning(f"{failure.describe()}, skipping them")
+                    self.failures.append(failure)
         finally:
             adapter.teardown()
         return outputs
-
-    def _record_failure(self, stage: ProcessingStage, task_ids: list[str], error: Exception) -> None:
-        logger.warning(f"Stage '{stage.name}' failed on tasks {task_ids}, skipping them: {error!r}")
-        self.failures.append(
-            {
-                "stage": stage.name,
-                "task_ids": task_ids,
-                "error_type": type(error).__name__,
-                "message": str(error),
-            }
-        )

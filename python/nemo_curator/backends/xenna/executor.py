@@ -14,33 +14,51 @@ pipeline on the same streaming actor pools and Rust scheduler as `RayActorPoolEx
 from __future__ import annotations
 
 import math
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 from nemo_curator.backends.base import BaseExecutor
-from nemo_curator.backends.experimental.ray_actor_pool.config import (
-    ActorPoolConfig,
-    StageOptions,
-    _is_int,
-    _is_number,
-)
+from nemo_curator.backends.config import ExecutorConfig, check_known_keys
+from nemo_curator.backends.config import is_int as _is_int
+from nemo_curator.backends.config import is_number as _is_number
+from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, StageOptions
 from nemo_curator.backends.experimental.ray_actor_pool.executor import ActorPoolRun
 
 if TYPE_CHECKING:
+    from nemo_curator.backends.failures import FailureRecord
     from nemo_curator.observability import RunReport
     from nemo_curator.stages.base import ProcessingStage
     from nemo_curator.tasks import Task
 
-#: Curator v1.1.0's keys and defaults.
-XENNA_DEFAULTS: dict[str, Any] = {
-    "logging_interval": 60,
-    "ignore_failures": False,
-    "execution_mode": "streaming",
-    "cpu_allocation_percentage": 0.95,
-    "autoscale_interval_s": 180,
-    "max_workers_per_stage": None,
-}
 EXECUTION_MODES = ("streaming", "batch")
+
+
+@dataclass(frozen=True)
+class XennaConfig(ExecutorConfig):
+    """The Xenna keys of `XennaExecutor`'s config (Curator v1.1.0's keys and defaults)."""
+
+    _owner = "XennaExecutor"
+
+    logging_interval: float = 60
+    ignore_failures: bool = False
+    execution_mode: str = "streaming"
+    cpu_allocation_percentage: float = 0.95
+    autoscale_interval_s: float = 180
+    max_workers_per_stage: int | None = None
+
+    def _check(self) -> None:
+        if self.execution_mode not in EXECUTION_MODES:
+            raise self._bad("execution_mode", f"one of {list(EXECUTION_MODES)}")
+        self._require_bool("ignore_failures")
+        self._require_number("cpu_allocation_percentage", low=0.0, open_low=True)
+        if self.cpu_allocation_percentage > 1:
+            raise self._bad("cpu_allocation_percentage", "a number > 0 and <= 1")
+        self._require_number("autoscale_interval_s", "logging_interval", low=0.0, open_low=True)
+        self._require_int("max_workers_per_stage", low=1, optional=True)
+
+
+#: Curator v1.1.0's keys and defaults.
+XENNA_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(XennaConfig)}
 # Engine keys that a Xenna key already sets.
 _SET_BY_XENNA_KEYS = {"status_interval_s", "progress_interval_s"}
 
@@ -73,42 +91,28 @@ class XennaExecutor(BaseExecutor):
     `num_setup_attempts_python`, `num_run_attempts_python`, `ignore_failures`, `reset_workers_on_failure`,
     `slots_per_actor`, `worker_max_lifetime_m`, `worker_restart_interval_m`, `max_setup_failure_percentage`.
 
-    After `execute()`, `failures` lists the batches skipped under `ignore_failures` and `last_run` holds the
-    run report.
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s) and
+    `last_run` holds the run report.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
         super().__init__(config, ignore_head_node)
-        engine_keys = {f.name for f in fields(ActorPoolConfig)} - _SET_BY_XENNA_KEYS
-        unknown = sorted(set(self.config) - set(XENNA_DEFAULTS) - engine_keys)
-        if unknown:
-            raise ValueError(
-                f"Unknown XennaExecutor config key(s) {unknown}; valid keys are "
-                f"{sorted(XENNA_DEFAULTS)} and the RayActorPoolExecutor keys {sorted(engine_keys)}"
-            )
+        engine_keys = set(ActorPoolConfig.keys()) - _SET_BY_XENNA_KEYS
+        check_known_keys("XennaExecutor", self.config, set(XENNA_DEFAULTS) | engine_keys)
         # An explicit None means the default, as for every other executor here.
         given = {k: v for k, v in self.config.items() if v is not None}
-        xenna = {**XENNA_DEFAULTS, **{k: v for k, v in given.items() if k in XENNA_DEFAULTS}}
-        self.execution_mode: str = _check_mode(xenna["execution_mode"])
-        self.cpu_allocation_percentage: float = _number(
-            "cpu_allocation_percentage", xenna["cpu_allocation_percentage"], low=0.0, high=1.0, low_open=True
-        )
-        self.autoscale_interval_s: float = _number(
-            "autoscale_interval_s", xenna["autoscale_interval_s"], low=0.0, low_open=True
-        )
-        logging_interval = _number("logging_interval", xenna["logging_interval"], low=0.0, low_open=True)
-        max_workers = xenna["max_workers_per_stage"]
-        if max_workers is not None and (not _is_int(max_workers) or max_workers < 1):
-            raise ValueError(
-                f"XennaExecutor config 'max_workers_per_stage' must be an int >= 1, got {max_workers!r}"
-            )
-        self.max_workers_per_stage: int | None = max_workers
+        xenna = XennaConfig.from_dict({k: v for k, v in given.items() if k in XENNA_DEFAULTS})
+        self.execution_mode: str = xenna.execution_mode
+        self.cpu_allocation_percentage: float = float(xenna.cpu_allocation_percentage)
+        self.autoscale_interval_s: float = float(xenna.autoscale_interval_s)
+        self.max_workers_per_stage: int | None = xenna.max_workers_per_stage
+        logging_interval = float(xenna.logging_interval)
         engine = {k: v for k, v in given.items() if k in engine_keys}
-        engine.setdefault("ignore_failures", bool(xenna["ignore_failures"]))
+        engine.setdefault("ignore_failures", xenna.ignore_failures)
         engine["status_interval_s"] = logging_interval
         engine["progress_interval_s"] = min(logging_interval, 10.0)
         self.settings = ActorPoolConfig.from_dict(engine)
-        self.failures: list[dict[str, Any]] = []
+        self.failures: list[FailureRecord] = []
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
 
@@ -202,21 +206,3 @@ def stage_options(
         actor_restart_interval_s=number_at_least("worker_restart_interval_m", 0.0, 1.0) * 60.0,
         replace_actor_on_failure=bool(flag("reset_workers_on_failure")),
     )
-
-
-def _check_mode(mode: Any) -> str:
-    if mode not in EXECUTION_MODES:
-        raise ValueError(
-            f"XennaExecutor config 'execution_mode' must be one of {list(EXECUTION_MODES)}, got {mode!r}"
-        )
-    return str(mode)
-
-
-def _number(key: str, value: Any, *, low: float, high: float | None = None, low_open: bool = False) -> float:
-    ok = _is_number(value) and math.isfinite(value) and (value > low if low_open else value >= low)
-    if ok and high is not None:
-        ok = value <= high
-    if not ok:
-        rng = f"{'>' if low_open else '>='} {low}" + (f" and <= {high}" if high is not None else "")
-        raise ValueError(f"XennaExecutor config '{key}' must be a number {rng}, got {value!r}")
-    return float(value)

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from loguru import logger
-
-from nemo_curator.backends.ray_utils.checks import is_int as _is_int
+from nemo_curator.backends.config import ExecutorConfig, parse_runtime_env
 from nemo_curator.backends.ray_utils.checks import is_number as _is_number
 
-_NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
-
-
-def _parse_runtime_env(runtime_env: dict[str, Any]) -> dict[str, Any]:
-    """Copy of `runtime_env` whose env vars let Ray set `CUDA_VISIBLE_DEVICES` per actor."""
-    env = copy.deepcopy(runtime_env)
-    env.setdefault("env_vars", {})
-    if _NOSET_CUDA in env["env_vars"]:
-        logger.warning(
-            f"{_NOSET_CUDA} is set in runtime_env; it is overridden so that Ray assigns GPUs to actors."
-        )
-    env["env_vars"][_NOSET_CUDA] = ""
-    return env
+# The name the executors import it by.
+_parse_runtime_env = parse_runtime_env
 
 
 @dataclass(frozen=True)
-class ActorPoolConfig:
+class ActorPoolConfig(ExecutorConfig):
     """Settings of `RayActorPoolExecutor` (the keys of its `config` dict).
 
     Sizes are in bytes, times in seconds.
@@ -84,59 +70,28 @@ class ActorPoolConfig:
     #: Seconds between periodic status tables in the log (None: only on state changes).
     status_interval_s: float | None = None
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any] | None) -> ActorPoolConfig:
-        """Validate a user config dict: unknown keys and wrong types are errors that name the key."""
-        config = dict(config or {})
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(config) - set(known))
-        if unknown:
-            raise ValueError(
-                f"Unknown RayActorPoolExecutor config key(s) {unknown}; valid keys are {sorted(known)}"
-            )
-        out = cls(**config)
-        out._check()
-        return out
+    _owner = "RayActorPoolExecutor"
 
     def _check(self) -> None:
-        def bad(key: str, want: str) -> ValueError:
-            return ValueError(
-                f"RayActorPoolExecutor config '{key}' must be {want}, got {getattr(self, key)!r}"
-            )
-
-        if self.pool_size is not None and (not _is_int(self.pool_size) or self.pool_size < 1):
-            raise bad("pool_size", "a positive int or None")
-        for key in ("ignore_failures", "show_progress", "stateless_as_tasks"):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, "a bool")
-        for key in ("reserved_cpus", "reserved_gpus"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
-                raise bad(key, "a number >= 0")
-        if not isinstance(self.runtime_env, dict):
-            raise bad("runtime_env", "a dict")
-        for key in ("max_retries", "max_user_retries"):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < 0:
-                raise bad(key, "an int >= 0")
-        for key in ("slots_per_actor", "max_batches_per_call", "queue_max_tasks", "queue_max_bytes"):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
-                raise bad(key, "an int >= 1")
-        if not _is_int(self.inline_bytes) or self.inline_bytes < 0:
-            raise bad("inline_bytes", "an int >= 0")
+        self._require_int("pool_size", low=1, optional=True)
+        self._require_bool("ignore_failures", "show_progress", "stateless_as_tasks")
+        self._require_number("reserved_cpus", "reserved_gpus", low=0.0)
+        self._require_dict("runtime_env")
+        self._require_int("max_retries", "max_user_retries", low=0)
+        self._require_int(
+            "slots_per_actor", "max_batches_per_call", "queue_max_tasks", "queue_max_bytes", low=1
+        )
+        self._require_int("inline_bytes", low=0)
         timeouts = self.call_timeout_s
         values = list(timeouts.values()) if isinstance(timeouts, dict) else [timeouts]
         names_ok = not isinstance(timeouts, dict) or all(isinstance(k, str) for k in timeouts)
-        if timeouts is not None and not (names_ok and all(_is_number(v) and v > 0 for v in values)):
-            raise bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
-        for key in ("batch_timeout_s", "status_interval_s"):
-            val = getattr(self, key)
-            if val is not None and (not _is_number(val) or val <= 0):
-                raise bad(key, "a number > 0 or None")
-        for key in ("poll_interval_s", "progress_interval_s"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
-                raise bad(key, "a number > 0")
-        for key in ("actor_start_s", "call_overhead_s"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
-                raise bad(key, "a number >= 0")
+        if timeouts is not None and not (
+            names_ok and all(v is not None and _is_number(v) and v > 0 for v in values)
+        ):
+            raise self._bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
+        self._require_number("batch_timeout_s", "status_interval_s", low=0.0, open_low=True, optional=True)
+        self._require_number("poll_interval_s", "progress_interval_s", low=0.0, open_low=True)
+        self._require_number("actor_start_s", "call_overhead_s", low=0.0)
 
 
 def call_timeouts(config: ActorPoolConfig, stage_names: list[str]) -> list[float | None]:

@@ -16,7 +16,6 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
-from nemo_curator.backends.base import StageFailedError
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
@@ -31,6 +30,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     process_as_task,
     worker_class_for,
 )
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, put_stage, run_setup_on_node
 from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
 from nemo_curator.observability import RunMonitor, RunReport
@@ -142,11 +142,11 @@ class ActorPoolDriver:
         self._payloads: dict[int, Any] = {}  # core task id -> Task or ObjectRef
         self._ref_task_ids: dict[int, str] = {}  # task_id strings of payloads held as refs or bytes
         self._results: list[Any] = []
-        self.failures: list[dict[str, Any]] = []
+        self.failures: list[FailureRecord] = []
         # The user's error and input task ids per failed batch, until the core decides its fate.
         self._user_errors: dict[int, tuple[dict[str, str], list[str]]] = {}
         self.actor_events: list[dict[str, Any]] = []
-        self._abort: tuple[str, dict[str, Any] | None] | None = None
+        self._abort: tuple[str, FailureRecord | None] | None = None
         self._finished = False
         self._t0 = time.monotonic()
 
@@ -216,11 +216,7 @@ class ActorPoolDriver:
         if self._abort:
             reason, failure = self._abort
             if failure is not None:
-                reason = (
-                    f"Stage '{failure['stage']}' failed on task(s) {failure['task_ids']} after "
-                    f"{failure['attempts']} attempt(s): {failure['error_type']}: {failure['message']}\n"
-                    f"{failure['traceback']}"
-                ).rstrip()
+                reason = str(failure)
             raise StageFailedError(reason, failure)
         return self._fetch_results()
 
@@ -587,31 +583,27 @@ class ActorPoolDriver:
                 self._actor_failed(actor, user, str(exc))
 
     # ------------------------------------------------------------------------------ failures
-    def _describe_failure(self, failure: dict[str, Any]) -> dict[str, Any]:
+    def _describe_failure(self, failure: dict[str, Any]) -> FailureRecord:
         err, task_ids = self._user_errors.pop(failure["batch"], (None, None))
         if task_ids is None:
             task_ids = [self._task_id_of(t) for t in failure["tasks"]]
         timed_out = failure["kind"] == "infra" and failure["batch"] in self._timed_out
-        out = {
-            "stage": failure["stage_name"],
-            "task_ids": task_ids,
-            "error_type": err["error_type"]
+        return FailureRecord(
+            stage=failure["stage_name"],
+            task_ids=task_ids,
+            error_type=err["error_type"]
             if err
             else ("CallTimeout" if timed_out else "ActorDied" if failure["kind"] == "infra" else "Error"),
-            "message": err["message"] if err else failure["message"],
-            "traceback": err["traceback"] if err else "",
-            "attempts": failure["attempts"],
-            "kind": failure["kind"],
-        }
-        return out
+            message=err["message"] if err else failure["message"],
+            traceback=err["traceback"] if err else "",
+            attempts=failure["attempts"],
+            kind=failure["kind"],
+        )
 
     def _record_failure(self, failure: dict[str, Any]) -> None:
-        desc = self._describe_failure(failure)
-        logger.warning(
-            f"Stage '{desc['stage']}' failed on task(s) {desc['task_ids']} after {desc['attempts']} "
-            f"attempt(s): {desc['error_type']}: {desc['message']} (skipped: ignore_failures=True)"
-        )
-        self.failures.append(desc)
+        record = self._describe_failure(failure)
+        logger.warning(f"{record.describe()} (skipped: ignore_failures=True)")
+        self.failures.append(record)
 
     def _task_id_of(self, tid: int) -> str:
         if tid in self._ref_task_ids:

@@ -22,6 +22,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
 )
 from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
+from nemo_curator.backends.failures import FailureRecord
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
 from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.observability import RunMonitor, RunReport
@@ -51,14 +52,14 @@ class RayActorPoolExecutor(BaseExecutor):
     `reserved_gpus`, `runtime_env`, `max_retries`, `slots_per_actor`, `max_batches_per_call`,
     `queue_max_tasks`, `queue_max_bytes`, `inline_bytes`, `batch_timeout_s`, ...). Unknown keys raise.
 
-    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
-    error type, message, attempts).
+    After `execute()`, `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s:
+    stage, task ids, error type, message, traceback, attempts, kind).
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
         super().__init__(config, ignore_head_node)
         self.settings = ActorPoolConfig.from_dict(self.config)
-        self.failures: list[dict[str, Any]] = []
+        self.failures: list[FailureRecord] = []
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
 
@@ -96,7 +97,7 @@ class ActorPoolRun:
         self.stage_by_stage = stage_by_stage
         self.cpu_fraction = cpu_fraction
         self.growth_interval_s = growth_interval_s
-        self.failures: list[dict[str, Any]] = []
+        self.failures: list[FailureRecord] = []
         self.report: RunReport | None = None
 
     def execute_for(

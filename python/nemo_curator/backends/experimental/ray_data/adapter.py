@@ -17,7 +17,6 @@ stage on a node asks for it and every worker of that stage on that node waits fo
 from __future__ import annotations
 
 import time
-import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,35 +29,9 @@ from loguru import logger
 from nemo_curator import _core
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
 from nemo_curator.backends.experimental.ray_data import codec
+from nemo_curator.backends.failures import StageFailedError, describe_error, failure_message
 from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
 from nemo_curator.stages.base import ProcessingStage
-
-
-class StageFailedError(RuntimeError):
-    """A stage's code raised: names the stage, the task ids of the batch and the original error."""
-
-    def __init__(self, message: str, failure: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.failure = failure
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.args[0], self.failure))
-
-
-def describe_error(exc: BaseException) -> dict[str, str]:
-    return {
-        "error_type": type(exc).__name__,
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-
-
-def failure_message(failure: dict[str, Any]) -> str:
-    where = f" on task(s) {failure['task_ids']}" if failure.get("task_ids") else ""
-    return (
-        f"Stage '{failure['stage']}' failed{where}: {failure['error_type']}: {failure['message']}\n"
-        f"{failure.get('traceback', '')}"
-    )
 
 
 @dataclass(frozen=True)

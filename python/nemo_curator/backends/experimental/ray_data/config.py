@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
-from nemo_curator.backends.experimental.ray_actor_pool.config import _parse_runtime_env
-from nemo_curator.backends.ray_utils.checks import is_int as _is_int
-from nemo_curator.backends.ray_utils.checks import is_number as _is_number
+from nemo_curator.backends.config import ExecutorConfig, parse_runtime_env
+
+# The name the executor imports it by.
+_parse_runtime_env = parse_runtime_env
 
 __all__ = ["RayDataConfig", "_parse_runtime_env"]
 
@@ -16,7 +17,7 @@ _MANAGED_CONTEXT_KEYS = frozenset({"raise_original_map_exception", "max_errored_
 
 
 @dataclass(frozen=True)
-class RayDataConfig:
+class RayDataConfig(ExecutorConfig):
     """Settings of `RayDataExecutor` (the keys of its `config` dict). Sizes are in bytes."""
 
     #: Skip a failing batch (its tasks are logged and listed in `executor.failures`) and go on,
@@ -70,52 +71,24 @@ class RayDataConfig:
     #: `{"target_min_block_size": 1 << 20}`; unknown names are errors.
     data_context: dict[str, Any] = field(default_factory=dict)
 
-    @classmethod
-    def from_dict(cls, config: dict[str, Any] | None) -> RayDataConfig:
-        """Validate a user config dict: unknown keys and wrong types are errors that name the key."""
-        config = dict(config or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(config) - known)
-        if unknown:
-            raise ValueError(
-                f"Unknown RayDataExecutor config key(s) {unknown}; valid keys are {sorted(known)}"
-            )
-        out = cls(**config)
-        out._check()
-        return out
+    _owner = "RayDataExecutor"
 
     def _check(self) -> None:
-        def bad(key: str, want: str) -> ValueError:
-            return ValueError(f"RayDataExecutor config '{key}' must be {want}, got {getattr(self, key)!r}")
-
-        for key in (
+        self._require_bool(
             "ignore_failures",
             "exact_batches",
             "force_actors",
             "preserve_order",
             "show_progress",
             "ray_data_progress_bars",
-        ):
-            if not isinstance(getattr(self, key), bool):
-                raise bad(key, "a bool")
-        for key in ("pool_size", "fanout_tasks_per_block"):
-            value = getattr(self, key)
-            if value is not None and (not _is_int(value) or value < 1):
-                raise bad(key, "a positive int or None")
-        if not _is_int(self.max_retries) or self.max_retries < 0:
-            raise bad("max_retries", "an int >= 0")
-        for key in ("max_tasks_per_block", "target_block_bytes", "output_block_bytes"):
-            if not _is_int(getattr(self, key)) or getattr(self, key) < 1:
-                raise bad(key, "an int >= 1")
-        for key in ("reserved_cpus", "reserved_gpus"):
-            if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
-                raise bad(key, "a number >= 0")
-        if not _is_number(self.progress_interval_s) or self.progress_interval_s <= 0:
-            raise bad("progress_interval_s", "a number > 0")
-        if not isinstance(self.runtime_env, dict):
-            raise bad("runtime_env", "a dict")
-        if not isinstance(self.data_context, dict):
-            raise bad("data_context", "a dict of ray.data.DataContext attributes")
+        )
+        self._require_int("pool_size", "fanout_tasks_per_block", low=1, optional=True)
+        self._require_int("max_retries", low=0)
+        self._require_int("max_tasks_per_block", "target_block_bytes", "output_block_bytes", low=1)
+        self._require_number("reserved_cpus", "reserved_gpus", low=0.0)
+        self._require_number("progress_interval_s", low=0.0, open_low=True)
+        self._require_dict("runtime_env")
+        self._require_dict("data_context", "a dict of ray.data.DataContext attributes")
         self._check_data_context()
 
     def _check_data_context(self) -> None:

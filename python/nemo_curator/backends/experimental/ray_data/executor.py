@@ -61,10 +61,8 @@ from nemo_curator.backends.experimental.ray_data import codec
 from nemo_curator.backends.experimental.ray_data.adapter import (
     NodeSetups,
     SegmentPlan,
-    StageFailedError,
     StagePlan,
     actor_class_for,
-    failure_message,
     input_store,
     task_function_for,
 )
@@ -72,6 +70,7 @@ from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _p
 from nemo_curator.backends.experimental.ray_data.observe import LedgerView
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, put_stage
 from nemo_curator.backends.ray_utils.nodes import _take_reserved
 from nemo_curator.backends.ray_utils.session import execute_through_client
@@ -123,8 +122,8 @@ class RayDataExecutor(BaseExecutor):
     A stage's `ray_stage_spec()` may also size its actor pool with `min_workers` / `max_workers` /
     `initial_workers`.
 
-    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (stage, task ids,
-    error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
+    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s:
+    stage, task ids, error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
     bytes in/out, batches, calls, busy and wall time, actors; failures; count balance; timeline; see
     `observe.py` for what the counts cover), also after a run that failed; `last_run_stats` has the
     ledger's counts per stage as dicts.
@@ -133,7 +132,7 @@ class RayDataExecutor(BaseExecutor):
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
         super().__init__(config, ignore_head_node)
         self.settings = RayDataConfig.from_dict(self.config)
-        self.failures: list[dict[str, Any]] = []
+        self.failures: list[FailureRecord] = []
         self.last_run_stats: list[dict[str, Any]] = []
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
@@ -383,7 +382,7 @@ class RayDataExecutor(BaseExecutor):
             progress_interval_s=s.progress_interval_s,
         )
         results: list[Task[Any]] = []
-        failures: list[dict[str, Any]] = []
+        failures: list[FailureRecord] = []
         try:
             pending: list[tuple[Any, Any]] = []
             last_fetch = time.perf_counter()
@@ -415,7 +414,7 @@ class RayDataExecutor(BaseExecutor):
                 view, time.perf_counter() - start, failures=failures, actor_events=[]
             )
         for failure in failures:
-            logger.warning(failure_message(failure).splitlines()[0] + " (skipped: ignore_failures=True)")
+            logger.warning(failure.describe() + " (skipped: ignore_failures=True)")
         problems = view.problems()
         if problems:
             raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
@@ -430,18 +429,17 @@ class RayDataExecutor(BaseExecutor):
         else:  # Ray's error does not name the task: list every stage the worker may have run.
             stages = [name for _, names in self._segment_udfs for name in names]
             where = f"one of the stages {stages}"
-        failure = {
-            "stage": stages[0] if len(stages) == 1 else "",
-            "task_ids": [],
-            "error_type": type(exc).__name__,
-            "message": text.splitlines()[0] if text else "",
-            "traceback": text,
-            "attempts": self.settings.max_retries + 1,
-            "kind": "infra",
-        }
+        failure = FailureRecord(
+            stage=stages[0] if len(stages) == 1 else "",
+            error_type=type(exc).__name__,
+            message=text.splitlines()[0] if text else "",
+            traceback=text,
+            attempts=self.settings.max_retries + 1,
+            kind="infra",
+        )
         return StageFailedError(
-            f"A Ray worker running {where} died {self.settings.max_retries + 1} time(s) (max_retries="
-            f"{self.settings.max_retries}): {failure['error_type']}: {failure['message']}",
+            f"A Ray worker running {where} died {failure.attempts} time(s) (max_retries="
+            f"{self.settings.max_retries}): {failure.error_type}: {failure.message}",
             failure,
         )
 
@@ -450,7 +448,7 @@ class RayDataExecutor(BaseExecutor):
         pending: list[tuple[Any, Any]],
         view: LedgerView,
         results: list[Task[Any]],
-        failures: list[dict[str, Any]],
+        failures: list[FailureRecord],
     ) -> None:
         if not pending:
             return
@@ -460,7 +458,7 @@ class RayDataExecutor(BaseExecutor):
                 block = block.slice(piece.start_offset, piece.end_offset - piece.start_offset)
             decoded = codec.decode_block(block)
             results.extend(decoded.tasks)
-            failures.extend(decoded.failures)
+            failures.extend(FailureRecord.from_dict(f) for f in decoded.failures)
             for encoded in decoded.ledgers:
                 view.merge(encoded)
         view.emitted = len(results)

@@ -1,8 +1,9 @@
-"""What a Ray Data run shows: the merged ledger seen through the scheduler's metrics interface.
+"""What a Ray Data run shows: the merged ledger as the same typed metrics the actor pool's scheduler gives.
 
-The actor-pool executor's `RunMonitor` (progress display, timeline samples, run report) reads a
-scheduler's `metrics()` and `balance()`. `LedgerView` gives it the same from the ledger the driver
-merges as result blocks stream in, so both executors report alike.
+The `RunMonitor` (progress display, timeline samples, run report) reads a `MetricsSource`: typed
+`metrics()` and `balance()`. `LedgerView` is one, over the ledger the driver merges as result blocks
+stream in, so both executors report alike. The ledger's counts are the core's `StageCounts`, the
+struct behind the scheduler's metrics.
 
 What the driver knows is what came back with the final blocks: a ledger travels with the last
 output block of each worker call, so the counts cover the tasks whose results reached the driver
@@ -10,24 +11,28 @@ output block of each worker call, so the counts cover the tasks whose results re
 
 - `tasks_in` is what reached the stage: the initial tasks for the first stage, the previous stage's
   outputs (as far as known) for the others; `tasks_done` / `tasks_failed` what it ran, successfully
-  or not; `queued_tasks` the difference (for the first stage: initial tasks not yet accounted for
-  anywhere, whether waiting or running);
+  or not (the rest is `pending`: waiting or running, which of the two is not known);
 - items, bytes, batches, calls, busy seconds and the first start / last end as the workers measured
   them (clocks: seconds since the run started);
-- `actors_created` / `actors_ready`: distinct actors that ran batches of an actor stage (0 for
-  stages run in Ray tasks); Ray Data's retries of dead workers are not visible (`retries`,
-  `actors_died` stay 0).
+- `actors_created`: distinct actors that ran batches of an actor stage (0 for stages run in Ray
+  tasks); Ray Data's retries of dead workers are not visible (`retries`, `actors_died` stay 0).
+
+Gauges Ray Data does not expose are None: the queues and work in flight while the run goes on (0 once
+the dataset is exhausted: nothing is left), actor states, slots, backpressure.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from nemo_curator import _core
+from nemo_curator.observability.metrics import RunMetrics, StageCounts, StageMetrics
 
 
 class LedgerView:
-    """The merged ledger of a run, with `metrics()` and `balance()` shaped like `_core.Scheduler`'s."""
+    """The merged ledger of a run as a `MetricsSource` (typed `metrics()`, `balance()` with the
+    scheduler's keys)."""
 
     def __init__(self, names: list[str], num_initial: int, actor_stages: list[bool], epoch0: float) -> None:
         self.names = names
@@ -51,56 +56,45 @@ class LedgerView:
     def _clock(self, epoch: float | None) -> float | None:
         return None if epoch is None else max(0.0, epoch - self.epoch0)
 
-    def metrics(self) -> dict[str, Any]:
+    def metrics(self) -> RunMetrics:
         stages = []
         reached = self.num_initial
-        for name, counts, actor in zip(self.names, self.ledger.stages(), self.actor_stages, strict=True):
-            ran = int(counts["tasks_in"])
-            failed = int(counts["failed_tasks"])
-            batches_failed = int(counts["failed_batches"])
-            actors = int(counts["workers"]) if actor else 0
-            stages.append(
-                {
-                    "name": name,
-                    "tasks_in": max(reached, ran),
-                    "bytes_in": int(counts["bytes_in"]),
-                    "items_in": int(counts["items_in"]),
-                    "tasks_done": ran - failed,
-                    "tasks_out": int(counts["tasks_out"]),
-                    "bytes_out": int(counts["bytes_out"]),
-                    "items_out": int(counts["items_out"]),
-                    "tasks_failed": failed,
-                    "tasks_filtered": int(counts["filtered_tasks"]),
-                    "batches_done": int(counts["batches"]) - batches_failed,
-                    "batches_failed": batches_failed,
-                    "retries": 0,
-                    "calls": int(counts["calls"]),
-                    "busy_s": float(counts["busy_s"]),
-                    "queued_tasks": max(0, reached - ran),
-                    "queued_bytes": 0,
-                    "in_flight_batches": 0,
-                    "in_flight_tasks": 0,
-                    "actors_pending": 0,
-                    "actors_ready": actors,
-                    "actors_busy": 0,
-                    "actors_idle": 0,
-                    "actors_created": actors,
-                    "actors_died": 0,
-                    "slots_in_use": 0,
-                    "first_start": self._clock(counts["first_start"]),
-                    "last_end": self._clock(counts["last_end"]),
-                    "backpressured": False,
-                    "finished": self.finished,
-                }
+        # Once the dataset is exhausted nothing waits or runs; before, Ray Data does not say.
+        empty = 0 if self.finished else None
+        for name, values, actor in zip(self.names, self.ledger.stages(), self.actor_stages, strict=True):
+            ran = StageCounts.from_mapping(values)
+            counts = replace(
+                ran,
+                tasks_in=max(reached, ran.tasks_in),
+                actors_created=int(values["workers"]) if actor else 0,
+                first_start=self._clock(ran.first_start),
+                last_end=self._clock(ran.last_end),
             )
-            reached = int(counts["tasks_out"])
-        return {"stages": stages}
+            stages.append(
+                StageMetrics(
+                    name=name,
+                    counts=counts,
+                    queued_tasks=empty,
+                    queued_bytes=empty,
+                    in_flight_batches=empty,
+                    in_flight_tasks=empty,
+                    finished=self.finished,
+                )
+            )
+            reached = counts.tasks_out
+        return RunMetrics(
+            stages=tuple(stages),
+            tasks_initial=self.num_initial,
+            tasks_emitted=self.emitted,
+            tasks_failed=sum(s.counts.tasks_failed for s in stages),
+            finished=self.finished,
+        )
 
     def balance(self) -> dict[str, Any]:
         """The same keys as `_core.Scheduler.balance()`, plus `problems` (why it does not balance)."""
         stages = self.ledger.stages()
         produced = sum(int(s["tasks_out"]) for s in stages)
-        failed = sum(int(s["failed_tasks"]) for s in stages)
+        failed = sum(int(s["tasks_failed"]) for s in stages)
         consumed = sum(int(s["tasks_in"]) for s in stages) - failed
         accounted = self.emitted + consumed + failed
         problems = self.problems()
@@ -109,7 +103,7 @@ class LedgerView:
             "produced": produced,
             "emitted": self.emitted,
             "consumed": consumed,
-            "filtered": sum(int(s["filtered_tasks"]) for s in stages),
+            "filtered": sum(int(s["tasks_filtered"]) for s in stages),
             "failed": failed,
             "queued": max(0, self.num_initial + produced - accounted),
             "in_flight": 0,
