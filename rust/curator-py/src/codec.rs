@@ -172,7 +172,9 @@ pub(crate) fn read_ipc_stream(buf: &Buffer) -> Result<(SchemaRef, Vec<RecordBatc
         }
         let meta_end = meta_start + meta_len;
         if meta_end > buf.len() {
-            return Err(format!("IPC message of {meta_len} bytes at {pos} runs past the value"));
+            return Err(format!(
+                "IPC message of {meta_len} bytes at {pos} runs past the value"
+            ));
         }
         let message = arrow_ipc::root_as_message(&buf[meta_start..meta_end])
             .map_err(|e| format!("invalid IPC message at {pos}: {e}"))?;
@@ -180,7 +182,9 @@ pub(crate) fn read_ipc_stream(buf: &Buffer) -> Result<(SchemaRef, Vec<RecordBatc
             .map_err(|_| format!("negative IPC body length at {pos}"))?;
         let end = meta_end + body_len;
         if end > buf.len() {
-            return Err(format!("IPC body of {body_len} bytes at {meta_end} runs past the value"));
+            return Err(format!(
+                "IPC body of {body_len} bytes at {meta_end} runs past the value"
+            ));
         }
         let block = Block::new(0, (meta_end - pos) as i32, body_len as i64);
         let framed = buf.slice_with_length(pos, end - pos);
@@ -195,10 +199,14 @@ pub(crate) fn read_ipc_stream(buf: &Buffer) -> Result<(SchemaRef, Vec<RecordBatc
                 (schema, decoder) = (Some(s), Some(d));
             }
             (MessageHeader::DictionaryBatch, Some(d)) => {
-                d.read_dictionary(&block, &framed).map_err(|e| e.to_string())?;
+                d.read_dictionary(&block, &framed)
+                    .map_err(|e| e.to_string())?;
             }
             (MessageHeader::RecordBatch, Some(d)) => {
-                if let Some(batch) = d.read_record_batch(&block, &framed).map_err(|e| e.to_string())? {
+                if let Some(batch) = d
+                    .read_record_batch(&block, &framed)
+                    .map_err(|e| e.to_string())?
+                {
                     batches.push(batch);
                 }
             }
@@ -263,7 +271,12 @@ static RESOLVED: Mutex<Option<HashMap<String, Py<PyType>>>> = Mutex::new(None);
 
 fn resolve<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyType>> {
     // The lock is never held across a Python call.
-    if let Some(cls) = RESOLVED.lock().expect("lock").as_ref().and_then(|m| m.get(name)) {
+    if let Some(cls) = RESOLVED
+        .lock()
+        .expect("lock")
+        .as_ref()
+        .and_then(|m| m.get(name))
+    {
         return Ok(cls.bind(py).clone());
     }
     let cannot = |e: PyErr| codec_error(format!("task class {name} cannot be imported here: {e}"));
@@ -294,11 +307,17 @@ struct ClassInfo {
 }
 
 /// Class facts by type object address (the classes stay alive in this cache, so addresses are not reused).
-static CLASSES: Mutex<Option<HashMap<usize, (Py<PyType>, ClassInfo)>>> = Mutex::new(None);
+type ClassCache = HashMap<usize, (Py<PyType>, ClassInfo)>;
+static CLASSES: Mutex<Option<ClassCache>> = Mutex::new(None);
 
 fn class_info(cls: &Bound<'_, PyType>) -> PyResult<ClassInfo> {
     let key = cls.as_ptr() as usize;
-    if let Some((_, info)) = CLASSES.lock().expect("lock").as_ref().and_then(|m| m.get(&key)) {
+    if let Some((_, info)) = CLASSES
+        .lock()
+        .expect("lock")
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
         return Ok(info.clone());
     }
     let name = class_name(cls)?;
@@ -350,7 +369,9 @@ fn rebuilt_by_name(cls: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
 
 /// `pandas.DataFrame` when pandas was imported (a frame cannot exist otherwise).
 fn pandas_frame_type(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
-    let modules = py.import(intern!(py, "sys"))?.getattr(intern!(py, "modules"))?;
+    let modules = py
+        .import(intern!(py, "sys"))?
+        .getattr(intern!(py, "modules"))?;
     match modules.cast::<PyDict>()?.get_item(intern!(py, "pandas"))? {
         Some(pandas) => Ok(Some(pandas.getattr(intern!(py, "DataFrame"))?)),
         None => Ok(None),
@@ -388,7 +409,10 @@ fn frame_fits_arrow(frame: &Bound<'_, PyAny>) -> PyResult<bool> {
         .getattr(intern!(py, "types"))?
         .getattr(intern!(py, "is_object_dtype"))?;
     let levels: Vec<Bound<'_, PyAny>> = if index.is_instance(&multi)? {
-        index.getattr(intern!(py, "levels"))?.try_iter()?.collect::<PyResult<_>>()?
+        index
+            .getattr(intern!(py, "levels"))?
+            .try_iter()?
+            .collect::<PyResult<_>>()?
     } else {
         vec![index]
     };
@@ -399,7 +423,10 @@ fn frame_fits_arrow(frame: &Bound<'_, PyAny>) -> PyResult<bool> {
         }
     }
     for level in levels {
-        if is_object.call1((level.getattr(intern!(py, "dtype"))?,))?.is_truthy()? {
+        if is_object
+            .call1((level.getattr(intern!(py, "dtype"))?,))?
+            .is_truthy()?
+        {
             return Ok(false);
         }
     }
@@ -413,8 +440,14 @@ fn frame_to_arrow<'py>(frame: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, 
     match table_type.call_method1(intern!(py, "from_pandas"), (frame,)) {
         Ok(table) => Ok(Some(table)),
         Err(err) => {
-            let arrow_error = py.import(intern!(py, "pyarrow"))?.getattr(intern!(py, "ArrowException"))?;
-            let types = (arrow_error, py.get_type::<PyTypeError>(), py.get_type::<PyValueError>());
+            let arrow_error = py
+                .import(intern!(py, "pyarrow"))?
+                .getattr(intern!(py, "ArrowException"))?;
+            let types = (
+                arrow_error,
+                py.get_type::<PyTypeError>(),
+                py.get_type::<PyValueError>(),
+            );
             if err.matches(py, types)? {
                 Ok(None)
             } else {
@@ -453,7 +486,10 @@ struct Prepared<'py> {
 /// Bytes to reserve for a table's IPC stream: its referenced bytes plus message overhead (an
 /// estimate; reserving up front spares the payload buffer's growth copies).
 fn ipc_estimate(table: &Imported) -> usize {
-    batches_bytes(&table.batches) + ALIGN + 1024 + 256 * table.schema.fields().len() * table.batches.len().max(1)
+    batches_bytes(&table.batches)
+        + ALIGN
+        + 1024
+        + 256 * table.schema.fields().len() * table.batches.len().max(1)
 }
 
 /// Rows of a block being written.
@@ -523,7 +559,14 @@ impl Rows {
 
     fn push_row(&mut self, p: &Prepared<'_>, format: i8, fields: Option<&[u8]>) {
         let (id, dataset) = (p.id.as_deref(), p.dataset.as_deref());
-        self.push_fields(ROW_TASK, id, dataset, Some(p.class_key), Some(format), fields);
+        self.push_fields(
+            ROW_TASK,
+            id,
+            dataset,
+            Some(p.class_key),
+            Some(format),
+            fields,
+        );
     }
 
     fn push_fields(
@@ -576,7 +619,8 @@ impl Rows {
                 // Tables arrow-rs cannot import (schema metadata that is not UTF-8) are pickled.
                 if data.is_instance(table_type.as_any())? {
                     table = import(&data).ok().map(|t| (t, FMT_ARROW));
-                } else if pandas_frame_type(py)?.is_some_and(|t| data.is_instance(&t).unwrap_or(false))
+                } else if pandas_frame_type(py)?
+                    .is_some_and(|t| data.is_instance(&t).unwrap_or(false))
                     && frame_fits_arrow(&data)?
                 {
                     if let Some(converted) = frame_to_arrow(&data)? {
@@ -642,7 +686,14 @@ impl Rows {
         self.payload.extend_from_slice(&index.to_le_bytes());
         self.payload.extend_from_slice(&position.to_le_bytes());
         let (id, dataset) = (id.as_deref(), dataset.as_deref());
-        self.push_fields(ROW_TASK, id, dataset, Some(class_key), Some(FMT_STORED), None);
+        self.push_fields(
+            ROW_TASK,
+            id,
+            dataset,
+            Some(class_key),
+            Some(FMT_STORED),
+            None,
+        );
         Ok(())
     }
 
@@ -683,7 +734,9 @@ impl Rows {
     }
 }
 
-fn pickled_failures<'py>(failures: Option<&Bound<'py, PyAny>>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+fn pickled_failures<'py>(
+    failures: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Option<Bound<'py, PyBytes>>> {
     match failures {
         Some(f) if !f.is_none() && f.len()? > 0 => {
             let list = PyList::empty(f.py());
@@ -716,7 +769,11 @@ fn encode_tasks<'py>(
         .map(|task| rows.prepare(task?))
         .collect::<PyResult<Vec<_>>>()?;
     // One allocation for all Arrow payloads: growing the buffer would copy them (and touch fresh pages).
-    let arrow_bytes: usize = prepared.iter().filter_map(|p| p.table.as_ref()).map(|(t, _)| ipc_estimate(t)).sum();
+    let arrow_bytes: usize = prepared
+        .iter()
+        .filter_map(|p| p.table.as_ref())
+        .map(|(t, _)| ipc_estimate(t))
+        .sum();
     rows.payload.reserve(arrow_bytes);
     for p in prepared {
         rows.write(p)?;
@@ -768,7 +825,9 @@ impl BlockWriter {
         let chunk_bytes = usize::try_from(chunk_bytes)
             .ok()
             .filter(|&b| b > 0)
-            .ok_or_else(|| PyValueError::new_err(format!("chunk_bytes must be at least 1, got {chunk_bytes}")))?;
+            .ok_or_else(|| {
+                PyValueError::new_err(format!("chunk_bytes must be at least 1, got {chunk_bytes}"))
+            })?;
         Ok(Self {
             rows: Rows::new(),
             held: None,
@@ -829,7 +888,11 @@ impl BlockWriter {
 // Decoding
 // ---------------------------------------------------------------------------------------------------
 
-fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str, columns: &[String]) -> PyResult<&'a T> {
+fn column<'a, T: 'static>(
+    batch: &'a RecordBatch,
+    name: &str,
+    columns: &[String],
+) -> PyResult<&'a T> {
     let array = batch.column_by_name(name).ok_or_else(|| {
         codec_error(format!(
             "not a task block: column '{name}' is missing (columns: {columns:?})"
@@ -899,7 +962,10 @@ impl<'py> Decoder<'py, '_> {
             ));
         };
         if payload.len() < 8 {
-            return Err(codec_error(format!("row {row}: stored position has {} bytes", payload.len())));
+            return Err(codec_error(format!(
+                "row {row}: stored position has {} bytes",
+                payload.len()
+            )));
         }
         let (index, position) = (u32_at(payload, 0), u32_at(payload, 4));
         let list = match self.stored_lists.get(&index) {
@@ -923,9 +989,10 @@ impl<'py> Decoder<'py, '_> {
         let datasets: &StringArray = column(batch, "_dataset_name", &names)?;
         let classes: &DictionaryArray<Int32Type> = column(batch, "_task_class", &names)?;
         let fields: &LargeBinaryArray = column(batch, "_fields", &names)?;
-        let class_names = classes.values().as_string_opt::<i32>().ok_or_else(|| {
-            codec_error("not a task block: '_task_class' does not hold strings")
-        })?;
+        let class_names = classes
+            .values()
+            .as_string_opt::<i32>()
+            .ok_or_else(|| codec_error("not a task block: '_task_class' does not hold strings"))?;
         // Resolved classes by dictionary key, for this batch.
         let mut resolved: HashMap<i32, Bound<'py, PyType>> = HashMap::new();
         let values = payload.values();
@@ -936,7 +1003,9 @@ impl<'py> Decoder<'py, '_> {
             }
             let (start, end) = (offsets[row] as usize, offsets[row + 1] as usize);
             if formats.is_null(row) {
-                return Err(codec_error(format!("row {row}: task row without a payload format")));
+                return Err(codec_error(format!(
+                    "row {row}: task row without a payload format"
+                )));
             }
             let format = formats.value(row);
             let task = match format {
@@ -945,7 +1014,9 @@ impl<'py> Decoder<'py, '_> {
                 FMT_ARROW | FMT_PANDAS => {
                     let data = decode_table(py, values, start, end, format, row)?;
                     if classes.is_null(row) || fields.is_null(row) {
-                        return Err(codec_error(format!("row {row}: Arrow task row without class or fields")));
+                        return Err(codec_error(format!(
+                            "row {row}: Arrow task row without class or fields"
+                        )));
                     }
                     let key = classes.keys().value(row);
                     let cls = match resolved.get(&key) {
@@ -959,7 +1030,11 @@ impl<'py> Decoder<'py, '_> {
                     let attrs = loads(py, fields.value(row))?;
                     rebuild(&cls, &attrs, ids, datasets, row, data)?
                 }
-                other => return Err(codec_error(format!("unknown payload format {other} in row {row}"))),
+                other => {
+                    return Err(codec_error(format!(
+                        "unknown payload format {other} in row {row}"
+                    )))
+                }
             };
             out.append(task)?;
         }
@@ -978,7 +1053,9 @@ fn rebuild<'py>(
 ) -> PyResult<Bound<'py, PyAny>> {
     let py = cls.py();
     let task = cls.call_method1(intern!(py, "__new__"), (cls,))?;
-    let state = task.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let state = task
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?;
     fn text(a: &StringArray, row: usize) -> Option<&str> {
         (!a.is_null(row)).then(|| a.value(row))
     }
@@ -1028,7 +1105,14 @@ fn decode_block<'py>(
             decoder.batch(batch, &out_tasks)?;
         }
     }
-    PyTuple::new(py, [out_tasks.into_any(), ledgers.into_any(), failures.into_any()])
+    PyTuple::new(
+        py,
+        [
+            out_tasks.into_any(),
+            ledgers.into_any(),
+            failures.into_any(),
+        ],
+    )
 }
 
 /// Number of task rows of a block (its other rows only carry accounting).
@@ -1073,14 +1157,23 @@ mod tests {
     use arrow_array::{DictionaryArray, Int64Array};
 
     fn table(n: i64) -> RecordBatch {
-        let ints: ArrayRef = Arc::new(Int64Array::from_iter((0..n).map(|v| (v % 3 != 0).then_some(v))));
-        let strs: ArrayRef = Arc::new(StringArray::from_iter((0..n).map(|v| Some(format!("s{v}")))));
+        let ints: ArrayRef = Arc::new(Int64Array::from_iter(
+            (0..n).map(|v| (v % 3 != 0).then_some(v)),
+        ));
+        let strs: ArrayRef = Arc::new(StringArray::from_iter(
+            (0..n).map(|v| Some(format!("s{v}"))),
+        ));
         let dict: ArrayRef = Arc::new(
             (0..n)
                 .map(|v| if v % 2 == 0 { "a" } else { "b" })
                 .collect::<DictionaryArray<Int32Type>>(),
         );
-        RecordBatch::try_from_iter([("i", ints), ("s", strs), ("d", dict)]).unwrap()
+        RecordBatch::try_from_iter_with_nullable([
+            ("i", ints, true),
+            ("s", strs, true),
+            ("d", dict, true),
+        ])
+        .unwrap()
     }
 
     fn within(buf: &Buffer, inner: &Buffer) -> bool {
@@ -1155,6 +1248,12 @@ mod tests {
         assert_eq!(Rows::new().finish(None, None).num_rows(), 0);
         let batch = Rows::new().finish(None, Some(b"F"));
         assert_eq!(batch.num_rows(), 1);
-        assert_eq!(batch.column(0).as_primitive::<arrow_array::types::Int8Type>().value(0), ROW_LEDGER);
+        assert_eq!(
+            batch
+                .column(0)
+                .as_primitive::<arrow_array::types::Int8Type>()
+                .value(0),
+            ROW_LEDGER
+        );
     }
 }
