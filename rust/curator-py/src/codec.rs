@@ -367,13 +367,19 @@ fn rebuilt_by_name(cls: &Bound<'_, PyType>, name: &str) -> PyResult<bool> {
     Ok(matches!(resolve(py, name), Ok(found) if found.is(cls)))
 }
 
-/// `pandas.DataFrame` when pandas was imported (a frame cannot exist otherwise).
+/// `pandas.DataFrame` once pandas was imported (a frame cannot exist before); cached from then on.
 fn pandas_frame_type(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
-    let modules = py
-        .import(intern!(py, "sys"))?
-        .getattr(intern!(py, "modules"))?;
+    static FRAME: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    if let Some(frame) = FRAME.get(py) {
+        return Ok(Some(frame.bind(py).clone()));
+    }
+    let modules = py.import(intern!(py, "sys"))?.getattr(intern!(py, "modules"))?;
     match modules.cast::<PyDict>()?.get_item(intern!(py, "pandas"))? {
-        Some(pandas) => Ok(Some(pandas.getattr(intern!(py, "DataFrame"))?)),
+        Some(pandas) => {
+            let frame = pandas.getattr(intern!(py, "DataFrame"))?;
+            let _ = FRAME.set(py, frame.clone().unbind());
+            Ok(Some(frame))
+        }
         None => Ok(None),
     }
 }
