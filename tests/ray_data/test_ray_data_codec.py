@@ -206,7 +206,7 @@ def test_round_trip_keeps_every_field_and_class(
 
 
 @dataclass(repr=False)
-class SlottedTask(Task[int]):
+class SlottedTask(Task[Any]):
     """Slots: no `__dict__` to rebuild from, so the codec pickles it whole."""
 
     __slots__ = ("extra",)
@@ -269,7 +269,7 @@ def test_payload_formats_and_alignment() -> None:
     for g, want in zip(got, batch, strict=True):
         assert type(g) is type(want) or type(want).__qualname__ == type(g).__qualname__
         assert g.task_id == want.task_id
-    assert got[5].extra == 7 and got[5].data.equals(table)
+    assert isinstance(got[5], SlottedTask) and got[5].extra == 7 and got[5].data.equals(table)
 
 
 def test_ledger_only_block_and_empty_block() -> None:
@@ -290,7 +290,7 @@ def test_tasks_false_reads_only_accounting() -> None:
 
 
 def test_stored_rows_point_into_given_lists() -> None:
-    stored = [[IntTask("x", "d", 0)], [IntTask("a", "d", 1), IntTask("b", "d", 2)]]
+    stored: list[list[Task[Any]]] = [[IntTask("x", "d", 0)], [IntTask("a", "d", 1), IntTask("b", "d", 2)]]
     calls: list[int] = []
 
     def lookup(index: int) -> list[Task[Any]]:
@@ -392,7 +392,7 @@ def test_block_writer_hands_over_nothing_before_a_newer_task_arrives() -> None:
 
 
 def _buffers(table: pa.Table) -> list[pa.Buffer]:
-    out = []
+    out: list[pa.Buffer] = []
     for column in table.columns:
         for chunk in column.chunks:
             stack = [chunk]
