@@ -373,7 +373,9 @@ fn pandas_frame_type(py: Python<'_>) -> PyResult<Option<Bound<'_, PyAny>>> {
     if let Some(frame) = FRAME.get(py) {
         return Ok(Some(frame.bind(py).clone()));
     }
-    let modules = py.import(intern!(py, "sys"))?.getattr(intern!(py, "modules"))?;
+    let modules = py
+        .import(intern!(py, "sys"))?
+        .getattr(intern!(py, "modules"))?;
     match modules.cast::<PyDict>()?.get_item(intern!(py, "pandas"))? {
         Some(pandas) => {
             let frame = pandas.getattr(intern!(py, "DataFrame"))?;
