@@ -16,9 +16,11 @@
 //!   copies them once (into the object store) instead of twice;
 //! - `_fields` (large_binary): for Arrow/pandas rows, the task's other attributes pickled
 //!   (`_metadata`, `_stage_perf`, `_uuid` and subclass fields such as `reader_config`);
-//! - `_payload` (large_binary): IPC stream, pickle or stored position. Every IPC stream starts at a
-//!   64-byte boundary of the column's data buffer (the value before it carries trailing zero
-//!   padding, which every reader ignores: pickle stops at its STOP opcode, IPC at its end marker);
+//! - `_payload` (large_binary): IPC stream, pickle or stored position. Every value starts at a
+//!   64-byte boundary of the column's data buffer and carries trailing zero padding, which every
+//!   reader ignores (pickle stops at its STOP opcode, IPC at its end marker). Padding every value,
+//!   not only those before IPC streams, keeps the streams aligned when Ray Data slices blocks and
+//!   concatenates the slices into new buffers;
 //! - `_ledger` / `_failures` (binary, null but on the first row): the encoded
 //!   `nemo_curator._core.Ledger` of what a worker call and the calls upstream of it did, and the
 //!   pickled failure records of batches skipped under `ignore_failures`.
@@ -552,17 +554,11 @@ impl Rows {
         Ok((key, info.by_name))
     }
 
+    /// Ends the current value: pads it so that the next one starts on a 64-byte boundary.
     fn end_payload(&mut self) {
-        self.offsets.push(self.payload.len() as i64);
-    }
-
-    /// Pads the previous value so that the next one starts on a 64-byte boundary.
-    fn align_payload(&mut self) {
         let pad = self.payload.len().next_multiple_of(ALIGN) - self.payload.len();
-        if pad > 0 {
-            self.payload.extend_zeros(pad);
-            *self.offsets.last_mut().expect("offsets start with 0") = self.payload.len() as i64;
-        }
+        self.payload.extend_zeros(pad);
+        self.offsets.push(self.payload.len() as i64);
     }
 
     fn push_row(&mut self, p: &Prepared<'_>, format: i8, fields: Option<&[u8]>) {
@@ -597,7 +593,6 @@ impl Rows {
 
     /// Writes an Arrow payload; on failure the payload buffer is as before and the error is returned.
     fn write_table(&mut self, py: Python<'_>, table: &Imported) -> Result<(), String> {
-        self.align_payload();
         let start = self.payload.len();
         let bytes = batches_bytes(&table.batches);
         self.payload.reserve(ipc_estimate(table));
@@ -1235,11 +1230,10 @@ mod tests {
     }
 
     #[test]
-    fn rows_pad_only_before_arrow_payloads() {
+    fn rows_pad_every_value_to_64_bytes() {
         let mut rows = Rows::new();
         rows.payload.extend_from_slice(b"abc");
         rows.push_fields(ROW_TASK, Some("a"), None, None, Some(FMT_PICKLE), None);
-        rows.align_payload();
         assert_eq!(rows.offsets, vec![0, 64]);
         rows.push_fields(ROW_LEDGER, None, None, None, None, None);
         let batch = rows.finish(Some(b"L"), None);
