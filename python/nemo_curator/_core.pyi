@@ -200,16 +200,55 @@ class Scheduler:
     def heap_bytes(self) -> int:
         """Approximate bytes held by the scheduler's per-task and per-batch records."""
 
-# --- arrow.rs -----------------------------------------------------------------------------------
-def table_nbytes(table: object) -> int: ...
-def table_num_rows(table: object) -> int: ...
-def roundtrip(table: object) -> pa.Table: ...
-def split_by_rows(table: object, max_rows: int) -> list[pa.Table]: ...
-def split_by_bytes(table: object, max_bytes: int) -> list[pa.Table]: ...
-def coalesce(
-    tables: list[object], max_rows: int | None = None, max_bytes: int | None = None
-) -> list[pa.Table]: ...
-def concat_to_single_batch(table: object) -> pa.Table: ...
+# --- codec.rs -----------------------------------------------------------------------------------
+# The Ray Data executor's task codec: tasks <-> one Arrow block, one row per task (see codec.rs for
+# the block's columns). Arrow payloads decode without a copy (slices of the block's buffer).
+class CodecError(CuratorCoreError): ...
+
+BLOCK_FORMATS: dict[str, int]
+"""Values of the `_format` column: "arrow", "pandas", "pickle", "stored"."""
+
+def encode_tasks(
+    tasks: _typing.Iterable[object],
+    *,
+    ledger: bytes | None = None,
+    failures: _typing.Sequence[dict[str, _typing.Any]] | None = None,
+) -> pa.Table:
+    """One block with a row per task; `ledger` and `failures` ride on its first row (a ledger-only row
+    when there are no tasks; an empty block when there is nothing at all)."""
+
+def encode_stored(tasks: _typing.Iterable[object], index: int) -> pa.Table:
+    """A block pointing at `tasks`, which the caller stores as object `index` of its stored lists."""
+
+def decode_block(
+    block: object,
+    *,
+    stored: _typing.Callable[[int], _typing.Sequence[object]] | None = None,
+    tasks: bool = True,
+) -> tuple[list[_typing.Any], list[bytes], list[dict[str, _typing.Any]]]:
+    """(tasks, ledgers, failure records) of a block; `stored(index)` serves stored rows."""
+
+def count_tasks(block: object) -> int:
+    """Task rows of a block (ledger rows only carry accounting)."""
+
+def empty_block() -> pa.Table: ...
+
+@_final
+class BlockWriter:
+    """Encodes tasks as they come into blocks of about `chunk_bytes` payload bytes; the last task is
+    held back so the final block has a task row for the ledger and failure records."""
+
+    def __new__(cls, chunk_bytes: int) -> BlockWriter: ...
+    def add(self, tasks: _typing.Iterable[object]) -> None: ...
+    def ready(self) -> pa.Table | None:
+        """A block of the encoded tasks once they reach `chunk_bytes` of payload, else None."""
+    def finish(
+        self, ledger: bytes | None = None, failures: _typing.Sequence[dict[str, _typing.Any]] | None = None
+    ) -> pa.Table: ...
+    @property
+    def pending_rows(self) -> int: ...
+    @property
+    def pending_bytes(self) -> int: ...
 
 # --- ledger.rs ----------------------------------------------------------------------------------
 

@@ -1,8 +1,10 @@
-"""Task codec: round trips keep every field and the class (hypothesis), Arrow payloads decode without copies."""
+"""Task codec (`nemo_curator._core`): round trips keep every field and the class (hypothesis), every row
+format, ledger and failure rows, sliced blocks, the chunking writer, and Arrow payloads decode without copies."""
 
 from __future__ import annotations
 
 import pickle
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nemo_curator.backends.experimental.ray_data import codec
+from nemo_curator import _core
 from nemo_curator.tasks import DocumentBatch, EmptyTask, FileGroupTask, Task
 from nemo_curator.testing.stages import IntTask
 from nemo_curator.utils.performance_utils import StagePerfStats
@@ -173,81 +175,227 @@ def assert_same_task(got: Task[Any], want: Task[Any]) -> None:
 
 # --- round trips ---------------------------------------------------------------------------------------------
 
+FMT = _core.BLOCK_FORMATS
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+def _decode(block: pa.Table, **kwargs: Any) -> tuple[list[Task[Any]], list[bytes], list[dict[str, Any]]]:
+    tasks, ledgers, failures = _core.decode_block(block, **kwargs)
+    return tasks, ledgers, failures
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 @given(st.lists(tasks(), max_size=6), st.binary(max_size=16) | st.none(), st.booleans())
 def test_round_trip_keeps_every_field_and_class(
     batch: list[Task[Any]], ledger: bytes | None, fail: bool
 ) -> None:
     failures = [{"stage": "s", "task_ids": ["a"], "error_type": "ValueError"}] if fail else None
-    block = codec.encode_tasks(batch, ledger=ledger, failures=failures)
-    assert block.schema.equals(codec.BLOCK_SCHEMA)
+    block = _core.encode_tasks(batch, ledger=ledger, failures=failures)
+    assert block.schema.equals(_core.empty_block().schema)
     # Through pickling, as Ray moves blocks, and split into chunks, as Ray's repartition does.
     moved = pickle.loads(pickle.dumps(block, protocol=5))
     if moved.num_rows > 1:
         moved = pa.concat_tables([moved.slice(0, 1), moved.slice(1)])
-    decoded = codec.decode_block(moved)
-    assert len(decoded.tasks) == len(batch) == codec.count_tasks(moved)
-    for got, want in zip(decoded.tasks, batch, strict=True):
-        assert_same_task(got, want)
+    got, ledgers, got_failures = _decode(moved)
+    assert len(got) == len(batch) == _core.count_tasks(moved)
+    for g, want in zip(got, batch, strict=True):
+        assert_same_task(g, want)
     expect_carrier = ledger is not None or fail
-    assert decoded.ledgers == ([ledger] if ledger is not None else [])
-    assert decoded.failures == (failures or [])
+    assert ledgers == ([ledger] if ledger is not None else [])
+    assert got_failures == (failures or [])
     assert block.num_rows == len(batch) + (1 if expect_carrier and not batch else 0)
 
 
-def test_payload_formats() -> None:
+@dataclass(repr=False)
+class SlottedTask(Task[Any]):
+    """Slots: no `__dict__` to rebuild from, so the codec pickles it whole."""
+
+    __slots__ = ("extra",)
+
+    def __init__(self, task_id: str, dataset_name: str, data: Any, extra: int = 0) -> None:
+        super().__init__(task_id, dataset_name, data)
+        self.extra = extra
+
+    @property
+    def num_items(self) -> int:
+        return 1
+
+    def validate(self) -> bool:
+        return True
+
+
+def _payload_values(block: pa.Table) -> tuple[np.ndarray, pa.Buffer]:
+    payload = block.column("_payload").chunk(0)
+    offsets = np.frombuffer(payload.buffers()[1], dtype=np.int64)[
+        payload.offset : payload.offset + len(payload) + 1
+    ]
+    return offsets, payload.buffers()[2]
+
+
+def test_payload_formats_and_alignment() -> None:
     table = pa.table({"x": [1, 2]})
     frame = pd.DataFrame({"x": [1, 2]})
     objects = pd.DataFrame({"x": [[1], [2]]})
+    slotted = SlottedTask("s", "d", table, extra=7)
     batch = [
+        IntTask("i", "d", 3),  # a pickle before an Arrow payload: padded so the stream is aligned
         DocumentBatch("a", "d", table),
         DocumentBatch("b", "d", frame),
         DocumentBatch("c", "d", objects),
-        IntTask("i", "d", 3),
         _local_task_class()("l", "d", 4),
+        slotted,
+        DocumentBatch("a2", "d", table),
     ]
-    block = codec.encode_tasks(batch)
+    block = _core.encode_tasks(batch)
     assert block.column("_format").to_pylist() == [
-        codec.FMT_ARROW,
-        codec.FMT_PANDAS,
-        codec.FMT_PICKLE,
-        codec.FMT_PICKLE,
-        codec.FMT_PICKLE,
+        FMT["pickle"],
+        FMT["arrow"],
+        FMT["pandas"],
+        FMT["pickle"],
+        FMT["pickle"],
+        FMT["pickle"],
+        FMT["arrow"],
     ]
-    assert block.column("_task_class").to_pylist()[0] == "nemo_curator.tasks.document:DocumentBatch"
+    assert block.column("_task_class").to_pylist()[1] == "nemo_curator.tasks.document:DocumentBatch"
+    assert block.column("_task_id").to_pylist() == [t.task_id for t in batch]
     assert pa.types.is_dictionary(block.schema.field("_task_class").type)
-    # Every payload starts on a 64-byte boundary of the column's data buffer.
-    offsets = np.frombuffer(block.column("_payload").chunk(0).buffers()[1], dtype=np.int64)
-    assert all(o % 64 == 0 for o in offsets)
+    # Every payload starts on a 64-byte boundary of the column's data buffer (also after slicing and
+    # concatenating blocks into new buffers, as Ray Data does).
+    offsets, values = _payload_values(block)
+    assert all(int(o) % 64 == 0 for o in offsets) and len(offsets) == len(batch) + 1
+    assert values.address % 64 == 0
+    combined = pa.concat_tables([block.slice(2, 2), block.slice(0, 2)]).combine_chunks()
+    offsets, values = _payload_values(combined)
+    assert all(int(o) % 64 == 0 for o in offsets)
+    assert [t.task_id for t in _decode(combined)[0]] == ["b", "c", "i", "a"]
+    got, _, _ = _decode(block)
+    for g, want in zip(got, batch, strict=True):
+        assert type(g) is type(want) or type(want).__qualname__ == type(g).__qualname__
+        assert g.task_id == want.task_id
+    assert isinstance(got[5], SlottedTask) and got[5].extra == 7 and got[5].data.equals(table)
 
 
 def test_ledger_only_block_and_empty_block() -> None:
-    only = codec.encode_tasks([], ledger=b"L")
-    assert only.num_rows == 1 and codec.count_tasks(only) == 0
-    assert codec.decode_block(only).ledgers == [b"L"]
-    assert codec.encode_tasks([]).num_rows == 0
-    assert codec.decode_block(codec.empty_block()).tasks == []
+    only = _core.encode_tasks([], ledger=b"L")
+    assert only.num_rows == 1 and _core.count_tasks(only) == 0
+    assert _decode(only) == ([], [b"L"], [])
+    failures_only = _core.encode_tasks([], failures=[{"stage": "x"}])
+    assert _decode(failures_only) == ([], [], [{"stage": "x"}])
+    assert _core.encode_tasks([]).num_rows == 0
+    empty = _core.empty_block()
+    assert empty.num_rows == 0 and _decode(empty) == ([], [], [])
+    assert _core.count_tasks(empty) == 0
+
+
+def test_tasks_false_reads_only_accounting() -> None:
+    block = _core.encode_tasks([IntTask("a", "d", 1)], ledger=b"L", failures=[{"stage": "s"}])
+    assert _decode(block, tasks=False) == ([], [b"L"], [{"stage": "s"}])
 
 
 def test_stored_rows_point_into_given_lists() -> None:
-    stored = [[IntTask("a", "d", 1), IntTask("b", "d", 2)]]
-    block = codec.encode_stored(stored[0], 0)
-    assert [t.task_id for t in codec.decode_block(block, stored=stored.__getitem__).tasks] == ["a", "b"]
-    with pytest.raises(codec.CodecError, match="stored"):
-        codec.decode_block(block)
+    stored: list[list[Task[Any]]] = [[IntTask("x", "d", 0)], [IntTask("a", "d", 1), IntTask("b", "d", 2)]]
+    calls: list[int] = []
+
+    def lookup(index: int) -> list[Task[Any]]:
+        calls.append(index)
+        return stored[index]
+
+    block = _core.encode_stored(stored[1], 1)
+    assert block.column("_format").to_pylist() == [FMT["stored"]] * 2
+    assert block.column("_task_id").to_pylist() == ["a", "b"]
+    _, values = _payload_values(block)
+    # (list, position) per row, each value padded to 64 bytes
+    assert [struct.unpack_from("<II", values, 64 * row) for row in range(2)] == [(1, 0), (1, 1)]
+    got, _, _ = _decode(block, stored=lookup)
+    assert got == stored[1] and got[0] is stored[1][0]
+    assert calls == [1], "each stored list is looked up once per block"
+    with pytest.raises(_core.CodecError, match="stored"):
+        _decode(block)
 
 
-def test_foreign_block_is_a_clear_error() -> None:
-    with pytest.raises(codec.CodecError, match="not a task block"):
-        codec.decode_block(pa.table({"item": [1]}))
+def test_sliced_blocks_decode_their_rows_only() -> None:
+    tables = [pa.table({"n": list(range(i + 1))}) for i in range(6)]
+    batch: list[Task[Any]] = [DocumentBatch(f"t{i}", "d", t) for i, t in enumerate(tables)]
+    batch[2] = IntTask("t2", "d", 2)
+    block = pickle.loads(pickle.dumps(_core.encode_tasks(batch, ledger=b"L"), protocol=5))
+    for start, length in [(0, 1), (1, 3), (3, 3), (5, 1), (2, 0)]:
+        piece = block.slice(start, length)
+        got, ledgers, _ = _decode(piece)
+        assert [t.task_id for t in got] == [t.task_id for t in batch[start : start + length]]
+        assert ledgers == ([b"L"] if start == 0 and length else [])
+        assert _core.count_tasks(piece) == length
+        for g, want in zip(got, batch[start : start + length], strict=True):
+            assert_same_task(g, want)
+
+
+def test_foreign_block_and_bad_tasks_are_clear_errors() -> None:
+    with pytest.raises(_core.CodecError, match="not a task block: column '_kind' is missing"):
+        _decode(pa.table({"item": [1]}))
+    wrong = _core.empty_block().set_column(0, pa.field("_kind", pa.int32()), pa.array([], pa.int32()))
+    for call in (_core.decode_block, _core.count_tasks):
+        with pytest.raises(_core.CodecError, match="column '_kind' has type Int32 instead of Int8"):
+            call(wrong)
+    with pytest.raises(ValueError, match="expected an Arrow table"):
+        _core.decode_block([1, 2])
+    with pytest.raises(_core.CodecError, match="task_id must be a str or None, got int"):
+        _core.encode_tasks([IntTask(5, "d", 1)])  # type: ignore[arg-type]
+    assert issubclass(_core.CodecError, _core.CuratorCoreError)
+
+
+def test_unknown_task_class_is_a_clear_error() -> None:
+    block = _core.encode_tasks([DocumentBatch("a", "d", pa.table({"x": [1]}))])
+    names = (
+        pa.array(["no_such_module_xyz:Task"]).dictionary_encode().cast(block.schema.field("_task_class").type)
+    )
+    renamed = block.set_column(3, block.schema.field("_task_class"), names)
+    with pytest.raises(_core.CodecError, match="no_such_module_xyz:Task cannot be imported here"):
+        _decode(renamed)
+
+
+# --- the chunking writer -------------------------------------------------------------------------------------
+
+
+def test_block_writer_chunks_by_bytes_and_keeps_the_last_task_for_the_ledger() -> None:
+    table = pa.table({"text": ["x" * 100] * 100})  # ~10 KB of IPC each
+    batch = [DocumentBatch(f"t{i}", "d", table) for i in range(10)]
+    writer = _core.BlockWriter(25_000)
+    blocks = []
+    for task in batch:
+        writer.add([task])
+        assert writer.pending_bytes < 25_000 + 20_000  # at most one payload past the bound
+        chunk = writer.ready()
+        if chunk is not None:
+            assert writer.pending_rows == 0
+            blocks.append(chunk)
+    assert len(blocks) >= 2
+    assert all(2 <= b.num_rows <= 3 for b in blocks)
+    last = writer.finish(b"L", [{"stage": "s"}])
+    assert last.num_rows >= 1 and _core.count_tasks(last) == last.num_rows  # no extra ledger row
+    got = [t for b in [*blocks, last] for t in _decode(b)[0]]
+    assert [t.task_id for t in got] == [t.task_id for t in batch]
+    assert _decode(last)[1:] == ([b"L"], [{"stage": "s"}])
+    assert all(_decode(b)[1] == [] for b in blocks)
+    # A writer that got nothing still carries the accounting, on a ledger row.
+    empty = _core.BlockWriter(1).finish(b"L")
+    assert empty.num_rows == 1 and _core.count_tasks(empty) == 0
+    with pytest.raises(ValueError, match="chunk_bytes must be at least 1"):
+        _core.BlockWriter(0)
+
+
+def test_block_writer_hands_over_nothing_before_a_newer_task_arrives() -> None:
+    writer = _core.BlockWriter(1)
+    writer.add([IntTask("a", "d", 1)])
+    assert writer.ready() is None and writer.pending_rows == 0  # "a" is held back
+    writer.add([IntTask("b", "d", 2), IntTask("c", "d", 3)])
+    chunk = writer.ready()
+    assert chunk is not None and [t.task_id for t in _decode(chunk)[0]] == ["a", "b"]
+    assert [t.task_id for t in _decode(writer.finish())[0]] == ["c"]
 
 
 # --- zero copy -----------------------------------------------------------------------------------------------
 
 
 def _buffers(table: pa.Table) -> list[pa.Buffer]:
-    out = []
+    out: list[pa.Buffer] = []
     for column in table.columns:
         for chunk in column.chunks:
             stack = [chunk]
@@ -259,23 +407,44 @@ def _buffers(table: pa.Table) -> list[pa.Buffer]:
     return out
 
 
-def test_arrow_payloads_decode_without_copying() -> None:
-    tables = [
+def _tables() -> list[pa.Table]:
+    return [
         pa.table(
-            {"text": [f"doc {i} " * 50 for i in range(200)], "n": np.arange(200), "f": [None, 1.5] * 100}
+            {
+                "text": [f"doc {i} " * 50 for i in range(200)],
+                "n": np.arange(200),
+                "f": [None, 1.5] * 100,
+                "d": pa.array(["a", "b"] * 100).dictionary_encode(),
+                "l": [[i, None] for i in range(200)],
+            }
         )
         for _ in range(5)
     ]
-    block = pickle.loads(
-        pickle.dumps(codec.encode_tasks([DocumentBatch(f"t{i}", "d", t) for i, t in enumerate(tables)]))
-    )
+
+
+@pytest.mark.parametrize("layout", ["whole", "sliced", "recombined"])
+def test_arrow_payloads_decode_without_copying(layout: str) -> None:
+    tables = _tables()
+    tasks_in: list[Task[Any]] = [DocumentBatch(f"t{i}", "d", t) for i, t in enumerate(tables)]
+    tasks_in.insert(2, IntTask("odd", "d", 12345))  # a pickled row of odd length between tables
+    block = pickle.loads(pickle.dumps(_core.encode_tasks(tasks_in)))
+    if layout == "sliced":  # Ray Data hands slices of blocks
+        block, tables = block.slice(1, 4), tables[1:4]
+    elif layout == "recombined":  # slices of blocks copied into new buffers
+        block = pa.concat_tables([block.slice(3, 3), block.slice(0, 3)]).combine_chunks()
+        tables = tables[2:] + tables[:2]
+    assert block.column("_payload").num_chunks == 1
     values = block.column("_payload").chunk(0).buffers()[2]
     lo, hi = values.address, values.address + values.size
     before = pa.total_allocated_bytes()
-    decoded = codec.decode_block(block)
+    decoded, _, _ = _decode(block)
     assert pa.total_allocated_bytes() - before < 4096  # nothing the size of the data was allocated
-    for got, want in zip(decoded.tasks, tables, strict=True):
+    decoded = [t for t in decoded if isinstance(t, DocumentBatch)]
+    assert len(decoded) == len(tables)
+    for got, want in zip(decoded, tables, strict=True):
         assert got.data.equals(want)
-        for buf in _buffers(got.data):
+        buffers = _buffers(got.data)
+        assert len(buffers) >= 8
+        for buf in buffers:
             assert lo <= buf.address and buf.address + buf.size <= hi, "payload buffer was copied"
             assert buf.address % 8 == 0

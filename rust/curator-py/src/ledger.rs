@@ -1,9 +1,6 @@
-//! The Ray Data executor's block codec, native half: the count balance of a run.
-//!
-//! Tasks travel as rows of Arrow blocks (`nemo_curator.backends.experimental.ray_data.codec`
-//! writes and reads the payload columns with pyarrow's IPC, which already is one copy in and zero
-//! out). What Rust adds is the ledger: per stage, how many batches ran and how many tasks went in,
-//! came out or failed.
+//! The Ray Data executor's count ledger: per stage, how many batches ran and how many tasks went in,
+//! came out or failed (the core's `StageCounts`), and which worker processes ran them. Tasks travel
+//! as rows of Arrow blocks (`codec.rs`); the ledger rides on one row per worker call.
 //!
 //! Workers count what each `process_batch` call did and the counts travel with the data (one
 //! encoded ledger on one row of each output block), so a block that Ray recomputes after a worker

@@ -3,12 +3,14 @@
 //! Each concept lives in its own module and registers its Python classes here:
 //! - `scheduler`: the streaming scheduler (wraps `curator_core::Scheduler`),
 //! - `arrow`: every Arrow <-> Python conversion (PyCapsule interface, zero-copy),
+//! - `codec`: the Ray Data executor's task codec (tasks <-> one Arrow block, one row per task),
 //! - `ledger`: the per-block count ledger of the Ray Data executor,
 //! - `errors`: the one mapping from core errors to Python exceptions.
 
 use pyo3::prelude::*;
 
 mod arrow;
+mod codec;
 mod errors;
 mod ledger;
 mod scheduler;
@@ -22,7 +24,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("RELEASE_BUILD", RELEASE_BUILD)?;
     errors::register(m)?;
     scheduler::register(m)?;
-    arrow::register(m)?;
+    codec::register(m)?;
     ledger::register(m)?;
     Ok(())
 }

@@ -28,7 +28,6 @@ from loguru import logger
 
 from nemo_curator import _core
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
-from nemo_curator.backends.experimental.ray_data import codec
 from nemo_curator.backends.failures import StageFailedError, describe_error, failure_message
 from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
 from nemo_curator.stages.base import ProcessingStage
@@ -337,27 +336,32 @@ class SegmentRunner:
                 stored[index] = self._stored_list(index)
             return stored[index]
 
-        decoded = codec.decode_block(block, stored=stored_list)
+        tasks, ledgers, failures = _core.decode_block(block, stored=stored_list)
         read = list(stored)
         stored.clear()
-        yield from self._run(decoded)
+        yield from self._run(tasks, ledgers, failures)
         if read:
             # Every output of this call is with Ray Data now: the lists it read may go.
             self.plan.input_store.release.remote(self.plan.run_id, read)
 
-    def _run(self, decoded: codec.DecodedBlock) -> Iterator[pa.Table]:
-        failures = decoded.failures
-        if not decoded.tasks and not decoded.ledgers and not failures:
-            yield codec.empty_block()
+    def _run(
+        self, tasks: list[Any], ledgers: list[bytes], failures: list[dict[str, Any]]
+    ) -> Iterator[pa.Table]:
+        if not tasks and not ledgers and not failures:
+            yield _core.empty_block()
             return
-        sink = _ChunkedOutput(self.plan.chunk_bytes)
+        # Encodes outputs as they come (holding the last one back for the ledger) in blocks of
+        # about `chunk_bytes`.
+        sink = _core.BlockWriter(self.plan.chunk_bytes)
         buffers: list[list[Any]] = [[] for _ in self.runners]
         # (items, bytes) of the tasks between stages of this call, so each task is measured once.
         measured: dict[int, tuple[int, int]] = {}
 
         def push(level: int, tasks: list[Any]) -> None:
             if level == len(self.runners):
-                sink.add(tasks, measured)
+                for task in tasks:
+                    measured.pop(id(task), None)
+                sink.add(tasks)
                 return
             buffer = buffers[level]
             buffer.extend(tasks)
@@ -367,8 +371,6 @@ class SegmentRunner:
                 del buffer[:size]
                 push(level + 1, self.runners[level].run_batch(batch, failures, measured))
 
-        tasks: list[Any] = decoded.tasks
-        decoded.tasks = []
         for index in range(len(tasks)):
             task, tasks[index] = tasks[index], None  # the input list no longer holds it
             push(0, [task])
@@ -383,7 +385,7 @@ class SegmentRunner:
                 if chunk is not None:
                     yield chunk
         ledger = _core.Ledger(self._num_stages)
-        for encoded in decoded.ledgers:
+        for encoded in ledgers:
             ledger.merge(encoded)
         for runner in self.runners:
             runner.end_call(ledger)
@@ -392,7 +394,7 @@ class SegmentRunner:
     def _stored_list(self, index: int) -> Any:
         """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
         if self.plan.input_store is None:
-            raise codec.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
+            raise _core.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
         (ref,) = ray.get(self.plan.input_store.take.remote(self.plan.run_id, index))
         return ray.get(ref)
 
@@ -402,38 +404,6 @@ class SegmentRunner:
                 runner.teardown()
             except Exception as exc:
                 logger.warning(f"teardown of stage '{runner.plan.name}' failed: {exc!r}")
-
-
-class _ChunkedOutput:
-    """Outputs waiting to be encoded. The last task is always kept back, so the final chunk has a
-    row to carry the call's ledger and failure records."""
-
-    def __init__(self, chunk_bytes: int) -> None:
-        self._chunk_bytes = chunk_bytes
-        self._pending: list[Any] = []
-        self._bytes = 0
-        self._last_bytes = 0
-
-    def add(self, tasks: list[Any], measured: dict[int, tuple[int, int]]) -> None:
-        for task in tasks:
-            self._pending.append(task)
-            known = measured.pop(id(task), None)
-            self._last_bytes = known[1] if known is not None else payload_nbytes(task)
-            self._bytes += self._last_bytes
-
-    def ready(self) -> pa.Table | None:
-        """A chunk of all pending outputs but the last, once they reach `chunk_bytes`."""
-        if len(self._pending) < 2 or self._bytes < self._chunk_bytes:
-            return None
-        chunk = codec.encode_tasks(self._pending[:-1])
-        self._pending = self._pending[-1:]
-        self._bytes = self._last_bytes
-        return chunk
-
-    def finish(self, ledger: bytes, failures: list[dict[str, Any]]) -> pa.Table:
-        chunk = codec.encode_tasks(self._pending, ledger=ledger, failures=failures)
-        self._pending = []
-        return chunk
 
 
 # ------------------------------------------------------------------------------------------------------------

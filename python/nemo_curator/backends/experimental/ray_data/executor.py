@@ -1,7 +1,8 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
-One row is one task (`codec.py`), so Ray Data's row counts are task counts and its byte counts are
-the payloads' real sizes. The stages are grouped into segments, each one `map_batches`:
+One row is one task (the task codec of `nemo_curator._core`), so Ray Data's row counts are task
+counts and its byte counts are the payloads' real sizes. The stages are grouped into segments, each
+one `map_batches`:
 
 - consecutive task stages with the same resources form one segment, run in Ray tasks: a call
   takes a block and passes its tasks through every stage of the segment as objects (one decode and
@@ -57,7 +58,6 @@ from nemo_curator.backends.base import (
     resolve_batch_size,
     validate_stages,
 )
-from nemo_curator.backends.experimental.ray_data import codec
 from nemo_curator.backends.experimental.ray_data.adapter import (
     NodeSetups,
     SegmentPlan,
@@ -251,7 +251,7 @@ class RayDataExecutor(BaseExecutor):
         ray.get(store.put.remote(run_id, [ray.put(group) for group in groups]))
         self._input_run = run_id
         ds: ray.data.Dataset = ray.data.from_arrow(
-            [codec.encode_stored(group, k) for k, group in enumerate(groups)]
+            [_core.encode_stored(group, k) for k, group in enumerate(groups)]
         )
         del groups
         self._configure_context(ds.context, nodes)
@@ -456,10 +456,10 @@ class RayDataExecutor(BaseExecutor):
         for block, piece in zip(blocks, (p for _, p in pending), strict=True):
             if piece is not None:
                 block = block.slice(piece.start_offset, piece.end_offset - piece.start_offset)
-            decoded = codec.decode_block(block)
-            results.extend(decoded.tasks)
-            failures.extend(FailureRecord.from_dict(f) for f in decoded.failures)
-            for encoded in decoded.ledgers:
+            tasks, ledgers, block_failures = _core.decode_block(block)
+            results.extend(tasks)
+            failures.extend(FailureRecord.from_dict(f) for f in block_failures)
+            for encoded in ledgers:
                 view.merge(encoded)
         view.emitted = len(results)
         view.failure_records = len(failures)
