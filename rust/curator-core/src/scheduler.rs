@@ -171,6 +171,8 @@ pub struct Scheduler {
     /// Actors draining before they are killed (see `retire`).
     pub(crate) retiring: Vec<ActorId>,
     pub(crate) warnings: Vec<String>,
+    /// Reports of attempts that were given up, or duplicates: ignored.
+    pub(crate) stale_results: u64,
 }
 
 fn config_error(msg: String) -> CoreError {
@@ -331,6 +333,7 @@ impl Scheduler {
             last_growth: f64::NEG_INFINITY,
             retiring: Vec::new(),
             warnings: Vec::new(),
+            stale_results: 0,
         };
         scheduler.initial_placement();
         Ok(scheduler)
@@ -373,8 +376,10 @@ impl Scheduler {
 
     // ----- events -------------------------------------------------------------------------------
 
-    /// Apply one event. Protocol error for an unknown batch or actor, a batch that is not in flight
-    /// (e.g. a duplicate completion) or an actor reported ready twice. After `Finish`/`Abort`, events
+    /// Apply one event. Protocol error for an unknown batch or actor, an attempt that was never
+    /// submitted, or an actor reported ready twice; the state is unchanged then. A report of an
+    /// attempt that is no longer the batch's current one (given up after a timeout or an actor loss,
+    /// or already reported) is ignored and counted (`stale_results`). After `Finish`/`Abort`, events
     /// about known batches and actors are accepted and ignored.
     pub fn handle(&mut self, event: Event) -> CoreResult<()> {
         match event {
@@ -390,21 +395,30 @@ impl Scheduler {
             } => self.actor_failed(actor, kind, &message),
             Event::BatchDone {
                 batch,
+                attempt,
                 outputs,
                 busy_secs,
             } => self
-                .complete(batch, outputs.len(), |i| outputs[i], busy_secs)
+                .complete(
+                    batch,
+                    Some(attempt),
+                    outputs.len(),
+                    |i| outputs[i],
+                    busy_secs,
+                )
                 .map(|_| ()),
             Event::BatchFailed {
                 batch,
+                attempt,
                 kind,
                 message,
-            } => self.batch_failed(batch, kind, &message),
+            } => self.batch_failed(batch, Some(attempt), kind, &message),
         }
     }
 
-    /// `handle(BatchDone)` returning the ids given to the outputs (dense, in output order): the driver
-    /// stores each output payload under its id.
+    /// `handle(BatchDone)` for the batch's current attempt, returning the ids given to the outputs
+    /// (dense, in output order; none when the report was ignored): the driver stores each output
+    /// payload under its id.
     pub fn batch_done(
         &mut self,
         batch: BatchId,
@@ -412,13 +426,42 @@ impl Scheduler {
         busy_secs: f64,
     ) -> CoreResult<Vec<TaskId>> {
         Ok(self
-            .complete(batch, outputs.len(), |i| outputs[i], busy_secs)?
-            .collect())
+            .complete(batch, None, outputs.len(), |i| outputs[i], busy_secs)?
+            .map_or_else(Vec::new, |ids| ids.collect()))
+    }
+
+    /// `batch_done_totals` for one attempt of a batch: `None` when the report was ignored (a stale
+    /// attempt, a duplicate, or the run has ended), else the outputs' id range.
+    pub fn batch_result(
+        &mut self,
+        batch: BatchId,
+        attempt: u32,
+        n_outputs: usize,
+        total: TaskMeta,
+        busy_secs: f64,
+    ) -> CoreResult<Option<Range<TaskId>>> {
+        self.complete_totals(batch, Some(attempt), n_outputs, total, busy_secs)
+    }
+
+    /// `handle(BatchFailed)` for one attempt (`None`: the current one).
+    pub fn batch_failed_attempt(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        kind: FailureKind,
+        message: &str,
+    ) -> CoreResult<()> {
+        self.batch_failed(batch, attempt, kind, message)
+    }
+
+    /// Reports ignored because their attempt was no longer the batch's current one.
+    pub fn stale_results(&self) -> u64 {
+        self.stale_results
     }
 
     /// `batch_done` for a driver that knows only the totals of a batch's outputs: `total.bytes` and
     /// `total.items` are spread evenly over the `n_outputs` outputs. Returns the outputs' id range
-    /// (empty once the run has ended).
+    /// (empty when the report was ignored: see `handle`).
     pub fn batch_done_totals(
         &mut self,
         batch: BatchId,
@@ -426,10 +469,24 @@ impl Scheduler {
         total: TaskMeta,
         busy_secs: f64,
     ) -> CoreResult<Range<TaskId>> {
+        Ok(self
+            .complete_totals(batch, None, n_outputs, total, busy_secs)?
+            .unwrap_or(0..0))
+    }
+
+    fn complete_totals(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        n_outputs: usize,
+        total: TaskMeta,
+        busy_secs: f64,
+    ) -> CoreResult<Option<Range<TaskId>>> {
         let n = n_outputs.max(1) as u64;
         let share = |sum: u64, i: usize| sum / n + u64::from((i as u64) < sum % n);
         self.complete(
             batch,
+            attempt,
             n_outputs,
             |i| TaskMeta {
                 bytes: share(total.bytes, i),
@@ -528,18 +585,47 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Should a report about `attempt` of `batch` (`None`: its current attempt) be applied? Errors
+    /// for a batch or attempt never submitted; false (nothing changes) after the end of the run and
+    /// for a stale or duplicate report, which is counted.
+    fn admit_report(&mut self, batch: BatchId, attempt: Option<u32>) -> CoreResult<bool> {
+        let rec = self.batch(batch)?;
+        if self.outcome != Outcome::Running {
+            return Ok(false);
+        }
+        let attempt = attempt.unwrap_or(rec.attempt);
+        if attempt > rec.attempt {
+            return Err(CoreError::Protocol(format!(
+                "batch {batch}: attempt {attempt} was never submitted (latest {})",
+                rec.attempt
+            )));
+        }
+        match rec.state {
+            _ if attempt < rec.attempt => {}
+            BatchState::Done | BatchState::Failed => {}
+            BatchState::InFlight => return Ok(true),
+            BatchState::Waiting => {
+                return Err(CoreError::Protocol(format!(
+                    "batch {batch} is not in flight (attempt {attempt} waits to be submitted)"
+                )))
+            }
+        }
+        self.stale_results += 1;
+        Ok(false)
+    }
+
     /// A batch succeeded with `n_out` outputs described by `meta`: allocate their ids, queue them for
-    /// the next stage (or emit them), drop the inputs.
+    /// the next stage (or emit them), drop the inputs. `None` when the report was ignored.
     fn complete(
         &mut self,
         batch: BatchId,
+        attempt: Option<u32>,
         n_out: usize,
         meta: impl Fn(usize) -> TaskMeta,
         busy_secs: f64,
-    ) -> CoreResult<Range<TaskId>> {
-        if self.outcome != Outcome::Running {
-            self.batch(batch)?;
-            return Ok(0..0);
+    ) -> CoreResult<Option<Range<TaskId>>> {
+        if !self.admit_report(batch, attempt)? {
+            return Ok(None);
         }
         self.land(batch)?;
         let rec = &mut self.batches[batch as usize];
@@ -591,12 +677,17 @@ impl Scheduler {
             self.ledger.filtered += n_in;
         }
         self.dirty = true;
-        Ok(ids)
+        Ok(Some(ids))
     }
 
-    fn batch_failed(&mut self, batch: BatchId, kind: FailureKind, message: &str) -> CoreResult<()> {
-        if self.outcome != Outcome::Running {
-            self.batch(batch)?;
+    fn batch_failed(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        kind: FailureKind,
+        message: &str,
+    ) -> CoreResult<()> {
+        if !self.admit_report(batch, attempt)? {
             return Ok(());
         }
         self.land(batch)?;
