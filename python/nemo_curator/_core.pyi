@@ -215,7 +215,16 @@ class Scheduler:
         + "in_flight" ("balanced"); "complete" when also nothing is queued or in flight. "filtered"
         counts inputs of batches that succeeded with no output."""
     def roots(self, task_id: int) -> list[int]:
-        """The initial inputs a task descends from (sorted; empty for an unknown id)."""
+        """The initial inputs a task descends from (sorted). Known while the task lives (queued, in a
+        batch not yet ended, or an output until the poll that emits it): the core forgets what has
+        ended, so empty after that and for an unknown id."""
+    def completed_roots(self) -> list[int]:
+        """Initial inputs whose every descendant has ended (emitted, filtered or failed) since the last
+        call, in completion order; each is reported once, after the poll that handed out the commands
+        ending its last descendants (what a checkpoint records)."""
+    def live_records(self) -> dict[str, int]:
+        """Records the core holds: "batches", "calls", "open_roots", "groups"; bounded by the work
+        queued and in flight, all 0 after a run that finished."""
     def take_warnings(self) -> list[str]:
         """Warnings to log (e.g. a fixed pool capped to what fits); each is returned once."""
     def heap_bytes(self) -> int:

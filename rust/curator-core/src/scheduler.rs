@@ -38,7 +38,7 @@ use crate::backpressure::OutputEstimate;
 use crate::batching::{Packing, StageQueue};
 use crate::errors::{CoreError, CoreResult};
 use crate::event::{Command, Event, Failure, FailureKind};
-use crate::lineage::{Balance, Lineage, DRIVER};
+use crate::lineage::{Balance, IdMap, Lineage, LiveRecords, Tag};
 use crate::metrics::StageCounters;
 use crate::placement::{Cluster, Grant, Need};
 use crate::spec::{
@@ -78,18 +78,21 @@ pub(crate) enum BatchState {
     /// Back in its stage's queue after an infrastructure failure.
     Waiting,
     InFlight,
-    Done,
-    Failed,
 }
 
+/// A batch that has not ended (queued for a retry or in flight); forgotten once it succeeds or
+/// fails for good.
 #[derive(Debug)]
 pub(crate) struct BatchRec {
+    /// Its input tasks, in order, and their tags (see `lineage.rs`).
+    pub inputs: Vec<TaskId>,
+    pub tags: Vec<Tag>,
     pub stage: usize,
     pub attempt: u32,
     pub state: BatchState,
     pub actor: ActorId,
-    /// Index into `Scheduler::calls` of the call carrying this batch.
-    pub call: usize,
+    /// Key in `Scheduler::calls` of the call carrying this batch.
+    pub call: u64,
     /// Sum of the input tasks' bytes.
     pub bytes: u64,
     /// Was in flight on an actor that died: its retry runs alone, so that a batch that kills its
@@ -146,9 +149,12 @@ pub struct Scheduler {
     pub(crate) config: SchedulerConfig,
     pub(crate) cluster: Cluster,
     pub(crate) actors: Vec<ActorRec>,
-    pub(crate) batches: Vec<BatchRec>,
-    /// Batches of each call still running; the call's slot frees when it reaches 0.
-    pub(crate) calls: Vec<u32>,
+    /// Batches that have not ended; ids below `next_batch` without a record have ended.
+    pub(crate) batches: IdMap<BatchRec>,
+    pub(crate) next_batch: BatchId,
+    /// Batches of each call still running; the call's slot frees (and its entry goes) at 0.
+    pub(crate) calls: IdMap<u32>,
+    pub(crate) next_call: u64,
     pub(crate) lineage: Lineage,
     /// Counts of the balance; `queued` and `in_flight` are filled in when asked.
     pub(crate) ledger: Balance,
@@ -159,6 +165,12 @@ pub struct Scheduler {
     /// Commands in decision order; emits and drops are gathered apart and appended by `poll`.
     pub(crate) out: Vec<Command>,
     pub(crate) emits: Vec<TaskId>,
+    /// Outputs of the last stage not yet handed out, by runs of ids sharing a tag: they end (for
+    /// their roots) when `poll` hands them out.
+    pub(crate) emit_tags: Vec<(Range<TaskId>, Tag)>,
+    /// Roots completed, handed out by `take_completed_roots` once `poll` has handed out the
+    /// commands that ended their last descendants.
+    pub(crate) completed_roots: Vec<TaskId>,
     pub(crate) drops: Vec<TaskId>,
     /// `Finish` or `Abort`, handed out once, after everything else.
     pub(crate) terminal: Option<Command>,
@@ -314,8 +326,10 @@ impl Scheduler {
             config,
             cluster,
             actors: Vec::new(),
-            batches: Vec::new(),
-            calls: Vec::new(),
+            batches: IdMap::default(),
+            next_batch: 0,
+            calls: IdMap::default(),
+            next_call: 0,
             lineage: Lineage::default(),
             ledger: Balance::default(),
             now: 0.0,
@@ -324,6 +338,8 @@ impl Scheduler {
             outcome: Outcome::Running,
             out: Vec::new(),
             emits: Vec::new(),
+            emit_tags: Vec::new(),
+            completed_roots: Vec::new(),
             drops: Vec::new(),
             terminal: None,
             dirty: true,
@@ -352,11 +368,11 @@ impl Scheduler {
         if self.input_closed {
             return Err(CoreError::Protocol("add_tasks after close_input".into()));
         }
-        let ids = self.lineage.new_tasks(metas.len(), DRIVER);
+        let ids = self.lineage.new_roots(metas.len());
         let now = self.now;
         let stage = &mut self.stages[0];
         for (id, meta) in ids.clone().zip(metas) {
-            stage.queue.push(id, meta.bytes, now);
+            stage.queue.push(id, id, meta.bytes, now);
             stage.counters.tasks_in += 1;
             stage.counters.bytes_in += meta.bytes;
             stage.counters.items_in += meta.items;
@@ -531,10 +547,19 @@ impl Scheduler {
             .ok_or_else(|| CoreError::Protocol(format!("unknown actor {actor}")))
     }
 
+    pub(crate) fn batch_mut(&mut self, batch: BatchId) -> &mut BatchRec {
+        self.batches.get_mut(&batch).expect("a live batch")
+    }
+
+    /// A batch that has not ended. Protocol error for an id never handed out, or one that ended.
     fn batch(&self, batch: BatchId) -> CoreResult<&BatchRec> {
-        self.batches
-            .get(batch as usize)
-            .ok_or_else(|| CoreError::Protocol(format!("unknown batch {batch}")))
+        self.batches.get(&batch).ok_or_else(|| {
+            CoreError::Protocol(if batch < self.next_batch {
+                format!("batch {batch} has ended: duplicate or late report")
+            } else {
+                format!("unknown batch {batch}")
+            })
+        })
     }
 
     fn actor_ready(&mut self, actor: ActorId) -> CoreResult<()> {
@@ -564,13 +589,15 @@ impl Scheduler {
             )));
         }
         let (actor, call, stage, bytes) = (rec.actor, rec.call, rec.stage, rec.bytes);
-        let n = self.lineage.inputs(batch).len() as u64;
+        let n = rec.inputs.len() as u64;
         let a = &mut self.actors[actor as usize];
         if let Some(pos) = a.in_flight.iter().position(|&b| b == batch) {
             a.in_flight.swap_remove(pos);
         }
-        self.calls[call] -= 1;
-        if self.calls[call] == 0 {
+        let left = self.calls.get_mut(&call).expect("a call in flight");
+        *left -= 1;
+        if *left == 0 {
+            self.calls.remove(&call);
             a.calls -= 1;
             if a.calls == 0 {
                 a.idle_since = self.now;
@@ -589,10 +616,17 @@ impl Scheduler {
     /// for a batch or attempt never submitted; false (nothing changes) after the end of the run and
     /// for a stale or duplicate report, which is counted.
     fn admit_report(&mut self, batch: BatchId, attempt: Option<u32>) -> CoreResult<bool> {
-        let rec = self.batch(batch)?;
+        if batch >= self.next_batch {
+            return Err(CoreError::Protocol(format!("unknown batch {batch}")));
+        }
         if self.outcome != Outcome::Running {
             return Ok(false);
         }
+        let Some(rec) = self.batches.get(&batch) else {
+            // It ended (succeeded or failed for good) and was forgotten: a late or repeated report.
+            self.stale_results += 1;
+            return Ok(false);
+        };
         let attempt = attempt.unwrap_or(rec.attempt);
         if attempt > rec.attempt {
             return Err(CoreError::Protocol(format!(
@@ -602,7 +636,6 @@ impl Scheduler {
         }
         match rec.state {
             _ if attempt < rec.attempt => {}
-            BatchState::Done | BatchState::Failed => {}
             BatchState::InFlight => return Ok(true),
             BatchState::Waiting => {
                 return Err(CoreError::Protocol(format!(
@@ -628,13 +661,15 @@ impl Scheduler {
             return Ok(None);
         }
         self.land(batch)?;
-        let rec = &mut self.batches[batch as usize];
-        rec.state = BatchState::Done;
+        // The batch has ended: its record goes; its inputs end and its outputs inherit their roots.
+        let rec = self
+            .batches
+            .remove(&batch)
+            .expect("a batch in flight has a record");
         let s = rec.stage;
-        let inputs = self.lineage.inputs(batch);
-        let n_in = inputs.len() as u64;
-        self.drops.extend_from_slice(inputs);
-        let ids = self.lineage.new_tasks(n_out, batch);
+        let n_in = rec.inputs.len() as u64;
+        self.drops.extend_from_slice(&rec.inputs);
+        let (ids, tag) = self.lineage.batch_outputs(&rec.tags, n_out);
         let now = self.now;
         let last = s + 1 == self.stages.len();
         let (mut out_bytes, mut out_items) = (0u64, 0u64);
@@ -645,6 +680,9 @@ impl Scheduler {
                 out_items += m.items;
             }
             self.emits.extend(ids.clone());
+            if n_out > 0 {
+                self.emit_tags.push((ids.clone(), tag));
+            }
             self.ledger.emitted += n_out as u64;
         } else {
             let next = &mut self.stages[s + 1];
@@ -652,7 +690,7 @@ impl Scheduler {
                 let m = meta(i);
                 out_bytes += m.bytes;
                 out_items += m.items;
-                next.queue.push(id, m.bytes, now);
+                next.queue.push(id, tag, m.bytes, now);
             }
             next.counters.tasks_in += n_out as u64;
             next.counters.bytes_in += out_bytes;
@@ -702,7 +740,7 @@ impl Scheduler {
     /// Put an infrastructure-failed batch back at the front of its queue, or fail it after
     /// `max_retries` retries.
     fn retry_or_fail(&mut self, batch: BatchId, message: &str) {
-        let rec = &self.batches[batch as usize];
+        let rec = &self.batches[&batch];
         let st = &self.stages[rec.stage];
         if rec.attempt - rec.user_failures - rec.blameless >= st.spec.max_retries {
             self.fail_for_good(batch, FailureKind::Infra, message);
@@ -714,14 +752,14 @@ impl Scheduler {
     /// A batch whose stage code raised: retried up to the stage's `max_user_retries`, then failed
     /// for good. With `replace_actor_on_failure` the actor it ran on is replaced.
     fn user_failed(&mut self, batch: BatchId, message: &str) {
-        let rec = &self.batches[batch as usize];
+        let rec = &self.batches[&batch];
         let spec = &self.stages[rec.stage].spec;
         let (actor, retry) = (rec.actor, rec.user_failures < spec.max_user_retries);
         if spec.replace_actor_on_failure {
             self.retire(actor);
         }
         if retry {
-            self.batches[batch as usize].user_failures += 1;
+            self.batch_mut(batch).user_failures += 1;
             self.requeue_front(batch);
         } else {
             self.fail_for_good(batch, FailureKind::User, message);
@@ -729,8 +767,8 @@ impl Scheduler {
     }
 
     fn requeue_front(&mut self, batch: BatchId) {
-        let n = self.lineage.inputs(batch).len() as u64;
-        let rec = &mut self.batches[batch as usize];
+        let rec = self.batches.get_mut(&batch).expect("a live batch");
+        let n = rec.inputs.len() as u64;
         rec.attempt += 1;
         rec.state = BatchState::Waiting;
         let st = &mut self.stages[rec.stage];
@@ -739,14 +777,16 @@ impl Scheduler {
     }
 
     fn fail_for_good(&mut self, batch: BatchId, kind: FailureKind, message: &str) {
-        let rec = &mut self.batches[batch as usize];
-        rec.state = BatchState::Failed;
-        let tasks = self.lineage.inputs(batch).to_vec();
-        let n = tasks.len() as u64;
+        // The batch has ended: its record goes, and its inputs end (for their roots).
+        let rec = self.batches.remove(&batch).expect("a live batch");
+        for &tag in &rec.tags {
+            self.lineage.end(tag);
+        }
+        let n = rec.inputs.len() as u64;
         let failure = Failure {
             stage: rec.stage,
             batch,
-            tasks,
+            tasks: rec.inputs,
             kind,
             message: message.to_string(),
             attempts: rec.attempt + 1,
@@ -791,7 +831,7 @@ impl Scheduler {
             // with its first call) are none of their fault: back to the front, uncounted.
             for batch in lost {
                 self.land(batch)?;
-                self.batches[batch as usize].blameless += 1;
+                self.batch_mut(batch).blameless += 1;
                 self.requeue_front(batch);
             }
             // A setup that raised may have met a passing condition (a busy service, a slow
@@ -817,7 +857,7 @@ impl Scheduler {
         for batch in lost {
             self.land(batch)?;
             if shared {
-                self.batches[batch as usize].blameless += 1;
+                self.batch_mut(batch).blameless += 1;
                 self.requeue_front(batch);
             } else {
                 self.retry_or_fail(batch, message);
@@ -825,8 +865,10 @@ impl Scheduler {
             if self.outcome != Outcome::Running {
                 return Ok(());
             }
-            let rec = &mut self.batches[batch as usize];
-            rec.isolate = rec.state == BatchState::Waiting;
+            // Still live: it waits for a retry (one failed for good has no record any more).
+            if let Some(rec) = self.batches.get_mut(&batch) {
+                rec.isolate = rec.state == BatchState::Waiting;
+            }
         }
         let st = &mut self.stages[s];
         st.deaths += 1;
@@ -1031,7 +1073,14 @@ impl Scheduler {
             commands.push(Command::Emit {
                 tasks: mem::take(&mut self.emits),
             });
+            // Handed out: these outputs have ended, for their roots too.
+            for (ids, tag) in mem::take(&mut self.emit_tags) {
+                for _ in ids {
+                    self.lineage.end(tag);
+                }
+            }
         }
+        self.completed_roots.extend(self.lineage.take_completed());
         if !self.drops.is_empty() {
             commands.push(Command::Drop {
                 tasks: mem::take(&mut self.drops),
@@ -1085,16 +1134,56 @@ impl Scheduler {
     }
 
     /// The initial inputs `task` descends from (sorted; empty for an unknown id).
+    ///
+    /// Known while the task lives: queued, in a batch not yet ended, or an output of the last stage
+    /// until the `poll` that hands it out; empty after (the core forgets what has ended) and for an
+    /// unknown id. A diagnostic: it searches the live records.
     pub fn roots(&self, task: TaskId) -> Vec<TaskId> {
-        self.lineage.roots(task)
+        self.tag_of(task)
+            .map_or_else(Vec::new, |tag| self.lineage.roots_of(tag))
     }
 
-    /// The input tasks of a batch (empty for an unknown id).
+    fn tag_of(&self, task: TaskId) -> Option<Tag> {
+        if !self.lineage.issued(task) {
+            return None;
+        }
+        if let Some((_, tag)) = self.emit_tags.iter().find(|(ids, _)| ids.contains(&task)) {
+            return Some(*tag);
+        }
+        if let Some(tag) = self.stages.iter().find_map(|s| s.queue.tag_of(task)) {
+            return Some(tag);
+        }
+        self.batches.values().find_map(|b| {
+            let i = b.inputs.iter().position(|&t| t == task)?;
+            Some(b.tags[i])
+        })
+    }
+
+    /// Source tasks whose every descendant has ended (emitted, filtered or failed) since the last
+    /// call, in completion order; each is reported once, after the `poll` that handed out the
+    /// commands ending its last descendants. What a checkpoint records to resume a run.
+    pub fn take_completed_roots(&mut self) -> Vec<TaskId> {
+        mem::take(&mut self.completed_roots)
+    }
+
+    /// Source tasks completed so far (handed out by `take_completed_roots` or not).
+    pub fn roots_completed(&self) -> u64 {
+        self.lineage.completed_total()
+    }
+
+    /// The input tasks of a batch that has not ended (empty otherwise).
     pub fn batch_inputs(&self, batch: BatchId) -> &[TaskId] {
-        if batch < self.lineage.num_batches() {
-            self.lineage.inputs(batch)
-        } else {
-            &[]
+        self.batches.get(&batch).map_or(&[], |b| &b.inputs)
+    }
+
+    /// How many records the core holds: all bounded by the work queued and in flight, and all 0
+    /// after a run that finished.
+    pub fn live_records(&self) -> LiveRecords {
+        LiveRecords {
+            batches: self.batches.len(),
+            calls: self.calls.len(),
+            open_roots: self.lineage.open_roots(),
+            groups: self.lineage.live_groups(),
         }
     }
 
@@ -1106,9 +1195,16 @@ impl Scheduler {
     /// Heap bytes held by the scheduler's per-task and per-batch records (approximate).
     pub fn heap_bytes(&self) -> usize {
         let queues: usize = self.stages.iter().map(|s| s.queue.heap_bytes()).sum();
+        let inputs: usize = self
+            .batches
+            .values()
+            .map(|b| (b.inputs.capacity() + b.tags.capacity()) * 8)
+            .sum();
         self.lineage.heap_bytes()
-            + self.batches.capacity() * mem::size_of::<BatchRec>()
-            + self.calls.capacity() * 4
+            + self.batches.capacity() * (mem::size_of::<BatchRec>() + 9)
+            + inputs
+            + self.calls.capacity() * 13
+            + self.emit_tags.capacity() * mem::size_of::<(Range<TaskId>, Tag)>()
             + queues
     }
 }

@@ -1161,10 +1161,16 @@ fn outputs_are_emitted_with_their_lineage() {
     let made = creates(&s.poll());
     ready(&mut s, made.into_iter().map(|c| c.0));
     let inputs = s.add_tasks(&metas(2)).unwrap();
+    assert_eq!(
+        s.roots(inputs[0]),
+        vec![inputs[0]],
+        "a queued source task is its own root"
+    );
     s.close_input();
-    let mut emitted = Vec::new();
+    let (mut emitted, mut all_roots, mut completed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..10 {
         let cmds = s.poll();
+        completed.extend(s.take_completed_roots());
         for c in cmds {
             match c {
                 Command::CreateActor { actor, .. } => ready(&mut s, [actor]),
@@ -1173,7 +1179,9 @@ fn outputs_are_emitted_with_their_lineage() {
                     for b in batches {
                         // split: 2 outputs per input; merge: 1 output per batch
                         let n = if b.stage == 0 { 2 } else { 1 };
-                        s.batch_done(b.id, &metas(n), 0.1).unwrap();
+                        let out = s.batch_done(b.id, &metas(n), 0.1).unwrap();
+                        // Outputs are known until the poll that hands them out.
+                        all_roots.extend(out.iter().map(|&t| s.roots(t)));
                     }
                 }
                 _ => {}
@@ -1186,12 +1194,18 @@ fn outputs_are_emitted_with_their_lineage() {
         2,
         "4 split outputs merged by 3: batches of 3 and 1"
     );
-    let all_roots: Vec<Vec<u64>> = emitted.iter().map(|&t| s.roots(t)).collect();
     assert!(
         all_roots.contains(&inputs),
         "the batch of 3 descends from both inputs: {all_roots:?}"
     );
-    assert_eq!(s.roots(inputs[0]), vec![inputs[0]]);
+    completed.sort_unstable();
+    assert_eq!(completed, inputs, "each source task completed once");
+    assert_eq!(
+        s.live_records().total(),
+        0,
+        "the core forgot what has ended"
+    );
+    assert!(s.roots(emitted[0]).is_empty() && s.roots(inputs[0]).is_empty());
     let m = s.metrics();
     assert_eq!(
         (

@@ -602,6 +602,25 @@ impl PyScheduler {
         self.inner.roots(task_id)
     }
 
+    /// Source tasks whose every descendant has ended (emitted, filtered or failed) since the last
+    /// call, in completion order; each is reported once, after the poll that handed out the commands
+    /// that ended its last descendants.
+    fn completed_roots(&mut self) -> Vec<u64> {
+        self.inner.take_completed_roots()
+    }
+
+    /// Records the core holds: {"batches", "calls", "open_roots", "groups"}; all bounded by the work
+    /// queued and in flight, and all 0 after a run that finished.
+    fn live_records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.inner.live_records();
+        let d = PyDict::new(py);
+        d.set_item("batches", r.batches)?;
+        d.set_item("calls", r.calls)?;
+        d.set_item("open_roots", r.open_roots)?;
+        d.set_item("groups", r.groups)?;
+        Ok(d)
+    }
+
     fn take_warnings(&mut self) -> Vec<String> {
         self.inner.take_warnings()
     }

@@ -247,6 +247,11 @@ pub struct Sim {
     outcome: Option<Outcome>,
     /// (batch, attempt) pairs whose attempt ended: any later report of them is stale.
     ended_attempts: Vec<(BatchId, u32)>,
+    /// The batch that took each task (retries keep it), and the outputs of each batch that succeeded.
+    consumer: HashMap<TaskId, BatchId>,
+    children: HashMap<BatchId, Vec<TaskId>>,
+    /// Source tasks the scheduler reported completed.
+    completed_roots: std::collections::HashSet<TaskId>,
     pub stats: Stats,
 }
 
@@ -288,6 +293,9 @@ impl Sim {
             setup_failures: vec![0; n],
             outcome: None,
             ended_attempts: Vec::new(),
+            consumer: HashMap::new(),
+            children: HashMap::new(),
+            completed_roots: Default::default(),
             stats: Stats::default(),
             specs,
             nodes,
@@ -797,14 +805,23 @@ impl Sim {
                 .collect();
         }
         assert_eq!(ids.len() as u64, n_out);
+        self.children.insert(b, ids.clone());
         for &t in &batch.tasks {
             self.tasks[t as usize].state = TaskState::Consumed;
         }
         self.batches.get_mut(&b).unwrap().state = BatchState::Done;
         self.measured[s] = true;
         let next = (s + 1 < self.n_stages()).then_some(s + 1);
-        for (id, by) in ids.into_iter().zip(bytes) {
+        for (id, by) in ids.iter().copied().zip(bytes) {
             self.new_task(id, next, by, Some(b));
+        }
+        // The new outputs are live: the scheduler still knows where they come from.
+        for &t in ids.iter().step_by(3) {
+            assert_eq!(
+                self.sched.roots(t),
+                self.model_roots(t),
+                "roots of task {t}"
+            );
         }
     }
 
@@ -910,6 +927,7 @@ impl Sim {
             !killed_busy || matches!(self.outcome, Some(Outcome::Aborted { .. })),
             "killed a busy actor"
         );
+        self.check_completed_roots();
         if self.outcome.is_none() {
             // Every failure for good is reported in the poll after it happened.
             let waiting_failures: Vec<BatchId> = self
@@ -1084,6 +1102,9 @@ impl Sim {
                         "stage {s} batch is not the queue's front (FIFO)"
                     );
                 }
+                for &t in &batch.tasks {
+                    self.consumer.insert(t, batch.id);
+                }
                 let state = BatchState::InFlight { actor, call };
                 self.batches.insert(
                     batch.id,
@@ -1232,7 +1253,14 @@ impl Sim {
         let b = self.sched.balance();
         assert!(b.complete(), "Finish while not complete: {b:?}");
         self.assert_all_actors_gone();
-        self.check_lineage();
+        self.check_completed_roots();
+        assert_eq!(
+            self.completed_roots.len(),
+            self.added,
+            "every source task completed"
+        );
+        let live = self.sched.live_records();
+        assert_eq!(live.total(), 0, "records left after the run: {live:?}");
         self.outcome = Some(Outcome::Finished);
     }
 
@@ -1284,30 +1312,58 @@ impl Sim {
         }
     }
 
-    /// The scheduler's roots of every final output match the model's.
-    fn check_lineage(&self) {
-        for (t, task) in self.tasks.iter().enumerate().step_by(3) {
-            if task.state != TaskState::Emitted {
-                continue;
-            }
-            let mut roots = std::collections::BTreeSet::new();
+    /// Every root the scheduler reports completed is a source task, reported once, and every task
+    /// descending from it has ended (consumed by a batch that succeeded, emitted, or failed). Each
+    /// source task is either still open or reported.
+    fn check_completed_roots(&mut self) {
+        for r in self.sched.take_completed_roots() {
+            assert!(
+                self.tasks[r as usize].producer.is_none(),
+                "completed root {r} is not a source task"
+            );
+            assert!(self.completed_roots.insert(r), "root {r} completed twice");
+            let mut stack = vec![r];
             let mut seen = std::collections::HashSet::new();
-            let mut stack = vec![t as TaskId];
-            while let Some(x) = stack.pop() {
-                match self.tasks[x as usize].producer {
-                    None => {
-                        roots.insert(x);
-                    }
-                    Some(b) => {
+            while let Some(t) = stack.pop() {
+                let state = self.tasks[t as usize].state;
+                match state {
+                    TaskState::Emitted | TaskState::Failed => {}
+                    TaskState::Consumed => {
+                        // Siblings share their consumer batch: visit its outputs once.
+                        let b = self.consumer[&t];
                         if seen.insert(b) {
-                            stack.extend(&self.batches[&b].tasks);
+                            stack.extend(self.children.get(&b).into_iter().flatten());
                         }
+                    }
+                    _ => panic!("root {r} completed while its descendant {t} is {state:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            self.sched.live_records().open_roots + self.completed_roots.len(),
+            self.added,
+            "every source task is open or completed"
+        );
+    }
+
+    /// The source tasks `t` descends from, by the model.
+    fn model_roots(&self, t: TaskId) -> Vec<TaskId> {
+        let mut roots = std::collections::BTreeSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![t];
+        while let Some(x) = stack.pop() {
+            match self.tasks[x as usize].producer {
+                None => {
+                    roots.insert(x);
+                }
+                Some(b) => {
+                    if seen.insert(b) {
+                        stack.extend(&self.batches[&b].tasks);
                     }
                 }
             }
-            let roots: Vec<TaskId> = roots.into_iter().collect();
-            assert_eq!(self.sched.roots(t as TaskId), roots, "roots of task {t}");
         }
+        roots.into_iter().collect()
     }
 
     /// Late reports after the end are accepted and change nothing.
