@@ -115,6 +115,11 @@ impl StageQueue {
             .map(|w| w.tag)
     }
 
+    pub fn shrink_to_fit(&mut self) {
+        self.fresh.shrink_to_fit();
+        self.retry.shrink_to_fit();
+    }
+
     pub fn heap_bytes(&self) -> usize {
         self.fresh.capacity() * std::mem::size_of::<Waiting>() + self.retry.capacity() * 8
     }

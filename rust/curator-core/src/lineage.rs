@@ -202,6 +202,15 @@ impl Lineage {
         self.completed_total
     }
 
+    /// Give back memory held beyond what the live records need.
+    pub fn shrink_to_fit(&mut self) {
+        self.open.shrink_to_fit();
+        if self.free_groups.len() == self.groups.len() {
+            self.groups = Vec::new();
+            self.free_groups = Vec::new();
+        }
+    }
+
     /// Bytes held (approximate: map and vectors at capacity, groups' roots).
     pub fn heap_bytes(&self) -> usize {
         let groups: usize = self.groups.iter().map(|g| g.roots.capacity() * 8).sum();

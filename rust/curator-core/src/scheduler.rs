@@ -5,6 +5,10 @@
 //! sizing, node packing, rebalancing), `lineage.rs` (ancestry and the balance), `metrics.rs`. This file
 //! holds the state, validation, the event handlers, failures and termination.
 //!
+//! Memory is bounded by the work queued and in flight: a batch's record (and its call's) goes when it
+//! ends, and lineage keeps only live tasks' roots and a count per open source task (`lineage.rs`).
+//! Reports about a batch that has ended are stale (see `handle`).
+//!
 //! Decisions are made lazily: events only update state and mark the scheduler dirty, and `poll` runs
 //! one scheduling pass (retire finished stages, fill free capacity, dispatch downstream first, then
 //! rebalance when due). A `poll` with nothing changed costs almost nothing.
@@ -1034,6 +1038,13 @@ impl Scheduler {
             self.outcome = Outcome::Finished;
             self.kill_all();
             self.terminal = Some(Command::Finish);
+            // Nothing is left to track: give the records' memory back.
+            self.batches.shrink_to_fit();
+            self.calls.shrink_to_fit();
+            self.lineage.shrink_to_fit();
+            for st in &mut self.stages {
+                st.queue.shrink_to_fit();
+            }
         }
     }
 
