@@ -120,9 +120,11 @@ class Scheduler:
 
     Raises `ConfigError` for an invalid spec or setting (naming the stage) and `InfeasibleError` when
     there are no nodes or a stage's actor fits on no node. Times are the driver's monotonic clock in
-    seconds; sizes are bytes. Event methods raise `ProtocolError` for an unknown actor or batch, a batch
-    that is not in flight (e.g. reported twice) or an actor reported ready twice; after the run ended
-    they accept late reports and ignore them.
+    seconds; sizes are bytes. Event methods raise `ProtocolError` for an unknown actor or batch, an
+    attempt that was never submitted or an actor reported ready twice (nothing changes then). A report
+    of an attempt that is no longer the batch's current one (given up after a timeout or an actor
+    loss, or reported already) is ignored and counted in `stale_results`; after the run ended, late
+    reports are accepted and ignored.
     """
 
     def __new__(
@@ -160,13 +162,31 @@ class Scheduler:
         out_bytes: list[int],
         out_items: list[int],
         busy_s: list[float],
+        attempts: list[int] | None = None,
     ) -> list[int]:
         """Report finished batches (parallel lists: output count, total output bytes and items, seconds
-        spent in `process_batch`). Returns the new output task ids, batch after batch, in each batch's
-        output order; bytes and items are spread evenly over a batch's outputs."""
-    def batch_failed(self, batch: int, user_error: bool, message: str) -> None:
+        spent in `process_batch`, and the attempt each result is of; None: the current ones). Returns
+        the new output task ids, batch after batch, in each batch's output order (none for an ignored
+        report); bytes and items are spread evenly over a batch's outputs."""
+    def batch_results(
+        self,
+        batch_ids: list[int],
+        attempts: list[int],
+        n_outputs: list[int],
+        out_bytes: list[int],
+        out_items: list[int],
+        busy_s: list[float],
+    ) -> list[int | None]:
+        """`batches_done` with the attempt of each result (from its `submit`). Returns per batch the id
+        of its first output (a batch's outputs have consecutive ids), or None when the report was
+        ignored (a given-up attempt, a duplicate, or the run has ended): those outputs get no id."""
+    def batch_failed(self, batch: int, user_error: bool, message: str, attempt: int | None = None) -> None:
         """The batch raised (`user_error`: recorded with ignore_failures, else the run aborts) or was
-        lost to an infrastructure failure (retried first, up to `max_retries`)."""
+        lost to an infrastructure failure (retried first, up to `max_retries`). `attempt`: the one that
+        failed (None: the current one); a given-up attempt's failure is ignored."""
+    @property
+    def stale_results(self) -> int:
+        """Reports ignored because their attempt was no longer the batch's current one."""
     def poll(self) -> list[tuple[_typing.Any, ...]]:
         """Every decision since the last poll, as tagged tuples (see above); cheap when nothing changed."""
     @property
@@ -194,7 +214,16 @@ class Scheduler:
         + "in_flight" ("balanced"); "complete" when also nothing is queued or in flight. "filtered"
         counts inputs of batches that succeeded with no output."""
     def roots(self, task_id: int) -> list[int]:
-        """The initial inputs a task descends from (sorted; empty for an unknown id)."""
+        """The initial inputs a task descends from (sorted). Known while the task lives (queued, in a
+        batch not yet ended, or an output until the poll that emits it): the core forgets what has
+        ended, so empty after that and for an unknown id."""
+    def completed_roots(self) -> list[int]:
+        """Initial inputs whose every descendant has ended (emitted, filtered or failed) since the last
+        call, in completion order; each is reported once, after the poll that handed out the commands
+        ending its last descendants (what a checkpoint records)."""
+    def live_records(self) -> dict[str, int]:
+        """Records the core holds: "batches", "calls", "open_roots", "groups"; bounded by the work
+        queued and in flight, all 0 after a run that finished."""
     def take_warnings(self) -> list[str]:
         """Warnings to log (e.g. a fixed pool capped to what fits); each is returned once."""
     def heap_bytes(self) -> int:

@@ -296,23 +296,32 @@ def test_results_that_arrive_after_an_abort_get_no_ids() -> None:
 def test_lineage_leads_back_to_the_inputs() -> None:
     sched = Scheduler([StageSpec("split"), StageSpec("merge", batch_size=4)], [NodeSpec("n0", 2)])
     inputs = sched.add_tasks([10, 10])
+    assert sched.roots(inputs[1]) == [inputs[1]]
     sched.close_input()
     sched.actors_ready([c[1] for c in sched.poll() if c[0] == "create"])
     emitted: list[int] = []
+    roots: list[list[int]] = []
+    completed: list[int] = []
     for _ in range(20):
         for cmd in sched.poll():
             if cmd[0] == "submit":
                 ids = [b[0] for b in cmd[2]]
-                sched.batches_done(ids, [2] * len(ids), [20] * len(ids), [2] * len(ids), [0.01] * len(ids))
+                out = sched.batches_done(
+                    ids, [2] * len(ids), [20] * len(ids), [2] * len(ids), [0.01] * len(ids)
+                )
+                # Outputs are known until the poll that emits them.
+                roots.extend(sched.roots(t) for t in out)
             elif cmd[0] == "emit":
                 emitted.extend(cmd[1])
+        completed.extend(sched.completed_roots())
         if sched.finished:
             break
     assert sched.finished
     assert len(emitted) == 2, "4 split outputs, one merge batch of 4, 2 outputs"
-    assert all(sched.roots(t) == inputs for t in emitted)
-    assert sched.roots(inputs[1]) == [inputs[1]]
-    assert sched.roots(10**9) == []
+    assert roots[-2:] == [inputs, inputs]
+    assert sorted(completed) == inputs, "each input completed once"
+    assert sched.live_records() == {"batches": 0, "calls": 0, "open_roots": 0, "groups": 0}
+    assert sched.roots(emitted[0]) == [] and sched.roots(10**9) == []
 
 
 def test_a_batch_timeout_sends_partial_batches() -> None:
@@ -378,9 +387,12 @@ def test_errors_map_to_the_exception_hierarchy() -> None:
     sched.close_input()
     (submit,) = [c for c in sched.poll() if c[0] == "submit"]
     batch = submit[2][0][0]
+    with pytest.raises(ProtocolError, match="attempt 3 was never submitted"):
+        sched.batches_done([batch], [1], [5], [1], [0.1], attempts=[3])
     assert sched.batches_done([batch], [1], [5], [1], [0.1]) == [1]
-    with pytest.raises(ProtocolError, match="not in flight"):
-        sched.batches_done([batch], [1], [5], [1], [0.1])
+    # A second report of the same attempt is stale: ignored and counted, never a second output.
+    assert sched.batches_done([batch], [1], [5], [1], [0.1]) == []
+    assert sched.stale_results == 1
     with pytest.raises(ProtocolError, match="after close_input"):
         sched.add_tasks([1])
     for exc in (ConfigError, InfeasibleError, ProtocolError):

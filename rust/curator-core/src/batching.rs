@@ -24,6 +24,7 @@
 use std::collections::VecDeque;
 
 use crate::event::{Batch, Command};
+use crate::lineage::Tag;
 use crate::scheduler::{ActorState, BatchRec, BatchState, Scheduler};
 use crate::spec::{ActorId, BatchId, TaskId};
 
@@ -35,6 +36,8 @@ const EWMA_ALPHA: f64 = 0.2;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Waiting {
     pub task: TaskId,
+    /// Its roots (see `lineage.rs`).
+    pub tag: Tag,
     pub bytes: u64,
     /// When it arrived (driver clock, seconds).
     pub since: f64,
@@ -51,8 +54,13 @@ pub(crate) struct StageQueue {
 
 impl StageQueue {
     #[inline]
-    pub fn push(&mut self, task: TaskId, bytes: u64, since: f64) {
-        self.fresh.push_back(Waiting { task, bytes, since });
+    pub fn push(&mut self, task: TaskId, tag: Tag, bytes: u64, since: f64) {
+        self.fresh.push_back(Waiting {
+            task,
+            tag,
+            bytes,
+            since,
+        });
         self.fresh_bytes += bytes;
     }
 
@@ -95,6 +103,21 @@ impl StageQueue {
             n / batch_size
         };
         self.retry.len() + fresh
+    }
+
+    /// The tag of a task waiting here (fresh ones only: a retried batch holds its own).
+    pub fn tag_of(&self, task: TaskId) -> Option<Tag> {
+        // From the back: the newest tasks (e.g. outputs just queued) are asked for most.
+        self.fresh
+            .iter()
+            .rev()
+            .find(|w| w.task == task)
+            .map(|w| w.tag)
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.fresh.shrink_to_fit();
+        self.retry.shrink_to_fit();
     }
 
     pub fn heap_bytes(&self) -> usize {
@@ -208,7 +231,7 @@ impl Scheduler {
 
     fn isolated_front(&self, s: usize) -> bool {
         let front = self.stages[s].queue.retry.front();
-        front.is_some_and(|&b| self.batches[b as usize].isolate)
+        front.is_some_and(|b| self.batches[b].isolate)
     }
 
     /// Send retries that must run alone, each in its own call to an actor with nothing in flight.
@@ -296,24 +319,26 @@ impl Scheduler {
         partial: bool,
         alone: bool,
     ) -> bool {
-        let call = self.calls.len();
+        let call = self.next_call;
         let now = self.now;
         let mut batches = Vec::with_capacity(k);
         for _ in 0..k {
             let Some(id) = self.next_batch(s, partial, alone) else {
                 break;
             };
-            let rec = &mut self.batches[id as usize];
+            let rec = self
+                .batches
+                .get_mut(&id)
+                .expect("a queued batch has a record");
             rec.state = BatchState::InFlight;
             rec.actor = actor;
             rec.call = call;
             rec.isolate = false;
-            let tasks = self.lineage.inputs(id);
-            let n = tasks.len() as u64;
+            let n = rec.inputs.len() as u64;
             batches.push(Batch {
                 id,
                 stage: s,
-                tasks: tasks.to_vec(),
+                tasks: rec.inputs.clone(),
                 attempt: rec.attempt,
             });
             let st = &mut self.stages[s];
@@ -326,7 +351,8 @@ impl Scheduler {
         if batches.is_empty() {
             return false;
         }
-        self.calls.push(batches.len() as u32);
+        self.calls.insert(call, batches.len() as u32);
+        self.next_call += 1;
         self.actors[actor as usize].calls += 1;
         let c = &mut self.stages[s].counters;
         c.calls += 1;
@@ -343,9 +369,9 @@ impl Scheduler {
         }
         let st = &mut self.stages[s];
         if let Some(id) = st.queue.retry.pop_front() {
-            let n = self.lineage.inputs(id).len() as u64;
-            st.queue.retry_tasks -= n;
-            st.queue.retry_bytes -= self.batches[id as usize].bytes;
+            let rec = &self.batches[&id];
+            st.queue.retry_tasks -= rec.inputs.len() as u64;
+            st.queue.retry_bytes -= rec.bytes;
             return Some(id);
         }
         let q = &mut st.queue;
@@ -354,25 +380,31 @@ impl Scheduler {
         if n == 0 || (n < size && !partial) {
             return None;
         }
-        let mut bytes = 0;
+        let (mut bytes, mut inputs, mut tags) = (0, Vec::with_capacity(n), Vec::with_capacity(n));
         for w in q.fresh.drain(..n) {
-            self.lineage.push_input(w.task);
+            inputs.push(w.task);
+            tags.push(w.tag);
             bytes += w.bytes;
         }
         q.fresh_bytes -= bytes;
-        let id = self.lineage.seal_batch();
-        debug_assert_eq!(id as usize, self.batches.len());
-        self.batches.push(BatchRec {
-            stage: s,
-            attempt: 0,
-            state: BatchState::Waiting,
-            actor: 0,
-            call: 0,
-            bytes,
-            isolate: false,
-            user_failures: 0,
-            blameless: 0,
-        });
+        let id = self.next_batch;
+        self.next_batch += 1;
+        self.batches.insert(
+            id,
+            BatchRec {
+                inputs,
+                tags,
+                stage: s,
+                attempt: 0,
+                state: BatchState::Waiting,
+                actor: 0,
+                call: 0,
+                bytes,
+                isolate: false,
+                user_failures: 0,
+                blameless: 0,
+            },
+        );
         Some(id)
     }
 }
@@ -385,7 +417,7 @@ mod tests {
     fn queue_counts_fresh_and_retried_tasks() {
         let mut q = StageQueue::default();
         for t in 0..5 {
-            q.push(t, 10, 1.0);
+            q.push(t, t, 10, 1.0);
         }
         q.push_retry_front(7, 3, 30);
         assert_eq!((q.tasks(), q.bytes()), (8, 80));

@@ -24,13 +24,17 @@ pub enum Event {
         message: String,
     },
     /// One batch finished; `outputs` in the order the stage returned them (may be empty: filtered).
+    /// `attempt` is the one its `Submit` carried: a result of an attempt that was given up (its actor
+    /// died or its call timed out, and the batch went out again) is ignored and counted as stale.
     BatchDone {
         batch: BatchId,
+        attempt: u32,
         outputs: Vec<TaskMeta>,
         busy_secs: f64,
     },
     BatchFailed {
         batch: BatchId,
+        attempt: u32,
         kind: FailureKind,
         message: String,
     },

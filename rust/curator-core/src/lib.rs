@@ -16,7 +16,7 @@ pub mod spec;
 
 pub use errors::{CoreError, CoreResult};
 pub use event::{Batch, Command, Event, Failure, FailureKind};
-pub use lineage::Balance;
+pub use lineage::{Balance, LiveRecords};
 pub use metrics::{RunMetrics, StageCounts, StageMetrics, STAGE_COUNTERS};
 pub use scheduler::Scheduler;
 pub use spec::{

@@ -1,96 +1,243 @@
-//! Where every task came from, and the ledger that proves none was lost.
+//! Where every task came from, which source tasks are done, and the ledger that proves none was lost.
 //!
-//! Each task is produced either by the driver (an initial input) or by exactly one batch, and each
-//! batch consumes its input tasks exactly once: a task's roots are found by walking producer batches
-//! back to the initial inputs, visiting each batch once (siblings of one batch share its ancestry). Memory stays compact with dense vectors
-//! indexed by id: 8 bytes per task (its producer) and 8 bytes per batch input, plus one offset per batch.
+//! The core keeps records only for what is alive, so its memory is bounded by the work in flight, not
+//! by the size of the run. A live task (queued, in a batch, or an output not yet handed out) carries a
+//! *tag* naming the source tasks (roots) it descends from: the root's own id when it is one, else a
+//! shared, reference-counted group of roots (a batch's outputs share one group; a batch of tasks with
+//! the same roots passes their tag on). Per open root, the core counts its live descendants; when that
+//! count reaches 0 every descendant has ended (output, filtered or failed) and the root is *completed*:
+//! it is reported once (`take_completed`) and forgotten. Ids stay dense and increasing, so an id below
+//! the next one that has no record is known to have ended.
+//!
+//! Cost: one hash-map entry per open root, one group per batch whose inputs have different roots
+//! (its sorted roots), nothing per ended task or batch.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 
-use crate::spec::{BatchId, TaskId};
+use crate::spec::TaskId;
 
-/// Producer of the initial inputs (they come from the driver, not from a batch).
-pub(crate) const DRIVER: BatchId = BatchId::MAX;
+/// A multiplicative hash for dense integer ids (the std SipHash costs more than the work it guards).
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
 
-#[derive(Debug)]
-pub(crate) struct Lineage {
-    /// The batch that produced each task, indexed by task id; `DRIVER` for initial inputs.
-    producer: Vec<BatchId>,
-    /// Input tasks of every batch, concatenated in batch-id order.
-    inputs: Vec<TaskId>,
-    /// Batch `b`'s inputs are `inputs[starts[b]..starts[b + 1]]`.
-    starts: Vec<usize>,
-}
-
-impl Default for Lineage {
-    fn default() -> Self {
-        Self {
-            producer: Vec::new(),
-            inputs: Vec::new(),
-            starts: vec![0],
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
         }
     }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A hash map keyed by dense ids.
+pub(crate) type IdMap<V> = HashMap<u64, V, BuildHasherDefault<IdHasher>>;
+
+/// The roots a live task descends from: a root's own id, or `GROUP | index` of a shared group.
+pub(crate) type Tag = u64;
+const GROUP: Tag = 1 << 63;
+
+#[derive(Debug, Default)]
+struct Group {
+    /// Sorted, at least two.
+    roots: Vec<TaskId>,
+    /// Live tasks carrying this group.
+    refs: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Lineage {
+    next_task: TaskId,
+    groups: Vec<Group>,
+    free_groups: Vec<usize>,
+    /// Live descendants (the root itself included while it lives) of each open root.
+    open: IdMap<u64>,
+    /// Roots completed since the last `take_completed`, in completion order.
+    completed: Vec<TaskId>,
+    /// Roots completed in total.
+    completed_total: u64,
 }
 
 impl Lineage {
-    /// Allocate `n` dense task ids produced by `producer` (`DRIVER` for initial inputs).
-    pub fn new_tasks(&mut self, n: usize, producer: BatchId) -> Range<TaskId> {
-        let first = self.producer.len();
-        self.producer.resize(first + n, producer);
-        first as TaskId..(first + n) as TaskId
-    }
-
-    /// Append one input to the batch being formed; `seal_batch` closes it.
-    #[inline]
-    pub fn push_input(&mut self, task: TaskId) {
-        self.inputs.push(task);
-    }
-
-    /// Close the batch formed by the `push_input` calls since the last seal and return its id.
-    pub fn seal_batch(&mut self) -> BatchId {
-        self.starts.push(self.inputs.len());
-        (self.starts.len() - 2) as BatchId
-    }
-
-    pub fn inputs(&self, batch: BatchId) -> &[TaskId] {
-        let b = batch as usize;
-        &self.inputs[self.starts[b]..self.starts[b + 1]]
-    }
-
-    pub fn num_tasks(&self) -> u64 {
-        self.producer.len() as u64
-    }
-
-    pub fn num_batches(&self) -> u64 {
-        (self.starts.len() - 1) as u64
-    }
-
-    /// The initial inputs `task` descends from, sorted; empty for an unknown id.
-    pub fn roots(&self, task: TaskId) -> Vec<TaskId> {
-        if task >= self.num_tasks() {
-            return Vec::new();
+    /// Allocate `n` dense ids for new source tasks; each is its own open root.
+    pub fn new_roots(&mut self, n: usize) -> Range<TaskId> {
+        let ids = self.next_task..self.next_task + n as TaskId;
+        self.next_task = ids.end;
+        self.open.reserve(n);
+        for r in ids.clone() {
+            self.open.insert(r, 1);
         }
-        let mut roots = Vec::new();
-        let mut seen = HashSet::new();
-        let mut stack = vec![task];
-        while let Some(t) = stack.pop() {
-            match self.producer[t as usize] {
-                DRIVER => roots.push(t),
-                batch => {
-                    if seen.insert(batch) {
-                        stack.extend_from_slice(self.inputs(batch));
-                    }
+        ids
+    }
+
+    /// Allocate `n_out` ids for the outputs of a batch whose inputs carry `inputs`, and end the
+    /// inputs. Returns the ids and the outputs' tag (meaningless when `n_out` is 0).
+    pub fn batch_outputs(&mut self, inputs: &[Tag], n_out: usize) -> (Range<TaskId>, Tag) {
+        let ids = self.next_task..self.next_task + n_out as TaskId;
+        self.next_task = ids.end;
+        let mut tag = 0;
+        if n_out > 0 {
+            tag = self.union(inputs);
+            let n = n_out as u64;
+            if tag & GROUP != 0 {
+                let g = &mut self.groups[(tag & !GROUP) as usize];
+                g.refs += n;
+                for r in &g.roots {
+                    *self.open.get_mut(r).expect("an open root") += n;
                 }
+            } else {
+                *self.open.get_mut(&tag).expect("an open root") += n;
+            }
+        }
+        for &t in inputs {
+            self.end(t);
+        }
+        (ids, tag)
+    }
+
+    /// The tag of tasks descending from every input: shared when all inputs carry the same one.
+    fn union(&mut self, inputs: &[Tag]) -> Tag {
+        let first = inputs.first().copied().unwrap_or(0);
+        if inputs.iter().all(|&t| t == first) {
+            return first;
+        }
+        let mut roots: Vec<TaskId> = Vec::new();
+        let mut tags: Vec<Tag> = inputs.to_vec();
+        tags.sort_unstable();
+        tags.dedup();
+        for t in tags {
+            if t & GROUP != 0 {
+                roots.extend_from_slice(&self.groups[(t & !GROUP) as usize].roots);
+            } else {
+                roots.push(t);
             }
         }
         roots.sort_unstable();
-        roots
+        roots.dedup();
+        if roots.len() == 1 {
+            return roots[0];
+        }
+        let group = Group { roots, refs: 0 };
+        let index = match self.free_groups.pop() {
+            Some(i) => {
+                self.groups[i] = group;
+                i
+            }
+            None => {
+                self.groups.push(group);
+                self.groups.len() - 1
+            }
+        };
+        GROUP | index as Tag
     }
 
-    /// Bytes held, for the memory budget (1M tasks must stay far below 2 GiB).
+    /// A live task carrying `tag` ended (consumed, emitted, filtered or failed).
+    pub fn end(&mut self, tag: Tag) {
+        if tag & GROUP == 0 {
+            self.close_one(tag);
+            return;
+        }
+        let i = (tag & !GROUP) as usize;
+        let roots = std::mem::take(&mut self.groups[i].roots);
+        for &r in &roots {
+            self.close_one(r);
+        }
+        let g = &mut self.groups[i];
+        g.refs -= 1;
+        if g.refs == 0 {
+            self.free_groups.push(i);
+        } else {
+            g.roots = roots;
+        }
+    }
+
+    fn close_one(&mut self, root: TaskId) {
+        let left = self.open.get_mut(&root).expect("an open root");
+        *left -= 1;
+        if *left == 0 {
+            self.open.remove(&root);
+            self.completed.push(root);
+            self.completed_total += 1;
+        }
+    }
+
+    /// The roots named by `tag`, sorted.
+    pub fn roots_of(&self, tag: Tag) -> Vec<TaskId> {
+        if tag & GROUP != 0 {
+            self.groups[(tag & !GROUP) as usize].roots.clone()
+        } else {
+            vec![tag]
+        }
+    }
+
+    /// Roots completed since the last call, in completion order.
+    pub fn take_completed(&mut self) -> Vec<TaskId> {
+        std::mem::take(&mut self.completed)
+    }
+
+    /// Has `task` been handed out (it may have ended since)?
+    pub fn issued(&self, task: TaskId) -> bool {
+        task < self.next_task
+    }
+
+    pub fn open_roots(&self) -> usize {
+        self.open.len()
+    }
+
+    pub fn live_groups(&self) -> usize {
+        self.groups.len() - self.free_groups.len()
+    }
+
+    pub fn completed_total(&self) -> u64 {
+        self.completed_total
+    }
+
+    /// Give back memory held beyond what the live records need.
+    pub fn shrink_to_fit(&mut self) {
+        self.open.shrink_to_fit();
+        if self.free_groups.len() == self.groups.len() {
+            self.groups = Vec::new();
+            self.free_groups = Vec::new();
+        }
+    }
+
+    /// Bytes held (approximate: map and vectors at capacity, groups' roots).
     pub fn heap_bytes(&self) -> usize {
-        (self.producer.capacity() + self.inputs.capacity() + self.starts.capacity()) * 8
+        let groups: usize = self.groups.iter().map(|g| g.roots.capacity() * 8).sum();
+        self.open.capacity() * 17
+            + self.groups.capacity() * std::mem::size_of::<Group>()
+            + groups
+            + self.free_groups.capacity() * 8
+            + self.completed.capacity() * 8
+    }
+}
+
+/// Records the core holds (see `Scheduler::live_records`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LiveRecords {
+    /// Batches queued for a retry or in flight.
+    pub batches: usize,
+    /// Remote calls in flight.
+    pub calls: usize,
+    /// Source tasks with a descendant that has not ended.
+    pub open_roots: usize,
+    /// Shared root sets of live tasks.
+    pub groups: usize,
+}
+
+impl LiveRecords {
+    pub fn total(&self) -> usize {
+        self.batches + self.calls + self.open_roots + self.groups
     }
 }
 
@@ -136,34 +283,48 @@ mod tests {
     use super::*;
 
     #[test]
-    fn roots_follow_batches_back_to_the_inputs() {
+    fn roots_complete_when_every_descendant_ended() {
         let mut l = Lineage::default();
-        let inputs = l.new_tasks(3, DRIVER); // 0, 1, 2
-        l.push_input(0);
-        l.push_input(1);
-        let b0 = l.seal_batch();
-        let mid = l.new_tasks(2, b0); // 3, 4 from {0, 1}
-        l.push_input(2);
-        let b1 = l.seal_batch();
-        let lone = l.new_tasks(1, b1); // 5 from {2}
-        l.push_input(4);
-        l.push_input(5);
-        let b2 = l.seal_batch();
-        let out = l.new_tasks(1, b2); // 6 from {4, 5}
-        l.push_input(3);
-        l.push_input(6);
-        let b3 = l.seal_batch();
-        let last = l.new_tasks(1, b3); // 7 from {3, 6}: 3 and 4 are siblings from b0
-        assert_eq!(l.roots(last.start), vec![0, 1, 2], "each root once");
-        assert_eq!(inputs, 0..3);
-        assert_eq!((mid, lone.clone(), out.clone()), (3..5, 5..6, 6..7));
-        assert_eq!(l.roots(6), vec![0, 1, 2]);
-        assert_eq!(l.roots(3), vec![0, 1]);
-        assert_eq!(l.roots(5), vec![2]);
-        assert_eq!(l.roots(1), vec![1]);
-        assert!(l.roots(99).is_empty());
-        assert_eq!(l.inputs(b2), &[4, 5]);
-        assert_eq!(l.num_batches(), 4);
+        let roots = l.new_roots(3); // 0, 1, 2
+        assert_eq!(roots, 0..3);
+        // A batch of {0, 1} makes two outputs: they share one group.
+        let (mid, g) = l.batch_outputs(&[0, 1], 2);
+        assert_eq!((mid, l.roots_of(g)), (3..5, vec![0, 1]));
+        assert!(
+            l.take_completed().is_empty(),
+            "0 and 1 live on in their outputs"
+        );
+        // A batch of {2} alone passes its tag on; it filters, so 2 completes.
+        let (none, _) = l.batch_outputs(&[2], 0);
+        assert_eq!(none, 5..5);
+        assert_eq!(l.take_completed(), vec![2]);
+        // Output 3 is consumed with no output; output 4 ends later (emitted).
+        l.batch_outputs(&[g], 0);
+        assert!(l.take_completed().is_empty());
+        assert_eq!(l.live_groups(), 1);
+        l.end(g);
+        assert_eq!(l.take_completed(), vec![0, 1]);
+        assert_eq!(
+            (l.open_roots(), l.live_groups(), l.completed_total()),
+            (0, 0, 3)
+        );
+        assert!(l.issued(4) && !l.issued(5));
+    }
+
+    #[test]
+    fn unions_of_groups_are_sorted_without_repeats() {
+        let mut l = Lineage::default();
+        l.new_roots(4);
+        let (_, a) = l.batch_outputs(&[0, 1], 1); // 4 from {0, 1}
+        let (_, b) = l.batch_outputs(&[2, 3], 2); // 5, 6 from {2, 3}
+        let (_, c) = l.batch_outputs(&[b], 1); // 7 from 5: same group as b
+        assert_eq!(c, b);
+        let (_, d) = l.batch_outputs(&[a, c, b], 1); // 8 from 4, 7, 6
+        assert_eq!(l.roots_of(d), vec![0, 1, 2, 3]);
+        assert!(l.take_completed().is_empty());
+        assert_eq!(l.live_groups(), 1, "the consumed groups were freed");
+        l.end(d);
+        assert_eq!(l.take_completed().len(), 4);
     }
 
     #[test]

@@ -5,6 +5,10 @@
 //! sizing, node packing, rebalancing), `lineage.rs` (ancestry and the balance), `metrics.rs`. This file
 //! holds the state, validation, the event handlers, failures and termination.
 //!
+//! Memory is bounded by the work queued and in flight: a batch's record (and its call's) goes when it
+//! ends, and lineage keeps only live tasks' roots and a count per open source task (`lineage.rs`).
+//! Reports about a batch that has ended are stale (see `handle`).
+//!
 //! Decisions are made lazily: events only update state and mark the scheduler dirty, and `poll` runs
 //! one scheduling pass (retire finished stages, fill free capacity, dispatch downstream first, then
 //! rebalance when due). A `poll` with nothing changed costs almost nothing.
@@ -38,7 +42,7 @@ use crate::backpressure::OutputEstimate;
 use crate::batching::{Packing, StageQueue};
 use crate::errors::{CoreError, CoreResult};
 use crate::event::{Command, Event, Failure, FailureKind};
-use crate::lineage::{Balance, Lineage, DRIVER};
+use crate::lineage::{Balance, IdMap, Lineage, LiveRecords, Tag};
 use crate::metrics::StageCounts;
 use crate::placement::{Cluster, Grant, Need};
 use crate::spec::{
@@ -78,18 +82,21 @@ pub(crate) enum BatchState {
     /// Back in its stage's queue after an infrastructure failure.
     Waiting,
     InFlight,
-    Done,
-    Failed,
 }
 
+/// A batch that has not ended (queued for a retry or in flight); forgotten once it succeeds or
+/// fails for good.
 #[derive(Debug)]
 pub(crate) struct BatchRec {
+    /// Its input tasks, in order, and their tags (see `lineage.rs`).
+    pub inputs: Vec<TaskId>,
+    pub tags: Vec<Tag>,
     pub stage: usize,
     pub attempt: u32,
     pub state: BatchState,
     pub actor: ActorId,
-    /// Index into `Scheduler::calls` of the call carrying this batch.
-    pub call: usize,
+    /// Key in `Scheduler::calls` of the call carrying this batch.
+    pub call: u64,
     /// Sum of the input tasks' bytes.
     pub bytes: u64,
     /// Was in flight on an actor that died: its retry runs alone, so that a batch that kills its
@@ -146,9 +153,12 @@ pub struct Scheduler {
     pub(crate) config: SchedulerConfig,
     pub(crate) cluster: Cluster,
     pub(crate) actors: Vec<ActorRec>,
-    pub(crate) batches: Vec<BatchRec>,
-    /// Batches of each call still running; the call's slot frees when it reaches 0.
-    pub(crate) calls: Vec<u32>,
+    /// Batches that have not ended; ids below `next_batch` without a record have ended.
+    pub(crate) batches: IdMap<BatchRec>,
+    pub(crate) next_batch: BatchId,
+    /// Batches of each call still running; the call's slot frees (and its entry goes) at 0.
+    pub(crate) calls: IdMap<u32>,
+    pub(crate) next_call: u64,
     pub(crate) lineage: Lineage,
     /// Counts of the balance; `queued` and `in_flight` are filled in when asked.
     pub(crate) ledger: Balance,
@@ -159,6 +169,12 @@ pub struct Scheduler {
     /// Commands in decision order; emits and drops are gathered apart and appended by `poll`.
     pub(crate) out: Vec<Command>,
     pub(crate) emits: Vec<TaskId>,
+    /// Outputs of the last stage not yet handed out, by runs of ids sharing a tag: they end (for
+    /// their roots) when `poll` hands them out.
+    pub(crate) emit_tags: Vec<(Range<TaskId>, Tag)>,
+    /// Roots completed, handed out by `take_completed_roots` once `poll` has handed out the
+    /// commands that ended their last descendants.
+    pub(crate) completed_roots: Vec<TaskId>,
     pub(crate) drops: Vec<TaskId>,
     /// `Finish` or `Abort`, handed out once, after everything else.
     pub(crate) terminal: Option<Command>,
@@ -171,6 +187,8 @@ pub struct Scheduler {
     /// Actors draining before they are killed (see `retire`).
     pub(crate) retiring: Vec<ActorId>,
     pub(crate) warnings: Vec<String>,
+    /// Reports of attempts that were given up, or duplicates: ignored.
+    pub(crate) stale_results: u64,
 }
 
 fn config_error(msg: String) -> CoreError {
@@ -312,8 +330,10 @@ impl Scheduler {
             config,
             cluster,
             actors: Vec::new(),
-            batches: Vec::new(),
-            calls: Vec::new(),
+            batches: IdMap::default(),
+            next_batch: 0,
+            calls: IdMap::default(),
+            next_call: 0,
             lineage: Lineage::default(),
             ledger: Balance::default(),
             now: 0.0,
@@ -322,6 +342,8 @@ impl Scheduler {
             outcome: Outcome::Running,
             out: Vec::new(),
             emits: Vec::new(),
+            emit_tags: Vec::new(),
+            completed_roots: Vec::new(),
             drops: Vec::new(),
             terminal: None,
             dirty: true,
@@ -331,6 +353,7 @@ impl Scheduler {
             last_growth: f64::NEG_INFINITY,
             retiring: Vec::new(),
             warnings: Vec::new(),
+            stale_results: 0,
         };
         scheduler.initial_placement();
         Ok(scheduler)
@@ -349,11 +372,11 @@ impl Scheduler {
         if self.input_closed {
             return Err(CoreError::Protocol("add_tasks after close_input".into()));
         }
-        let ids = self.lineage.new_tasks(metas.len(), DRIVER);
+        let ids = self.lineage.new_roots(metas.len());
         let now = self.now;
         let stage = &mut self.stages[0];
         for (id, meta) in ids.clone().zip(metas) {
-            stage.queue.push(id, meta.bytes, now);
+            stage.queue.push(id, id, meta.bytes, now);
             stage.counters.tasks_in += 1;
             stage.counters.bytes_in += meta.bytes;
             stage.counters.items_in += meta.items;
@@ -373,8 +396,10 @@ impl Scheduler {
 
     // ----- events -------------------------------------------------------------------------------
 
-    /// Apply one event. Protocol error for an unknown batch or actor, a batch that is not in flight
-    /// (e.g. a duplicate completion) or an actor reported ready twice. After `Finish`/`Abort`, events
+    /// Apply one event. Protocol error for an unknown batch or actor, an attempt that was never
+    /// submitted, or an actor reported ready twice; the state is unchanged then. A report of an
+    /// attempt that is no longer the batch's current one (given up after a timeout or an actor loss,
+    /// or already reported) is ignored and counted (`stale_results`). After `Finish`/`Abort`, events
     /// about known batches and actors are accepted and ignored.
     pub fn handle(&mut self, event: Event) -> CoreResult<()> {
         match event {
@@ -390,21 +415,30 @@ impl Scheduler {
             } => self.actor_failed(actor, kind, &message),
             Event::BatchDone {
                 batch,
+                attempt,
                 outputs,
                 busy_secs,
             } => self
-                .complete(batch, outputs.len(), |i| outputs[i], busy_secs)
+                .complete(
+                    batch,
+                    Some(attempt),
+                    outputs.len(),
+                    |i| outputs[i],
+                    busy_secs,
+                )
                 .map(|_| ()),
             Event::BatchFailed {
                 batch,
+                attempt,
                 kind,
                 message,
-            } => self.batch_failed(batch, kind, &message),
+            } => self.batch_failed(batch, Some(attempt), kind, &message),
         }
     }
 
-    /// `handle(BatchDone)` returning the ids given to the outputs (dense, in output order): the driver
-    /// stores each output payload under its id.
+    /// `handle(BatchDone)` for the batch's current attempt, returning the ids given to the outputs
+    /// (dense, in output order; none when the report was ignored): the driver stores each output
+    /// payload under its id.
     pub fn batch_done(
         &mut self,
         batch: BatchId,
@@ -412,13 +446,42 @@ impl Scheduler {
         busy_secs: f64,
     ) -> CoreResult<Vec<TaskId>> {
         Ok(self
-            .complete(batch, outputs.len(), |i| outputs[i], busy_secs)?
-            .collect())
+            .complete(batch, None, outputs.len(), |i| outputs[i], busy_secs)?
+            .map_or_else(Vec::new, |ids| ids.collect()))
+    }
+
+    /// `batch_done_totals` for one attempt of a batch: `None` when the report was ignored (a stale
+    /// attempt, a duplicate, or the run has ended), else the outputs' id range.
+    pub fn batch_result(
+        &mut self,
+        batch: BatchId,
+        attempt: u32,
+        n_outputs: usize,
+        total: TaskMeta,
+        busy_secs: f64,
+    ) -> CoreResult<Option<Range<TaskId>>> {
+        self.complete_totals(batch, Some(attempt), n_outputs, total, busy_secs)
+    }
+
+    /// `handle(BatchFailed)` for one attempt (`None`: the current one).
+    pub fn batch_failed_attempt(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        kind: FailureKind,
+        message: &str,
+    ) -> CoreResult<()> {
+        self.batch_failed(batch, attempt, kind, message)
+    }
+
+    /// Reports ignored because their attempt was no longer the batch's current one.
+    pub fn stale_results(&self) -> u64 {
+        self.stale_results
     }
 
     /// `batch_done` for a driver that knows only the totals of a batch's outputs: `total.bytes` and
     /// `total.items` are spread evenly over the `n_outputs` outputs. Returns the outputs' id range
-    /// (empty once the run has ended).
+    /// (empty when the report was ignored: see `handle`).
     pub fn batch_done_totals(
         &mut self,
         batch: BatchId,
@@ -426,10 +489,24 @@ impl Scheduler {
         total: TaskMeta,
         busy_secs: f64,
     ) -> CoreResult<Range<TaskId>> {
+        Ok(self
+            .complete_totals(batch, None, n_outputs, total, busy_secs)?
+            .unwrap_or(0..0))
+    }
+
+    fn complete_totals(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        n_outputs: usize,
+        total: TaskMeta,
+        busy_secs: f64,
+    ) -> CoreResult<Option<Range<TaskId>>> {
         let n = n_outputs.max(1) as u64;
         let share = |sum: u64, i: usize| sum / n + u64::from((i as u64) < sum % n);
         self.complete(
             batch,
+            attempt,
             n_outputs,
             |i| TaskMeta {
                 bytes: share(total.bytes, i),
@@ -474,10 +551,19 @@ impl Scheduler {
             .ok_or_else(|| CoreError::Protocol(format!("unknown actor {actor}")))
     }
 
+    pub(crate) fn batch_mut(&mut self, batch: BatchId) -> &mut BatchRec {
+        self.batches.get_mut(&batch).expect("a live batch")
+    }
+
+    /// A batch that has not ended. Protocol error for an id never handed out, or one that ended.
     fn batch(&self, batch: BatchId) -> CoreResult<&BatchRec> {
-        self.batches
-            .get(batch as usize)
-            .ok_or_else(|| CoreError::Protocol(format!("unknown batch {batch}")))
+        self.batches.get(&batch).ok_or_else(|| {
+            CoreError::Protocol(if batch < self.next_batch {
+                format!("batch {batch} has ended: duplicate or late report")
+            } else {
+                format!("unknown batch {batch}")
+            })
+        })
     }
 
     fn actor_ready(&mut self, actor: ActorId) -> CoreResult<()> {
@@ -507,13 +593,15 @@ impl Scheduler {
             )));
         }
         let (actor, call, stage, bytes) = (rec.actor, rec.call, rec.stage, rec.bytes);
-        let n = self.lineage.inputs(batch).len() as u64;
+        let n = rec.inputs.len() as u64;
         let a = &mut self.actors[actor as usize];
         if let Some(pos) = a.in_flight.iter().position(|&b| b == batch) {
             a.in_flight.swap_remove(pos);
         }
-        self.calls[call] -= 1;
-        if self.calls[call] == 0 {
+        let left = self.calls.get_mut(&call).expect("a call in flight");
+        *left -= 1;
+        if *left == 0 {
+            self.calls.remove(&call);
             a.calls -= 1;
             if a.calls == 0 {
                 a.idle_since = self.now;
@@ -528,27 +616,64 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Should a report about `attempt` of `batch` (`None`: its current attempt) be applied? Errors
+    /// for a batch or attempt never submitted; false (nothing changes) after the end of the run and
+    /// for a stale or duplicate report, which is counted.
+    fn admit_report(&mut self, batch: BatchId, attempt: Option<u32>) -> CoreResult<bool> {
+        if batch >= self.next_batch {
+            return Err(CoreError::Protocol(format!("unknown batch {batch}")));
+        }
+        if self.outcome != Outcome::Running {
+            return Ok(false);
+        }
+        let Some(rec) = self.batches.get(&batch) else {
+            // It ended (succeeded or failed for good) and was forgotten: a late or repeated report.
+            self.stale_results += 1;
+            return Ok(false);
+        };
+        let attempt = attempt.unwrap_or(rec.attempt);
+        if attempt > rec.attempt {
+            return Err(CoreError::Protocol(format!(
+                "batch {batch}: attempt {attempt} was never submitted (latest {})",
+                rec.attempt
+            )));
+        }
+        match rec.state {
+            _ if attempt < rec.attempt => {}
+            BatchState::InFlight => return Ok(true),
+            BatchState::Waiting => {
+                return Err(CoreError::Protocol(format!(
+                    "batch {batch} is not in flight (attempt {attempt} waits to be submitted)"
+                )))
+            }
+        }
+        self.stale_results += 1;
+        Ok(false)
+    }
+
     /// A batch succeeded with `n_out` outputs described by `meta`: allocate their ids, queue them for
-    /// the next stage (or emit them), drop the inputs.
+    /// the next stage (or emit them), drop the inputs. `None` when the report was ignored.
     fn complete(
         &mut self,
         batch: BatchId,
+        attempt: Option<u32>,
         n_out: usize,
         meta: impl Fn(usize) -> TaskMeta,
         busy_secs: f64,
-    ) -> CoreResult<Range<TaskId>> {
-        if self.outcome != Outcome::Running {
-            self.batch(batch)?;
-            return Ok(0..0);
+    ) -> CoreResult<Option<Range<TaskId>>> {
+        if !self.admit_report(batch, attempt)? {
+            return Ok(None);
         }
         self.land(batch)?;
-        let rec = &mut self.batches[batch as usize];
-        rec.state = BatchState::Done;
+        // The batch has ended: its record goes; its inputs end and its outputs inherit their roots.
+        let rec = self
+            .batches
+            .remove(&batch)
+            .expect("a batch in flight has a record");
         let s = rec.stage;
-        let inputs = self.lineage.inputs(batch);
-        let n_in = inputs.len() as u64;
-        self.drops.extend_from_slice(inputs);
-        let ids = self.lineage.new_tasks(n_out, batch);
+        let n_in = rec.inputs.len() as u64;
+        self.drops.extend_from_slice(&rec.inputs);
+        let (ids, tag) = self.lineage.batch_outputs(&rec.tags, n_out);
         let now = self.now;
         let last = s + 1 == self.stages.len();
         let (mut out_bytes, mut out_items) = (0u64, 0u64);
@@ -559,6 +684,9 @@ impl Scheduler {
                 out_items += m.items;
             }
             self.emits.extend(ids.clone());
+            if n_out > 0 {
+                self.emit_tags.push((ids.clone(), tag));
+            }
             self.ledger.emitted += n_out as u64;
         } else {
             let next = &mut self.stages[s + 1];
@@ -566,7 +694,7 @@ impl Scheduler {
                 let m = meta(i);
                 out_bytes += m.bytes;
                 out_items += m.items;
-                next.queue.push(id, m.bytes, now);
+                next.queue.push(id, tag, m.bytes, now);
             }
             next.counters.tasks_in += n_out as u64;
             next.counters.bytes_in += out_bytes;
@@ -592,12 +720,17 @@ impl Scheduler {
             self.ledger.filtered += n_in;
         }
         self.dirty = true;
-        Ok(ids)
+        Ok(Some(ids))
     }
 
-    fn batch_failed(&mut self, batch: BatchId, kind: FailureKind, message: &str) -> CoreResult<()> {
-        if self.outcome != Outcome::Running {
-            self.batch(batch)?;
+    fn batch_failed(
+        &mut self,
+        batch: BatchId,
+        attempt: Option<u32>,
+        kind: FailureKind,
+        message: &str,
+    ) -> CoreResult<()> {
+        if !self.admit_report(batch, attempt)? {
             return Ok(());
         }
         self.land(batch)?;
@@ -612,7 +745,7 @@ impl Scheduler {
     /// Put an infrastructure-failed batch back at the front of its queue, or fail it after
     /// `max_retries` retries.
     fn retry_or_fail(&mut self, batch: BatchId, message: &str) {
-        let rec = &self.batches[batch as usize];
+        let rec = &self.batches[&batch];
         let st = &self.stages[rec.stage];
         if rec.attempt - rec.user_failures - rec.blameless >= st.spec.max_retries {
             self.fail_for_good(batch, FailureKind::Infra, message);
@@ -624,14 +757,14 @@ impl Scheduler {
     /// A batch whose stage code raised: retried up to the stage's `max_user_retries`, then failed
     /// for good. With `replace_actor_on_failure` the actor it ran on is replaced.
     fn user_failed(&mut self, batch: BatchId, message: &str) {
-        let rec = &self.batches[batch as usize];
+        let rec = &self.batches[&batch];
         let spec = &self.stages[rec.stage].spec;
         let (actor, retry) = (rec.actor, rec.user_failures < spec.max_user_retries);
         if spec.replace_actor_on_failure {
             self.retire(actor);
         }
         if retry {
-            self.batches[batch as usize].user_failures += 1;
+            self.batch_mut(batch).user_failures += 1;
             self.requeue_front(batch);
         } else {
             self.fail_for_good(batch, FailureKind::User, message);
@@ -639,8 +772,8 @@ impl Scheduler {
     }
 
     fn requeue_front(&mut self, batch: BatchId) {
-        let n = self.lineage.inputs(batch).len() as u64;
-        let rec = &mut self.batches[batch as usize];
+        let rec = self.batches.get_mut(&batch).expect("a live batch");
+        let n = rec.inputs.len() as u64;
         rec.attempt += 1;
         rec.state = BatchState::Waiting;
         let st = &mut self.stages[rec.stage];
@@ -649,14 +782,16 @@ impl Scheduler {
     }
 
     fn fail_for_good(&mut self, batch: BatchId, kind: FailureKind, message: &str) {
-        let rec = &mut self.batches[batch as usize];
-        rec.state = BatchState::Failed;
-        let tasks = self.lineage.inputs(batch).to_vec();
-        let n = tasks.len() as u64;
+        // The batch has ended: its record goes, and its inputs end (for their roots).
+        let rec = self.batches.remove(&batch).expect("a live batch");
+        for &tag in &rec.tags {
+            self.lineage.end(tag);
+        }
+        let n = rec.inputs.len() as u64;
         let failure = Failure {
             stage: rec.stage,
             batch,
-            tasks,
+            tasks: rec.inputs,
             kind,
             message: message.to_string(),
             attempts: rec.attempt + 1,
@@ -701,7 +836,7 @@ impl Scheduler {
             // with its first call) are none of their fault: back to the front, uncounted.
             for batch in lost {
                 self.land(batch)?;
-                self.batches[batch as usize].blameless += 1;
+                self.batch_mut(batch).blameless += 1;
                 self.requeue_front(batch);
             }
             // A setup that raised may have met a passing condition (a busy service, a slow
@@ -727,7 +862,7 @@ impl Scheduler {
         for batch in lost {
             self.land(batch)?;
             if shared {
-                self.batches[batch as usize].blameless += 1;
+                self.batch_mut(batch).blameless += 1;
                 self.requeue_front(batch);
             } else {
                 self.retry_or_fail(batch, message);
@@ -735,8 +870,10 @@ impl Scheduler {
             if self.outcome != Outcome::Running {
                 return Ok(());
             }
-            let rec = &mut self.batches[batch as usize];
-            rec.isolate = rec.state == BatchState::Waiting;
+            // Still live: it waits for a retry (one failed for good has no record any more).
+            if let Some(rec) = self.batches.get_mut(&batch) {
+                rec.isolate = rec.state == BatchState::Waiting;
+            }
         }
         let st = &mut self.stages[s];
         st.deaths += 1;
@@ -902,6 +1039,13 @@ impl Scheduler {
             self.outcome = Outcome::Finished;
             self.kill_all();
             self.terminal = Some(Command::Finish);
+            // Nothing is left to track: give the records' memory back.
+            self.batches.shrink_to_fit();
+            self.calls.shrink_to_fit();
+            self.lineage.shrink_to_fit();
+            for st in &mut self.stages {
+                st.queue.shrink_to_fit();
+            }
         }
     }
 
@@ -941,7 +1085,14 @@ impl Scheduler {
             commands.push(Command::Emit {
                 tasks: mem::take(&mut self.emits),
             });
+            // Handed out: these outputs have ended, for their roots too.
+            for (ids, tag) in mem::take(&mut self.emit_tags) {
+                for _ in ids {
+                    self.lineage.end(tag);
+                }
+            }
         }
+        self.completed_roots.extend(self.lineage.take_completed());
         if !self.drops.is_empty() {
             commands.push(Command::Drop {
                 tasks: mem::take(&mut self.drops),
@@ -995,16 +1146,56 @@ impl Scheduler {
     }
 
     /// The initial inputs `task` descends from (sorted; empty for an unknown id).
+    ///
+    /// Known while the task lives: queued, in a batch not yet ended, or an output of the last stage
+    /// until the `poll` that hands it out; empty after (the core forgets what has ended) and for an
+    /// unknown id. A diagnostic: it searches the live records.
     pub fn roots(&self, task: TaskId) -> Vec<TaskId> {
-        self.lineage.roots(task)
+        self.tag_of(task)
+            .map_or_else(Vec::new, |tag| self.lineage.roots_of(tag))
     }
 
-    /// The input tasks of a batch (empty for an unknown id).
+    fn tag_of(&self, task: TaskId) -> Option<Tag> {
+        if !self.lineage.issued(task) {
+            return None;
+        }
+        if let Some((_, tag)) = self.emit_tags.iter().find(|(ids, _)| ids.contains(&task)) {
+            return Some(*tag);
+        }
+        if let Some(tag) = self.stages.iter().find_map(|s| s.queue.tag_of(task)) {
+            return Some(tag);
+        }
+        self.batches.values().find_map(|b| {
+            let i = b.inputs.iter().position(|&t| t == task)?;
+            Some(b.tags[i])
+        })
+    }
+
+    /// Source tasks whose every descendant has ended (emitted, filtered or failed) since the last
+    /// call, in completion order; each is reported once, after the `poll` that handed out the
+    /// commands ending its last descendants. What a checkpoint records to resume a run.
+    pub fn take_completed_roots(&mut self) -> Vec<TaskId> {
+        mem::take(&mut self.completed_roots)
+    }
+
+    /// Source tasks completed so far (handed out by `take_completed_roots` or not).
+    pub fn roots_completed(&self) -> u64 {
+        self.lineage.completed_total()
+    }
+
+    /// The input tasks of a batch that has not ended (empty otherwise).
     pub fn batch_inputs(&self, batch: BatchId) -> &[TaskId] {
-        if batch < self.lineage.num_batches() {
-            self.lineage.inputs(batch)
-        } else {
-            &[]
+        self.batches.get(&batch).map_or(&[], |b| &b.inputs)
+    }
+
+    /// How many records the core holds: all bounded by the work queued and in flight, and all 0
+    /// after a run that finished.
+    pub fn live_records(&self) -> LiveRecords {
+        LiveRecords {
+            batches: self.batches.len(),
+            calls: self.calls.len(),
+            open_roots: self.lineage.open_roots(),
+            groups: self.lineage.live_groups(),
         }
     }
 
@@ -1016,9 +1207,16 @@ impl Scheduler {
     /// Heap bytes held by the scheduler's per-task and per-batch records (approximate).
     pub fn heap_bytes(&self) -> usize {
         let queues: usize = self.stages.iter().map(|s| s.queue.heap_bytes()).sum();
+        let inputs: usize = self
+            .batches
+            .values()
+            .map(|b| (b.inputs.capacity() + b.tags.capacity()) * 8)
+            .sum();
         self.lineage.heap_bytes()
-            + self.batches.capacity() * mem::size_of::<BatchRec>()
-            + self.calls.capacity() * 4
+            + self.batches.capacity() * (mem::size_of::<BatchRec>() + 9)
+            + inputs
+            + self.calls.capacity() * 13
+            + self.emit_tags.capacity() * mem::size_of::<(Range<TaskId>, Tag)>()
             + queues
     }
 }

@@ -61,12 +61,9 @@ fn ready_all(s: &mut Scheduler, cmds: &[Command]) {
     }
 }
 
-fn user_error(batch: u64) -> Event {
-    Event::BatchFailed {
-        batch,
-        kind: FailureKind::User,
-        message: "ValueError: flaky".into(),
-    }
+/// A user error in the batch's current attempt.
+fn user_error(s: &mut Scheduler, batch: u64) -> Result<(), curator_core::CoreError> {
+    s.batch_failed_attempt(batch, None, FailureKind::User, "ValueError: flaky")
 }
 
 #[test]
@@ -156,17 +153,17 @@ fn user_errors_are_retried_up_to_max_user_retries_without_using_infra_retries() 
     let cmds = s.poll();
     ready_all(&mut s, &cmds);
     let (_, first) = submits(&s.poll())[0].clone();
-    s.handle(user_error(first.id)).unwrap();
+    user_error(&mut s, first.id).unwrap();
     let (_, second) = submits(&s.poll())[0].clone();
     assert_eq!(
         (second.id, second.attempt),
         (first.id, 1),
         "the same batch again"
     );
-    s.handle(user_error(first.id)).unwrap();
+    user_error(&mut s, first.id).unwrap();
     let (_, third) = submits(&s.poll())[0].clone();
     assert_eq!(third.attempt, 2);
-    s.handle(user_error(first.id)).unwrap();
+    user_error(&mut s, first.id).unwrap();
     let cmds = s.poll();
     let Some(Command::Abort {
         failure: Some(f), ..
@@ -196,10 +193,11 @@ fn a_retried_user_error_still_gets_its_infrastructure_retries() {
     let cmds = s.poll();
     ready_all(&mut s, &cmds);
     let (_, b) = submits(&s.poll())[0].clone();
-    s.handle(user_error(b.id)).unwrap();
+    user_error(&mut s, b.id).unwrap();
     assert_eq!(submits(&s.poll())[0].1.attempt, 1);
     s.handle(Event::BatchFailed {
         batch: b.id,
+        attempt: 1,
         kind: FailureKind::Infra,
         message: "worker died".into(),
     })
@@ -234,7 +232,7 @@ fn a_stage_can_ignore_failures_while_the_run_does_not() {
     ready_all(&mut s, &cmds);
     let (_, b) = submits(&s.poll())[0].clone();
     assert_eq!(b.stage, 0);
-    s.handle(user_error(b.id)).unwrap();
+    user_error(&mut s, b.id).unwrap();
     let cmds = s.poll();
     assert!(
         cmds.iter()
@@ -248,7 +246,7 @@ fn a_stage_can_ignore_failures_while_the_run_does_not() {
         .into_iter()
         .find(|(_, b)| b.stage == 1)
         .expect("the strict stage runs the survivor");
-    s.handle(user_error(down.id)).unwrap();
+    user_error(&mut s, down.id).unwrap();
     let cmds = s.poll();
     assert!(
         matches!(cmds.last(), Some(Command::Abort { failure: Some(f), .. }) if f.stage == 1),
@@ -335,7 +333,7 @@ fn replace_actor_on_failure_retires_the_actor_that_failed() {
     let cmds = s.poll();
     ready_all(&mut s, &cmds);
     let (actor, b) = submits(&s.poll())[0].clone();
-    s.handle(user_error(b.id)).unwrap();
+    user_error(&mut s, b.id).unwrap();
     let cmds = s.poll();
     assert_eq!(kills(&cmds), vec![actor], "{cmds:?}");
     let new = creates(&cmds);

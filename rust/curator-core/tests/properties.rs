@@ -189,6 +189,8 @@ fn case(failures: bool) -> impl Strategy<Value = Case> {
                     strict_queue_bound: false,
                     task_cap: 3_000,
                     max_steps: 400_000,
+                    p_stale: 0.05,
+                    multi_event_rounds: true,
                 };
                 Case {
                     stages,

@@ -441,12 +441,13 @@ fn one_stage_with_retries(max_retries: u32, ignore_failures: bool) -> (Scheduler
 #[test]
 fn infra_failures_retry_the_same_batch_first_then_fail_it() {
     let (mut s, actor, batch) = one_stage_with_retries(1, true);
-    let infra = |b: u64| Event::BatchFailed {
+    let infra = |b: u64, attempt: u32| Event::BatchFailed {
         batch: b,
+        attempt,
         kind: FailureKind::Infra,
         message: "node lost".into(),
     };
-    s.handle(infra(batch.id)).unwrap();
+    s.handle(infra(batch.id, 0)).unwrap();
     let calls = submits(&s.poll());
     assert_eq!(calls.len(), 1);
     let again = &calls[0].1[0];
@@ -455,7 +456,7 @@ fn infra_failures_retry_the_same_batch_first_then_fail_it() {
         (batch.id, &batch.tasks, 1),
         "same batch, at the front"
     );
-    s.handle(infra(batch.id)).unwrap();
+    s.handle(infra(batch.id, 1)).unwrap();
     let cmds = s.poll();
     let failure = cmds.iter().find_map(|c| match c {
         Command::RecordFailure(f) => Some(f.clone()),
@@ -475,10 +476,98 @@ fn infra_failures_retry_the_same_batch_first_then_fail_it() {
 }
 
 #[test]
+fn a_timed_out_call_that_returns_later_is_ignored() {
+    // The driver gives up a call after `call_timeout_s` (its actor is killed and reported failed);
+    // the batch goes out again as attempt 1. The old call's result still arrives: it is stale.
+    let (mut s, actor, batch) = one_stage_with_retries(3, false);
+    s.handle(Event::ActorFailed {
+        actor,
+        kind: FailureKind::Infra,
+        message: "call timed out".into(),
+    })
+    .unwrap();
+    let cmds = s.poll();
+    let fresh = creates(&cmds)[0].0;
+    ready(&mut s, [fresh]);
+    let again = submits(&s.poll())[0].1[0].clone();
+    assert_eq!((again.id, again.attempt), (batch.id, 1));
+    let late = TaskMeta { bytes: 7, items: 1 };
+    assert_eq!(
+        s.batch_result(batch.id, 0, 1, late, 9.0),
+        Ok(None),
+        "attempt 0 was given up"
+    );
+    assert_eq!(s.stale_results(), 1);
+    let ids = s.batch_result(again.id, 1, 1, late, 0.1).unwrap().unwrap();
+    assert_eq!(ids.clone().count(), 1);
+    // The retry's result reported twice, and the old attempt's failure: both ignored.
+    assert_eq!(s.batch_result(again.id, 1, 1, late, 0.1), Ok(None));
+    s.handle(Event::BatchFailed {
+        batch: batch.id,
+        attempt: 0,
+        kind: FailureKind::User,
+        message: "late".into(),
+    })
+    .unwrap();
+    assert_eq!(s.stale_results(), 3);
+    let emitted: Vec<u64> = s
+        .poll()
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Emit { tasks } => Some(tasks),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert_eq!(emitted, ids.collect::<Vec<_>>(), "one output, once");
+    let b = s.balance();
+    assert!(b.balanced() && b.emitted == 1 && b.failed == 0, "{b:?}");
+}
+
+#[test]
+fn reports_after_an_abort_are_ignored_and_unknown_ones_rejected() {
+    let (mut s, _actor, batch) = one_stage_with_retries(0, false);
+    s.handle(Event::BatchFailed {
+        batch: batch.id,
+        attempt: 0,
+        kind: FailureKind::User,
+        message: "ValueError".into(),
+    })
+    .unwrap();
+    assert!(s.is_aborted());
+    let before = s.balance();
+    let meta = TaskMeta::default();
+    assert_eq!(s.batch_result(batch.id, 0, 2, meta, 0.1), Ok(None));
+    assert_eq!(s.batch_done(batch.id, &metas(2), 0.1), Ok(vec![]));
+    s.handle(Event::ActorFailed {
+        actor: 0,
+        kind: FailureKind::User,
+        message: "setup".into(),
+    })
+    .unwrap();
+    assert!(matches!(
+        s.batch_result(1 << 40, 0, 1, meta, 0.1),
+        Err(CoreError::Protocol(_))
+    ));
+    assert!(matches!(
+        s.handle(Event::ActorReady { actor: 77 }),
+        Err(CoreError::Protocol(_))
+    ));
+    assert_eq!(s.balance(), before);
+    let cmds = s.poll();
+    assert!(
+        matches!(cmds.last(), Some(Command::Abort { .. })),
+        "{cmds:?}"
+    );
+    assert!(s.poll().is_empty());
+}
+
+#[test]
 fn exhausted_retries_abort_without_ignore_failures() {
     let (mut s, actor, batch) = one_stage_with_retries(0, false);
     s.handle(Event::BatchFailed {
         batch: batch.id,
+        attempt: 0,
         kind: FailureKind::Infra,
         message: "oom".into(),
     })
@@ -507,6 +596,7 @@ fn user_errors_are_recorded_with_ignore_failures_and_the_run_finishes() {
     let (mut s, actor, batch) = one_stage_with_retries(3, true);
     s.handle(Event::BatchFailed {
         batch: batch.id,
+        attempt: 0,
         kind: FailureKind::User,
         message: "KeyError".into(),
     })
@@ -533,6 +623,7 @@ fn user_errors_abort_without_ignore_failures() {
     let (mut s, actor, batch) = one_stage_with_retries(3, false);
     s.handle(Event::BatchFailed {
         batch: batch.id,
+        attempt: 0,
         kind: FailureKind::User,
         message: "KeyError: 'text'".into(),
     })
@@ -1002,11 +1093,13 @@ fn protocol_errors() {
     );
     assert!(is_protocol(s.handle(Event::BatchDone {
         batch: 99,
+        attempt: 0,
         outputs: vec![],
         busy_secs: 0.0
     })));
     assert!(is_protocol(s.handle(Event::BatchFailed {
         batch: 99,
+        attempt: 0,
         kind: FailureKind::User,
         message: String::new()
     })));
@@ -1015,9 +1108,19 @@ fn protocol_errors() {
         kind: FailureKind::Infra,
         message: String::new()
     })));
+    assert!(
+        is_protocol(s.handle(Event::BatchDone {
+            batch: batch.id,
+            attempt: 1,
+            outputs: vec![],
+            busy_secs: 0.0
+        })),
+        "an attempt never submitted"
+    );
     s.batch_done(batch.id, &metas(1), 0.1).unwrap();
     let dup = s.batch_done(batch.id, &metas(1), 0.1);
-    assert!(matches!(dup, Err(CoreError::Protocol(m)) if m.contains("not in flight")));
+    assert_eq!(dup, Ok(vec![]), "a duplicate report is ignored");
+    assert_eq!(s.stale_results(), 1);
     assert!(
         matches!(s.add_tasks(&metas(1)), Err(CoreError::Protocol(_))),
         "add after close"
@@ -1058,10 +1161,16 @@ fn outputs_are_emitted_with_their_lineage() {
     let made = creates(&s.poll());
     ready(&mut s, made.into_iter().map(|c| c.0));
     let inputs = s.add_tasks(&metas(2)).unwrap();
+    assert_eq!(
+        s.roots(inputs[0]),
+        vec![inputs[0]],
+        "a queued source task is its own root"
+    );
     s.close_input();
-    let mut emitted = Vec::new();
+    let (mut emitted, mut all_roots, mut completed) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..10 {
         let cmds = s.poll();
+        completed.extend(s.take_completed_roots());
         for c in cmds {
             match c {
                 Command::CreateActor { actor, .. } => ready(&mut s, [actor]),
@@ -1070,7 +1179,9 @@ fn outputs_are_emitted_with_their_lineage() {
                     for b in batches {
                         // split: 2 outputs per input; merge: 1 output per batch
                         let n = if b.stage == 0 { 2 } else { 1 };
-                        s.batch_done(b.id, &metas(n), 0.1).unwrap();
+                        let out = s.batch_done(b.id, &metas(n), 0.1).unwrap();
+                        // Outputs are known until the poll that hands them out.
+                        all_roots.extend(out.iter().map(|&t| s.roots(t)));
                     }
                 }
                 _ => {}
@@ -1083,12 +1194,18 @@ fn outputs_are_emitted_with_their_lineage() {
         2,
         "4 split outputs merged by 3: batches of 3 and 1"
     );
-    let all_roots: Vec<Vec<u64>> = emitted.iter().map(|&t| s.roots(t)).collect();
     assert!(
         all_roots.contains(&inputs),
         "the batch of 3 descends from both inputs: {all_roots:?}"
     );
-    assert_eq!(s.roots(inputs[0]), vec![inputs[0]]);
+    completed.sort_unstable();
+    assert_eq!(completed, inputs, "each source task completed once");
+    assert_eq!(
+        s.live_records().total(),
+        0,
+        "the core forgot what has ended"
+    );
+    assert!(s.roots(emitted[0]).is_empty() && s.roots(inputs[0]).is_empty());
     let m = s.metrics();
     assert_eq!(
         (

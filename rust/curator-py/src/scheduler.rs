@@ -7,6 +7,8 @@ use curator_core::{
     Balance, Command, CoreError, Event, Failure, FailureKind, NodeSpec, PoolSize, Resources,
     RunMetrics, Scheduler, SchedulerConfig, StageMetrics, StageSpec, TaskMeta,
 };
+use std::ops::Range;
+
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyTuple};
@@ -315,6 +317,56 @@ fn same_len(what: &str, expected: usize, got: usize) -> PyResult<()> {
     }
 }
 
+impl PyScheduler {
+    /// Apply finished batches (parallel lists; `attempts` None: each batch's current attempt);
+    /// per batch its outputs' id range, or None when the report was ignored.
+    #[allow(clippy::too_many_arguments)]
+    fn apply_results(
+        &mut self,
+        py: Python<'_>,
+        batch_ids: &[u64],
+        attempts: Option<Vec<u32>>,
+        n_outputs: &[usize],
+        out_bytes: &[u64],
+        out_items: &[u64],
+        busy_s: &[f64],
+    ) -> PyResult<Vec<Option<Range<u64>>>> {
+        let n = batch_ids.len();
+        if let Some(a) = &attempts {
+            same_len("attempts", n, a.len())?;
+        }
+        same_len("n_outputs", n, n_outputs.len())?;
+        same_len("out_bytes", n, out_bytes.len())?;
+        same_len("out_items", n, out_items.len())?;
+        same_len("busy_s", n, busy_s.len())?;
+        let inner = &mut self.inner;
+        let mut apply = || -> Result<Vec<Option<Range<u64>>>, CoreError> {
+            let mut out = Vec::with_capacity(n);
+            for i in 0..n {
+                let total = TaskMeta {
+                    bytes: out_bytes[i],
+                    items: out_items[i],
+                };
+                let (b, k, busy) = (batch_ids[i], n_outputs[i], busy_s[i]);
+                out.push(match &attempts {
+                    Some(a) => inner.batch_result(b, a[i], k, total, busy)?,
+                    None => {
+                        let ids = inner.batch_done_totals(b, k, total, busy)?;
+                        (!ids.is_empty() || k == 0).then_some(ids)
+                    }
+                });
+            }
+            Ok(out)
+        };
+        let ranges = if n > DETACH_ABOVE / 64 {
+            py.detach(apply)
+        } else {
+            apply()
+        };
+        Ok(ranges.map_err(PyCoreError)?)
+    }
+}
+
 #[pymethods]
 impl PyScheduler {
     #[new]
@@ -420,16 +472,24 @@ impl PyScheduler {
         Ok(self.inner.handle(event).map_err(PyCoreError)?)
     }
 
-    fn batch_failed(&mut self, batch: u64, user_error: bool, message: String) -> PyResult<()> {
-        let event = Event::BatchFailed {
-            batch,
-            kind: kind(user_error),
-            message,
-        };
-        Ok(self.inner.handle(event).map_err(PyCoreError)?)
+    #[pyo3(signature = (batch, user_error, message, attempt = None))]
+    fn batch_failed(
+        &mut self,
+        batch: u64,
+        user_error: bool,
+        message: String,
+        attempt: Option<u32>,
+    ) -> PyResult<()> {
+        Ok(self
+            .inner
+            .batch_failed_attempt(batch, attempt, kind(user_error), &message)
+            .map_err(PyCoreError)?)
     }
 
-    /// Report finished batches; returns the new output task ids, batch after batch.
+    /// Report finished batches; returns the new output task ids, batch after batch (none for a
+    /// report that was ignored).
+    #[pyo3(signature = (batch_ids, n_outputs, out_bytes, out_items, busy_s, attempts = None))]
+    #[allow(clippy::too_many_arguments)]
     fn batches_done(
         &mut self,
         py: Python<'_>,
@@ -438,35 +498,44 @@ impl PyScheduler {
         out_bytes: Vec<u64>,
         out_items: Vec<u64>,
         busy_s: Vec<f64>,
+        attempts: Option<Vec<u32>>,
     ) -> PyResult<Vec<u64>> {
-        let n = batch_ids.len();
-        same_len("n_outputs", n, n_outputs.len())?;
-        same_len("out_bytes", n, out_bytes.len())?;
-        same_len("out_items", n, out_items.len())?;
-        same_len("busy_s", n, busy_s.len())?;
-        let inner = &mut self.inner;
-        let mut apply = || -> Result<Vec<u64>, CoreError> {
-            let mut ids = Vec::with_capacity(n_outputs.iter().sum());
-            for i in 0..n {
-                let total = TaskMeta {
-                    bytes: out_bytes[i],
-                    items: out_items[i],
-                };
-                ids.extend(inner.batch_done_totals(
-                    batch_ids[i],
-                    n_outputs[i],
-                    total,
-                    busy_s[i],
-                )?);
-            }
-            Ok(ids)
-        };
-        let ids = if n > DETACH_ABOVE / 64 {
-            py.detach(apply)
-        } else {
-            apply()
-        };
-        Ok(ids.map_err(PyCoreError)?)
+        let ranges = self.apply_results(
+            py, &batch_ids, attempts, &n_outputs, &out_bytes, &out_items, &busy_s,
+        )?;
+        Ok(ranges.into_iter().flatten().flatten().collect())
+    }
+
+    /// Report finished batches with the attempt each result belongs to; returns per batch the id
+    /// of its first output (its outputs have consecutive ids), or None when the result was ignored
+    /// (a stale attempt, a duplicate, or the run has ended): such outputs get no id.
+    #[allow(clippy::too_many_arguments)]
+    fn batch_results(
+        &mut self,
+        py: Python<'_>,
+        batch_ids: Vec<u64>,
+        attempts: Vec<u32>,
+        n_outputs: Vec<usize>,
+        out_bytes: Vec<u64>,
+        out_items: Vec<u64>,
+        busy_s: Vec<f64>,
+    ) -> PyResult<Vec<Option<u64>>> {
+        let ranges = self.apply_results(
+            py,
+            &batch_ids,
+            Some(attempts),
+            &n_outputs,
+            &out_bytes,
+            &out_items,
+            &busy_s,
+        )?;
+        Ok(ranges.into_iter().map(|r| r.map(|r| r.start)).collect())
+    }
+
+    /// Reports ignored because their attempt was no longer the batch's current one.
+    #[getter]
+    fn stale_results(&self) -> u64 {
+        self.inner.stale_results()
     }
 
     /// All decisions since the last poll, as tagged tuples.
@@ -517,6 +586,25 @@ impl PyScheduler {
 
     fn roots(&self, task_id: u64) -> Vec<u64> {
         self.inner.roots(task_id)
+    }
+
+    /// Source tasks whose every descendant has ended (emitted, filtered or failed) since the last
+    /// call, in completion order; each is reported once, after the poll that handed out the commands
+    /// that ended its last descendants.
+    fn completed_roots(&mut self) -> Vec<u64> {
+        self.inner.take_completed_roots()
+    }
+
+    /// Records the core holds: {"batches", "calls", "open_roots", "groups"}; all bounded by the work
+    /// queued and in flight, and all 0 after a run that finished.
+    fn live_records<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let r = self.inner.live_records();
+        let d = PyDict::new(py);
+        d.set_item("batches", r.batches)?;
+        d.set_item("calls", r.calls)?;
+        d.set_item("open_roots", r.open_roots)?;
+        d.set_item("groups", r.groups)?;
+        Ok(d)
     }
 
     fn take_warnings(&mut self) -> Vec<String> {

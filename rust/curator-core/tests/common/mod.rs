@@ -75,6 +75,11 @@ pub struct SimParams {
     /// Stop fanning out once this many tasks exist.
     pub task_cap: usize,
     pub max_steps: usize,
+    /// Per step: a late report of an attempt that was given up (its actor died, it failed, or it was
+    /// already reported) arrives, and must change nothing.
+    pub p_stale: f64,
+    /// Several events between two polls (in random order), also after the run ended.
+    pub multi_event_rounds: bool,
 }
 
 impl SimParams {
@@ -92,6 +97,8 @@ impl SimParams {
             strict_queue_bound: false,
             task_cap: 100_000,
             max_steps: 1_000_000,
+            p_stale: 0.0,
+            multi_event_rounds: false,
         }
     }
 }
@@ -186,6 +193,10 @@ pub struct Stats {
     pub steps: usize,
     /// Batches reported done or failed.
     pub finished_batches: usize,
+    /// Late reports of attempts that were given up or already reported.
+    pub stale_sent: usize,
+    /// Events sent after the scheduler had ended the run.
+    pub after_end_events: usize,
     pub max_queue_over_bound: i64,
 }
 
@@ -234,6 +245,13 @@ pub struct Sim {
     deaths: Vec<usize>,
     setup_failures: Vec<u32>,
     outcome: Option<Outcome>,
+    /// (batch, attempt) pairs whose attempt ended: any later report of them is stale.
+    ended_attempts: Vec<(BatchId, u32)>,
+    /// The batch that took each task (retries keep it), and the outputs of each batch that succeeded.
+    consumer: HashMap<TaskId, BatchId>,
+    children: HashMap<BatchId, Vec<TaskId>>,
+    /// Source tasks the scheduler reported completed.
+    completed_roots: std::collections::HashSet<TaskId>,
     pub stats: Stats,
 }
 
@@ -274,6 +292,10 @@ impl Sim {
             deaths: vec![0; n],
             setup_failures: vec![0; n],
             outcome: None,
+            ended_attempts: Vec::new(),
+            consumer: HashMap::new(),
+            children: HashMap::new(),
+            completed_roots: Default::default(),
             stats: Stats::default(),
             specs,
             nodes,
@@ -298,7 +320,20 @@ impl Sim {
             if self.outcome.is_some() {
                 break;
             }
-            self.random_action();
+            let events = if self.p.multi_event_rounds && self.rng.chance(0.3) {
+                2 + self.rng.below(4)
+            } else {
+                1
+            };
+            for _ in 0..events {
+                if self.sched.is_finished() {
+                    // The run ended inside this round (an abort): the rest of the round's events
+                    // still arrive, like a driver's results of calls that finished meanwhile.
+                    self.noise_after_end();
+                } else {
+                    self.random_action();
+                }
+            }
             // Progress is work done or input taken; actors starting and time passing are not.
             let progress = (self.stats.finished_batches, self.added);
             if progress != last_progress {
@@ -346,6 +381,9 @@ impl Sim {
 
     /// One random thing happens. Returns whether it was more than time passing.
     fn random_action(&mut self) -> bool {
+        if self.rng.chance(self.p.p_stale) && self.send_stale() {
+            return false;
+        }
         let r = self.rng.below(100);
         if r < 8 && !self.input_closed {
             self.add_inputs();
@@ -510,6 +548,7 @@ impl Sim {
         // Several batches lost together, or lost to a worker that could not set up: none is blamed.
         let shared = lost.len() > 1;
         for b in lost {
+            self.ended_attempts.push((b, self.batches[&b].attempt));
             self.leave_flight(b);
             if shared || kind == FailureKind::User {
                 self.batches.get_mut(&b).unwrap().blameless += 1;
@@ -528,6 +567,110 @@ impl Sim {
                 message: "boom".into(),
             })
             .unwrap();
+    }
+
+    /// A late report of an attempt that already ended: ignored, counted, nothing else changes.
+    fn send_stale(&mut self) -> bool {
+        if self.ended_attempts.is_empty() {
+            return false;
+        }
+        let i = self.rng.below(self.ended_attempts.len() as u64) as usize;
+        let (b, attempt) = self.ended_attempts[i];
+        let (before, stale) = (self.sched.balance(), self.sched.stale_results());
+        let running = !self.sched.is_finished();
+        self.report_ignored(b, attempt);
+        assert_eq!(
+            self.sched.balance(),
+            before,
+            "a stale report changed the balance"
+        );
+        assert_eq!(
+            self.sched.stale_results(),
+            stale + u64::from(running),
+            "stale reports are counted while the run goes on"
+        );
+        self.stats.stale_sent += 1;
+        true
+    }
+
+    /// Report `attempt` of `b` as done or failed (at random); the scheduler must ignore it.
+    fn report_ignored(&mut self, b: BatchId, attempt: u32) {
+        match self.rng.below(3) {
+            0 => {
+                let n = self.rng.below(4) as usize;
+                let total = TaskMeta {
+                    bytes: 10 * n as u64,
+                    items: n as u64,
+                };
+                let r = self.sched.batch_result(b, attempt, n, total, 0.01);
+                assert_eq!(r, Ok(None), "a stale result of batch {b} attempt {attempt}");
+            }
+            k => {
+                let kind = if k == 1 {
+                    FailureKind::Infra
+                } else {
+                    FailureKind::User
+                };
+                let event = Event::BatchFailed {
+                    batch: b,
+                    attempt,
+                    kind,
+                    message: "late".into(),
+                };
+                assert_eq!(self.sched.handle(event), Ok(()));
+            }
+        }
+    }
+
+    /// Events that arrive after the scheduler ended the run: reports of batches in flight, stale
+    /// reports, actors dying or becoming ready, the clock. All accepted, none changes the outcome;
+    /// a batch id never handed out is a protocol error.
+    fn noise_after_end(&mut self) {
+        assert!(self.sched.is_finished());
+        let before = self.sched.balance();
+        self.stats.after_end_events += 1;
+        match self.rng.below(5) {
+            0 if !self.in_flight.is_empty() => {
+                let b = self.in_flight[self.rng.below(self.in_flight.len() as u64) as usize];
+                let attempt = self.batches[&b].attempt;
+                self.report_ignored(b, attempt);
+            }
+            1 => {
+                self.send_stale();
+            }
+            2 if !self.actors.is_empty() => {
+                let a = self.rng.below(self.actors.len() as u64);
+                let event = if self.rng.chance(0.5) {
+                    Event::ActorReady { actor: a }
+                } else {
+                    Event::ActorFailed {
+                        actor: a,
+                        kind: FailureKind::Infra,
+                        message: "late".into(),
+                    }
+                };
+                assert_eq!(self.sched.handle(event), Ok(()));
+            }
+            3 => {
+                let unknown = 1 << 40;
+                let r = self
+                    .sched
+                    .batch_result(unknown, 0, 1, TaskMeta::default(), 0.1);
+                assert!(
+                    matches!(r, Err(curator_core::CoreError::Protocol(_))),
+                    "{r:?}"
+                );
+            }
+            _ => {
+                self.now += 0.1;
+                self.sched.handle(Event::Tick { now: self.now }).unwrap();
+            }
+        }
+        assert_eq!(
+            self.sched.balance(),
+            before,
+            "an event after the end changed the balance"
+        );
     }
 
     fn leave_flight(&mut self, b: BatchId) {
@@ -595,11 +738,14 @@ impl Sim {
         self.stats.finished_batches += 1;
         let batch = self.batches[&b].clone();
         let s = batch.stage;
+        // Whatever happens to this attempt, a second report of it is stale.
+        self.ended_attempts.push((b, batch.attempt));
         if self.rng.chance(self.p.p_infra_fail) {
             self.infra_failed(b);
             self.sched
                 .handle(Event::BatchFailed {
                     batch: b,
+                    attempt: batch.attempt,
                     kind: FailureKind::Infra,
                     message: "lost".into(),
                 })
@@ -618,6 +764,7 @@ impl Sim {
             self.sched
                 .handle(Event::BatchFailed {
                     batch: b,
+                    attempt: batch.attempt,
                     kind: FailureKind::User,
                     message: "ValueError: bad".into(),
                 })
@@ -658,14 +805,23 @@ impl Sim {
                 .collect();
         }
         assert_eq!(ids.len() as u64, n_out);
+        self.children.insert(b, ids.clone());
         for &t in &batch.tasks {
             self.tasks[t as usize].state = TaskState::Consumed;
         }
         self.batches.get_mut(&b).unwrap().state = BatchState::Done;
         self.measured[s] = true;
         let next = (s + 1 < self.n_stages()).then_some(s + 1);
-        for (id, by) in ids.into_iter().zip(bytes) {
+        for (id, by) in ids.iter().copied().zip(bytes) {
             self.new_task(id, next, by, Some(b));
+        }
+        // The new outputs are live: the scheduler still knows where they come from.
+        for &t in ids.iter().step_by(3) {
+            assert_eq!(
+                self.sched.roots(t),
+                self.model_roots(t),
+                "roots of task {t}"
+            );
         }
     }
 
@@ -771,6 +927,7 @@ impl Sim {
             !killed_busy || matches!(self.outcome, Some(Outcome::Aborted { .. })),
             "killed a busy actor"
         );
+        self.check_completed_roots();
         if self.outcome.is_none() {
             // Every failure for good is reported in the poll after it happened.
             let waiting_failures: Vec<BatchId> = self
@@ -945,6 +1102,9 @@ impl Sim {
                         "stage {s} batch is not the queue's front (FIFO)"
                     );
                 }
+                for &t in &batch.tasks {
+                    self.consumer.insert(t, batch.id);
+                }
                 let state = BatchState::InFlight { actor, call };
                 self.batches.insert(
                     batch.id,
@@ -1093,7 +1253,14 @@ impl Sim {
         let b = self.sched.balance();
         assert!(b.complete(), "Finish while not complete: {b:?}");
         self.assert_all_actors_gone();
-        self.check_lineage();
+        self.check_completed_roots();
+        assert_eq!(
+            self.completed_roots.len(),
+            self.added,
+            "every source task completed"
+        );
+        let live = self.sched.live_records();
+        assert_eq!(live.total(), 0, "records left after the run: {live:?}");
         self.outcome = Some(Outcome::Finished);
     }
 
@@ -1145,30 +1312,58 @@ impl Sim {
         }
     }
 
-    /// The scheduler's roots of every final output match the model's.
-    fn check_lineage(&self) {
-        for (t, task) in self.tasks.iter().enumerate().step_by(3) {
-            if task.state != TaskState::Emitted {
-                continue;
-            }
-            let mut roots = std::collections::BTreeSet::new();
+    /// Every root the scheduler reports completed is a source task, reported once, and every task
+    /// descending from it has ended (consumed by a batch that succeeded, emitted, or failed). Each
+    /// source task is either still open or reported.
+    fn check_completed_roots(&mut self) {
+        for r in self.sched.take_completed_roots() {
+            assert!(
+                self.tasks[r as usize].producer.is_none(),
+                "completed root {r} is not a source task"
+            );
+            assert!(self.completed_roots.insert(r), "root {r} completed twice");
+            let mut stack = vec![r];
             let mut seen = std::collections::HashSet::new();
-            let mut stack = vec![t as TaskId];
-            while let Some(x) = stack.pop() {
-                match self.tasks[x as usize].producer {
-                    None => {
-                        roots.insert(x);
-                    }
-                    Some(b) => {
+            while let Some(t) = stack.pop() {
+                let state = self.tasks[t as usize].state;
+                match state {
+                    TaskState::Emitted | TaskState::Failed => {}
+                    TaskState::Consumed => {
+                        // Siblings share their consumer batch: visit its outputs once.
+                        let b = self.consumer[&t];
                         if seen.insert(b) {
-                            stack.extend(&self.batches[&b].tasks);
+                            stack.extend(self.children.get(&b).into_iter().flatten());
                         }
+                    }
+                    _ => panic!("root {r} completed while its descendant {t} is {state:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            self.sched.live_records().open_roots + self.completed_roots.len(),
+            self.added,
+            "every source task is open or completed"
+        );
+    }
+
+    /// The source tasks `t` descends from, by the model.
+    fn model_roots(&self, t: TaskId) -> Vec<TaskId> {
+        let mut roots = std::collections::BTreeSet::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut stack = vec![t];
+        while let Some(x) = stack.pop() {
+            match self.tasks[x as usize].producer {
+                None => {
+                    roots.insert(x);
+                }
+                Some(b) => {
+                    if seen.insert(b) {
+                        stack.extend(&self.batches[&b].tasks);
                     }
                 }
             }
-            let roots: Vec<TaskId> = roots.into_iter().collect();
-            assert_eq!(self.sched.roots(t as TaskId), roots, "roots of task {t}");
         }
+        roots.into_iter().collect()
     }
 
     /// Late reports after the end are accepted and change nothing.
@@ -1177,10 +1372,14 @@ impl Sim {
             self.sched
                 .handle(Event::BatchDone {
                     batch: b,
+                    attempt: self.batches[&b].attempt,
                     outputs: vec![TaskMeta::default()],
                     busy_secs: 0.1,
                 })
                 .unwrap();
+        }
+        for _ in 0..8 {
+            self.noise_after_end();
         }
         self.sched
             .handle(Event::Tick {

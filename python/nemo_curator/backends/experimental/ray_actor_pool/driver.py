@@ -66,6 +66,9 @@ class _Call:
     #: When it started running: at submit when its slot had nothing else in flight, else when the
     #: call before it on the slot finished.
     started: float | None = None
+    #: The attempt of each batch, as the core submitted it (results carry it back: a late result of an
+    #: attempt the core gave up is ignored there).
+    attempts: dict[int, int] = field(default_factory=dict)
 
 
 class ActorPoolDriver:
@@ -351,7 +354,12 @@ class ActorPoolDriver:
         # the slot's first call holds): its clock starts when the call before it ends, never too early.
         started = self.now() if not actor.calls else None
         self._calls[ref] = _Call(
-            actor_id, gen, [b[0] for b in batches], [t for b in batches for t in b[1]], started
+            actor_id,
+            gen,
+            [b[0] for b in batches],
+            [t for b in batches for t in b[1]],
+            started,
+            {b[0]: b[2] for b in batches},
         )
         actor.calls.append(ref)
 
@@ -529,6 +537,7 @@ class ActorPoolDriver:
         values = _get_each(m[2] for m in metas)
         # Successes first: a batch that finished before its actor died must not be retried.
         done_ids: list[int] = []
+        attempts: list[int] = []
         n_out: list[int] = []
         out_bytes: list[int] = []
         out_items: list[int] = []
@@ -544,6 +553,7 @@ class ActorPoolDriver:
                 if res[1]:
                     batch_id, _, busy_s, placed, sizes, items, ids = res
                     done_ids.append(batch_id)
+                    attempts.append(call.attempts[batch_id])
                     n_out.append(len(placed))
                     out_bytes.append(sum(sizes))
                     out_items.append(sum(items))
@@ -551,25 +561,24 @@ class ActorPoolDriver:
                     placed_all.append((placed, yielded, ids))
                 else:
                     stage_idx = actor.stage if actor else -1
-                    user_failures.append((res[0], res[3], res[4], stage_idx))
+                    user_failures.append((res[0], res[3], res[4], stage_idx, call.attempts[res[0]]))
         if done_ids:
-            new_ids = self.scheduler.batches_done(done_ids, n_out, out_bytes, out_items, busy)
-            if len(new_ids) != sum(n_out):
-                # The run ended earlier in this round (e.g. a setup failed): these outputs have no
-                # ids and nothing will consume them.
-                placed_all = []
+            firsts = self.scheduler.batch_results(done_ids, attempts, n_out, out_bytes, out_items, busy)
             payloads = self._payloads
-            k = 0
-            for placed, yielded, ids in placed_all:
-                for (where, what), task_id in zip(placed, ids, strict=True):
-                    tid = new_ids[k]
-                    k += 1
+            for first, (placed, yielded, ids) in zip(firsts, placed_all, strict=True):
+                if first is None:
+                    # Ignored by the core (a given-up attempt, or the run ended earlier in this round,
+                    # e.g. a setup failed): these outputs have no ids and nothing will consume them.
+                    continue
+                for tid, ((where, what), task_id) in enumerate(zip(placed, ids, strict=True), first):
                     # Pickled bytes or an object ref: either way the task id is kept beside it.
                     payloads[tid] = what if where == INLINE else yielded[what]
                     self._ref_task_ids[tid] = task_id
-        for batch_id, err, task_ids, _stage_idx in user_failures:
-            self._user_errors[batch_id] = (err, task_ids)
-            self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}")
+        for batch_id, err, task_ids, _stage_idx, attempt in user_failures:
+            stale = self.scheduler.stale_results
+            self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}", attempt)
+            if self.scheduler.stale_results == stale:
+                self._user_errors[batch_id] = (err, task_ids)
         for call, exc in dead:
             actor = self._actors.get(call.actor_id)
             if actor is not None:
