@@ -4,6 +4,7 @@
 //! - `scheduler`: the streaming scheduler (wraps `curator_core::Scheduler`),
 //! - `arrow`: every Arrow <-> Python conversion (PyCapsule interface, zero-copy),
 //! - `ledger`: the per-block count ledger of the Ray Data executor,
+//! - `planning`: the Ray Data executor's plan (segments, pools, blocks),
 //! - `errors`: the one mapping from core errors to Python exceptions.
 
 use pyo3::prelude::*;
@@ -11,6 +12,7 @@ use pyo3::prelude::*;
 mod arrow;
 mod errors;
 mod ledger;
+mod planning;
 mod scheduler;
 
 /// True when this extension was compiled with optimisations.
@@ -24,5 +26,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scheduler::register(m)?;
     arrow::register(m)?;
     ledger::register(m)?;
+    planning::register(m)?;
     Ok(())
 }

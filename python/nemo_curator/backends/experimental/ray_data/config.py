@@ -66,6 +66,10 @@ class RayDataConfig:
     progress_interval_s: float = 10.0
     #: Ray Data's own per-operator progress bars as well (only with `show_progress`).
     ray_data_progress_bars: bool = False
+    #: Seconds a run may make no progress while the cluster has no room for any stage still
+    #: waiting (other work holds the resources) before it fails with an error naming those stages;
+    #: a warning is logged after a quarter of this (at most a minute).
+    stall_timeout_s: float = 600.0
     #: Other `ray.data.DataContext` attributes to set for the run's datasets, e.g.
     #: `{"target_min_block_size": 1 << 20}`; unknown names are errors.
     data_context: dict[str, Any] = field(default_factory=dict)
@@ -110,8 +114,9 @@ class RayDataConfig:
         for key in ("reserved_cpus", "reserved_gpus"):
             if not _is_number(getattr(self, key)) or getattr(self, key) < 0:
                 raise bad(key, "a number >= 0")
-        if not _is_number(self.progress_interval_s) or self.progress_interval_s <= 0:
-            raise bad("progress_interval_s", "a number > 0")
+        for key in ("progress_interval_s", "stall_timeout_s"):
+            if not _is_number(getattr(self, key)) or getattr(self, key) <= 0:
+                raise bad(key, "a number > 0")
         if not isinstance(self.runtime_env, dict):
             raise bad("runtime_env", "a dict")
         if not isinstance(self.data_context, dict):
