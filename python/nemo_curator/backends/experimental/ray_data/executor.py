@@ -327,9 +327,7 @@ class RayDataExecutor(BaseExecutor):
         store = input_store()
         ray.get(store.put.remote(run_id, [ray.put(group) for group in groups]))
         self._input_run = run_id
-        ds: ray.data.Dataset = ray.data.from_arrow(
-            [codec.encode_stored(group, k) for k, group in enumerate(groups)]
-        )
+        ds = _dataset_of([codec.encode_stored(group, k) for k, group in enumerate(groups)])
         del groups
         self._configure_context(ds.context, nodes, plan)
         self._segment_udfs = []
@@ -563,6 +561,26 @@ def _distinct(tasks: list[Task[Any]]) -> list[Task[Any]]:
         seen.add(id(task))
         out.append(task)
     return out
+
+
+def _dataset_of(tables: list[Any]) -> ray.data.Dataset:
+    """`ray.data.from_arrow(tables)` without its metadata task: that Ray task asks for a CPU, and
+    on a cluster whose CPUs other work holds it would wait before the stall check can see the run.
+    The metadata of these small tables is computed here instead."""
+    try:
+        from ray.data import DataContext
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators import FromArrow
+        from ray.data._internal.stats import DatasetStats
+        from ray.data._internal.util import get_table_block_metadata_schema
+        from ray.data.dataset import MaterializedDataset
+    except ImportError:  # pragma: no cover - other Ray versions
+        return ray.data.from_arrow(tables)
+    metadata = [get_table_block_metadata_schema(t) for t in tables]
+    refs = [ray.put(t) for t in tables]
+    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+    context = DataContext.get_current().copy()
+    return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)
 
 
 def _less_claims(nodes: list[ClusterNode], claims: Any) -> list[ClusterNode]:
