@@ -65,6 +65,9 @@ def two_cpu_ray() -> Iterator[None]:
 def _hold(cpus: float) -> Any:
     holder = Holder.options(num_cpus=cpus).remote()  # type: ignore[attr-defined]
     ray.get(holder.ready.remote(), timeout=60)
+    deadline = time.monotonic() + 10  # Ray's view of free resources lags the actor's start
+    while ray.available_resources().get("CPU", 0.0) > 2 - cpus + 1e-6 and time.monotonic() < deadline:
+        time.sleep(0.05)
     return holder
 
 

@@ -338,9 +338,12 @@ def test_plan_uses_the_free_cpus_less_the_reserved(tmp_path: Any) -> None:
     holder = _HoldsTwoCpus.remote()  # type: ignore[attr-defined]
     try:
         ray.get(holder.ready.remote())
+        deadline = time.monotonic() + 10  # Ray's view of free resources lags the actor's start
+        while ray.available_resources().get("CPU", 0.0) > 2.0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         # 2 of 4 CPUs held, 1 reserved: one CPU for a task stage and an actor stage, which the plan
         # runs in one actor pool rather than wait for CPUs that may never come back.
-        executor = RayDataExecutor(config={"reserved_cpus": 1.0})
+        executor = RayDataExecutor(config={"reserved_cpus": 1.0, "stall_timeout_s": 60.0})
         probe = LifecycleProbe(directory=str(tmp_path), name="probe", actor_stage=True)
         out = executor.execute([AddConstantStage(value=1), probe], make_int_tasks(4))
         assert sorted(t.data for t in out) == [1, 2, 3, 4]

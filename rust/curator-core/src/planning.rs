@@ -286,14 +286,28 @@ pub fn plan_ray_data(
     let total_cpus = nodes.iter().map(|n| n.cpus).sum::<f64>().floor().max(1.0) as usize;
 
     let segments = segments(stages, &wants, settings.exact_batches);
-    let plain = Planner::new(stages, nodes, settings, &totals, total_cpus, task_sizes.len())
-        .finish(segments.clone());
+    let plain = Planner::new(
+        stages,
+        nodes,
+        settings,
+        &totals,
+        total_cpus,
+        task_sizes.len(),
+    )
+    .finish(segments.clone());
     let plan = if plain.fits || !segments.iter().any(|s| s.actor) || segments.len() < 2 {
         plain
     } else {
         let fused_segments = fuse(segments, &totals);
-        let mut fused = Planner::new(stages, nodes, settings, &totals, total_cpus, task_sizes.len())
-            .finish(fused_segments);
+        let mut fused = Planner::new(
+            stages,
+            nodes,
+            settings,
+            &totals,
+            total_cpus,
+            task_sizes.len(),
+        )
+        .finish(fused_segments);
         if fused.fits {
             fused.fused = true;
             fused.warnings.insert(
@@ -320,10 +334,9 @@ pub fn plan_ray_data(
             plain
         }
     };
-    let first_batch = plan.segments[0]
-        .stages
-        .iter()
-        .fold(1usize, |acc, &i| lcm_capped(acc, stages[i].batch_size, task_sizes.len().max(1)));
+    let first_batch = plan.segments[0].stages.iter().fold(1usize, |acc, &i| {
+        lcm_capped(acc, stages[i].batch_size, task_sizes.len().max(1))
+    });
     let blocks = cut_blocks(
         task_sizes,
         settings.max_tasks_per_block,
@@ -359,12 +372,12 @@ fn segments(stages: &[PlanStage], wants: &[Wanted], exact_batches: bool) -> Vec<
     for (i, s) in stages.iter().enumerate() {
         if i > 0 {
             let prev = &stages[i - 1];
-            let same = !s.actor
-                && !prev.actor
-                && !prev.fanout
-                && !(exact_batches && s.batch_size > 1)
-                && s.resources == prev.resources;
-            if same {
+            let split = s.actor
+                || prev.actor
+                || prev.fanout
+                || (exact_batches && s.batch_size > 1)
+                || s.resources != prev.resources;
+            if !split {
                 out.last_mut().expect("a segment").stages.push(i);
                 continue;
             }
@@ -500,7 +513,11 @@ impl<'a> Planner<'a> {
 
     fn finish(mut self, segs: Vec<Seg>) -> RayDataPlan {
         let repartitions: Vec<Option<usize>> = (0..segs.len())
-            .map(|k| (k > 0).then(|| self.repartition(&segs[k - 1], &segs[k])).flatten())
+            .map(|k| {
+                (k > 0)
+                    .then(|| self.repartition(&segs[k - 1], &segs[k]))
+                    .flatten()
+            })
             .collect();
         // Room for the stages that feed the pools first.
         for seg in segs.iter().filter(|s| !s.actor) {

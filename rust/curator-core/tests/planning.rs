@@ -39,7 +39,11 @@ fn plan(stages: &[PlanStage], nodes: &[PlanNode], n_tasks: usize) -> RayDataPlan
 
 #[test]
 fn idle_cluster_leaves_a_cpu_for_the_task_stage() {
-    let p = plan(&[task("read"), actor("score")], &[node(2.0, 0.0, 2.0, 0.0)], 4);
+    let p = plan(
+        &[task("read"), actor("score")],
+        &[node(2.0, 0.0, 2.0, 0.0)],
+        4,
+    );
     assert!(p.fits && !p.fused, "{p:?}");
     assert_eq!(p.segments.len(), 2);
     let pool = p.segments[1].pool.expect("an actor pool");
@@ -49,7 +53,11 @@ fn idle_cluster_leaves_a_cpu_for_the_task_stage() {
 
 #[test]
 fn one_busy_cpu_of_two_fuses_the_feeding_stage_into_the_actors() {
-    let p = plan(&[task("read"), actor("score")], &[node(2.0, 0.0, 1.0, 0.0)], 4);
+    let p = plan(
+        &[task("read"), actor("score")],
+        &[node(2.0, 0.0, 1.0, 0.0)],
+        4,
+    );
     assert!(p.fits && p.fused, "{p:?}");
     assert_eq!(p.segments.len(), 1);
     assert_eq!(p.segments[0].stages, vec![0, 1]);
@@ -60,7 +68,11 @@ fn one_busy_cpu_of_two_fuses_the_feeding_stage_into_the_actors() {
 
 #[test]
 fn a_full_cluster_still_plans_one_actor_but_says_it_does_not_fit() {
-    let p = plan(&[task("read"), actor("score")], &[node(2.0, 0.0, 0.0, 0.0)], 4);
+    let p = plan(
+        &[task("read"), actor("score")],
+        &[node(2.0, 0.0, 0.0, 0.0)],
+        4,
+    );
     assert!(!p.fits, "{p:?}");
     assert!(p.segments.iter().all(|s| s.pool.is_none_or(|q| q.min >= 1)));
 }
@@ -88,7 +100,11 @@ fn infeasible_stage_is_named() {
 #[test]
 fn bad_worker_counts_are_errors_naming_the_stage() {
     let nodes = [node(4.0, 0.0, 4.0, 0.0)];
-    for (min, max) in [(Some(-1.0), None), (Some(f64::NAN), None), (Some(3.0), Some(2.0))] {
+    for (min, max) in [
+        (Some(-1.0), None),
+        (Some(f64::NAN), None),
+        (Some(3.0), Some(2.0)),
+    ] {
         let s = PlanStage {
             min_workers: min,
             max_workers: max,
@@ -125,7 +141,11 @@ fn repartitions_and_ray_data_batches() {
     let p = plan(&stages, &[node(4.0, 0.0, 4.0, 0.0)], 2);
     assert_eq!(p.segments.len(), 2, "the fan-out ends its segment");
     assert_eq!(p.segments[1].stages, vec![1, 2]);
-    assert_eq!(p.segments[1].repartition, Some(1), "few parents: one child per block");
+    assert_eq!(
+        p.segments[1].repartition,
+        Some(1),
+        "few parents: one child per block"
+    );
     assert_eq!(p.segments[1].batch_size, None);
     let exact = PlanSettings {
         exact_batches: true,
@@ -214,17 +234,22 @@ fn settings() -> impl Strategy<Value = PlanSettings> {
         prop_oneof![1 => 1usize..=8, 1 => Just(1024usize)],
         prop_oneof![1 => 10u64..=100, 1 => Just(16u64 << 20)],
     )
-        .prop_map(|(pool_size, exact, fanout, max_tasks, max_bytes)| PlanSettings {
-            pool_size,
-            exact_batches: exact,
-            fanout_tasks_per_block: fanout,
-            max_tasks_per_block: max_tasks,
-            target_block_bytes: max_bytes,
-        })
+        .prop_map(
+            |(pool_size, exact, fanout, max_tasks, max_bytes)| PlanSettings {
+                pool_size,
+                exact_batches: exact,
+                fanout_tasks_per_block: fanout,
+                max_tasks_per_block: max_tasks,
+                target_block_bytes: max_bytes,
+            },
+        )
 }
 
 fn worker_units(cpus: f64, gpus: f64) -> (u64, u64) {
-    (if cpus > 0.0 { units(cpus) } else { units(1.0) }, units(gpus))
+    (
+        if cpus > 0.0 { units(cpus) } else { units(1.0) },
+        units(gpus),
+    )
 }
 
 proptest! {

@@ -48,8 +48,11 @@ fn optional<'py, T: FromPyObjectOwned<'py>>(
 fn stage_of(d: &Bound<'_, PyDict>) -> PyResult<PlanStage> {
     let name: String = field(d, "?", "name", None)?;
     let batch_size: i64 = field(d, &name, "batch_size", Some(1))?;
-    let batch_size = usize::try_from(batch_size)
-        .map_err(|_| config(format!("stage '{name}': batch_size must be >= 1, got {batch_size}")))?;
+    let batch_size = usize::try_from(batch_size).map_err(|_| {
+        config(format!(
+            "stage '{name}': batch_size must be >= 1, got {batch_size}"
+        ))
+    })?;
     let num_workers: Option<i64> = optional(d, &name, "num_workers")?;
     Ok(PlanStage {
         batch_size,
@@ -60,7 +63,9 @@ fn stage_of(d: &Bound<'_, PyDict>) -> PyResult<PlanStage> {
         actor: field(d, &name, "actor", Some(false))?,
         fanout: field(d, &name, "fanout", Some(false))?,
         // `num_workers()` of 0 or less means "not set", as in Curator.
-        num_workers: num_workers.and_then(|n| usize::try_from(n).ok()).filter(|&n| n > 0),
+        num_workers: num_workers
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n > 0),
         min_workers: optional(d, &name, "min_workers")?,
         max_workers: optional(d, &name, "max_workers")?,
         initial_workers: optional(d, &name, "initial_workers")?,
