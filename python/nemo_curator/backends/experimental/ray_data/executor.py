@@ -290,6 +290,13 @@ class RayDataExecutor(BaseExecutor):
                 _ACTIVE.wait(timeout=5.0)
         for warning in plan["warnings"]:
             logger.warning(f"RayDataExecutor: {warning}")
+        if not plan["fits"]:
+            logger.warning(
+                "RayDataExecutor: the free resources "
+                f"({sum(n.cpus for n in free):g} CPU, {sum(n.gpus for n in free):g} GPU) cannot hold one "
+                "worker of every stage; the run starts and waits for other work to free them "
+                f"(at most stall_timeout_s={s.stall_timeout_s:g}s without progress)"
+            )
         return free, plan
 
     # ------------------------------------------------------------------------------------------- build
