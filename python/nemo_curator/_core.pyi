@@ -332,3 +332,23 @@ class Ledger:
         stage_names: list[str] | None = None,
     ) -> list[str]: ...
     def __eq__(self, value: object, /) -> bool: ...
+
+# --- planning.rs --------------------------------------------------------------------------------
+def plan_ray_data(
+    stages: list[dict[str, _typing.Any]],
+    nodes: list[tuple[str, float, float, float, float]],
+    task_sizes: list[int],
+    *,
+    pool_size: int | None = None,
+    exact_batches: bool = False,
+    fanout_tasks_per_block: int | None = None,
+    max_tasks_per_block: int = 1024,
+    target_block_bytes: int = 16777216,
+) -> dict[str, _typing.Any]:
+    """The Ray Data executor's plan. `stages`: dicts with `name`, `batch_size`, `cpus`, `gpus`,
+    `actor`, `fanout`, `num_workers`, `min_workers`, `max_workers`, `initial_workers`; `nodes`:
+    `(id, cpus, gpus, free_cpus, free_gpus)`; `task_sizes`: bytes of each initial task. Returns
+    `segments` (dicts: `stages`, `actor`, `cpus`, `gpus`, `pool` as `(min, max, initial)` or None,
+    `batch_size`, `repartition`), `blocks` (`(start, end)`), `claims` (`(cpus, gpus)` per node),
+    `fits`, `fused`, `warnings`. Raises `InfeasibleError` naming a stage no node can hold and
+    `ConfigError` for invalid worker counts."""

@@ -11,6 +11,7 @@ pub mod event;
 mod lineage;
 mod metrics;
 mod placement;
+pub mod planning;
 mod scheduler;
 pub mod spec;
 
@@ -18,6 +19,9 @@ pub use errors::{CoreError, CoreResult};
 pub use event::{Batch, Command, Event, Failure, FailureKind};
 pub use lineage::{Balance, LiveRecords};
 pub use metrics::{RunMetrics, StageCounts, StageMetrics, STAGE_COUNTERS};
+pub use planning::{
+    plan_ray_data, PlanNode, PlanSettings, PlanStage, PoolPlan, RayDataPlan, SegmentPlan,
+};
 pub use scheduler::Scheduler;
 pub use spec::{
     ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta,

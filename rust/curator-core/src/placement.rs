@@ -196,7 +196,11 @@ impl Cluster {
 
     /// `Infeasible` when no node, even empty, can hold one actor of the stage.
     pub fn check_feasible(&self, spec: &StageSpec) -> CoreResult<()> {
-        let need = Need::of(&spec.resources);
+        self.check_need(&spec.name, Need::of(&spec.resources))
+    }
+
+    /// `Infeasible` (naming `stage`) when no node, even empty, can hold one worker needing `need`.
+    pub fn check_need(&self, stage: &str, need: Need) -> CoreResult<()> {
         if self.empty.iter().any(|n| n.plan(need).is_some()) {
             return Ok(());
         }
@@ -208,7 +212,7 @@ impl Cluster {
             format!("at most {} (per node)", describe(cpus, gpus))
         };
         Err(CoreError::Infeasible {
-            stage: spec.name.clone(),
+            stage: stage.to_string(),
             need: describe(need.cpus, need.gpus),
             have,
         })
@@ -225,6 +229,47 @@ impl Cluster {
 
     pub fn release(&mut self, grant: &Grant) {
         self.nodes[grant.node].give_back(grant);
+    }
+
+    /// How many workers needing `need` fit on the nodes as they are now (`empty`: with nothing
+    /// placed), at most `limit` (workers that need nothing fit without bound).
+    pub fn capacity(&self, need: Need, empty: bool, limit: usize) -> usize {
+        if need.is_zero() {
+            return limit;
+        }
+        let nodes = if empty { &self.empty } else { &self.nodes };
+        let mut count = 0;
+        for node in nodes {
+            let mut node = node.clone();
+            while count < limit {
+                let Some(plan) = node.plan(need) else { break };
+                node.take(need, &plan);
+                count += 1;
+            }
+        }
+        count
+    }
+
+    /// Reserve room for one worker needing `need` on any node, if one has it: GPU workers where they
+    /// leave the fewest GPUs free (packing), CPU-only workers on nodes without free GPUs first, then
+    /// where the most CPUs are free (spreading).
+    pub fn place(&mut self, need: Need) -> Option<Grant> {
+        let mut best: Option<((u64, u64, usize), usize, GpuGrant)> = None;
+        for (i, node) in self.nodes.iter().enumerate() {
+            let Some(plan) = node.plan(need) else {
+                continue;
+            };
+            let key = if need.gpus > 0 {
+                (node.free_gpus() - need.gpus, 0, i)
+            } else {
+                (u64::from(node.free_gpus() > 0), u64::MAX - node.cpus, i)
+            };
+            if best.as_ref().is_none_or(|(k, ..)| key < *k) {
+                best = Some((key, i, plan));
+            }
+        }
+        let (_, node, plan) = best?;
+        Some(self.take(node, need, plan))
     }
 
     /// Free (cpus, gpus) of a node, in units.

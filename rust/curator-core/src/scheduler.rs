@@ -195,7 +195,7 @@ fn config_error(msg: String) -> CoreError {
     CoreError::Config(msg)
 }
 
-fn check_resource(what: &str, owner: &str, value: f64) -> CoreResult<()> {
+pub(crate) fn check_resource(what: &str, owner: &str, value: f64) -> CoreResult<()> {
     if !value.is_finite() || value < 0.0 {
         return Err(config_error(format!(
             "{owner}: {what} must be a finite number >= 0, got {value}"

@@ -5,6 +5,7 @@
 //! - `arrow`: every Arrow <-> Python conversion (PyCapsule interface, zero-copy),
 //! - `codec`: the Ray Data executor's task codec (tasks <-> one Arrow block, one row per task),
 //! - `ledger`: the per-block count ledger of the Ray Data executor,
+//! - `planning`: the Ray Data executor's plan (segments, pools, blocks),
 //! - `errors`: the one mapping from core errors to Python exceptions.
 
 use pyo3::prelude::*;
@@ -13,6 +14,7 @@ mod arrow;
 mod codec;
 mod errors;
 mod ledger;
+mod planning;
 mod scheduler;
 
 /// True when this extension was compiled with optimisations.
@@ -26,5 +28,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     scheduler::register(m)?;
     codec::register(m)?;
     ledger::register(m)?;
+    planning::register(m)?;
     Ok(())
 }

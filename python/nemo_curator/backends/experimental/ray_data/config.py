@@ -67,6 +67,10 @@ class RayDataConfig(ExecutorConfig):
     progress_interval_s: float = 10.0
     #: Ray Data's own per-operator progress bars as well (only with `show_progress`).
     ray_data_progress_bars: bool = False
+    #: Seconds a run may make no progress while the cluster has no room for any stage still
+    #: waiting (other work holds the resources) before it fails with an error naming those stages;
+    #: a warning is logged after a quarter of this (at most a minute).
+    stall_timeout_s: float = 600.0
     #: Other `ray.data.DataContext` attributes to set for the run's datasets, e.g.
     #: `{"target_min_block_size": 1 << 20}`; unknown names are errors.
     data_context: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +90,7 @@ class RayDataConfig(ExecutorConfig):
         self._require_int("max_retries", low=0)
         self._require_int("max_tasks_per_block", "target_block_bytes", "output_block_bytes", low=1)
         self._require_number("reserved_cpus", "reserved_gpus", low=0.0)
-        self._require_number("progress_interval_s", low=0.0, open_low=True)
+        self._require_number("progress_interval_s", "stall_timeout_s", low=0.0, open_low=True)
         self._require_dict("runtime_env")
         self._require_dict("data_context", "a dict of ray.data.DataContext attributes")
         self._check_data_context()

@@ -1,15 +1,21 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
 One row is one task (the task codec of `nemo_curator._core`), so Ray Data's row counts are task
-counts and its byte counts are the payloads' real sizes. The stages are grouped into segments, each
-one `map_batches`:
+counts and its byte counts are the payloads' real sizes. The run's plan comes from the core (`_core.plan_ray_data`,
+`rust/curator-core/src/planning.rs`): the segments, each actor pool's size, the repartitions and
+the initial blocks; this module only turns it into Ray Data calls. The stages are grouped into
+segments, each one `map_batches`:
 
 - consecutive task stages with the same resources form one segment, run in Ray tasks: a call
   takes a block and passes its tasks through every stage of the segment as objects (one decode and
   one encode per segment, not per stage);
 - a stage that needs per-worker state (overrides `setup`, uses GPUs and CPUs, or its
   `ray_stage_spec()` says `is_actor_stage`) is a segment of its own, run in an actor pool sized
-  from `num_workers()`, `pool_size` or the cluster's resources;
+  from `num_workers()`, `pool_size` or the cluster's *free* resources, with the actor-pool
+  executor's feasibility rules, leaving room for one worker of every task segment (and for the
+  repartitions) so that the stages feeding a pool always run; when the free resources cannot hold
+  that (other work holds part of the cluster), the plan fuses neighbouring segments into one actor
+  pool rather than wait forever;
 - a fan-out stage ends its segment; when the run has few initial tasks (under 4 per CPU), a strict
   streaming repartition re-blocks its outputs (`fanout_tasks_per_block`, default 1) so the next
   segment spreads them over its workers; with more, each call's outputs stay its own blocks.
@@ -32,6 +38,11 @@ was output, filtered or reported as failed. The ledgers also carry what the run 
 ledger to the same `RunMonitor` as the actor-pool executor (`observe.py`), for the progress display
 while blocks arrive, the summary at the end (`show_progress`) and `executor.last_run`.
 
+Runs of one process started at the same time see each other's reservations: a run whose plan
+does not fit next to them waits for them to end. A run that still cannot go on (no Ray Data
+progress while no waiting stage has room for a worker) logs a warning naming the stages and the
+free vs needed resources, and fails after `stall_timeout_s`.
+
 `ignore_head_node` keeps every task and actor of the run off the head node with a Ray label
 selector on the node id (`DataContext.execution_options.label_selector`) and limits Ray Data's
 resource budget to the other nodes.
@@ -40,11 +51,12 @@ resource budget to the other nodes.
 from __future__ import annotations
 
 import copy
-import itertools
-import math
+import queue
+import threading
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,8 +83,8 @@ from nemo_curator.backends.experimental.ray_data.observe import LedgerView
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
-from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, put_stage
-from nemo_curator.backends.ray_utils.nodes import _take_reserved
+from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, payload_nbytes, put_stage
+from nemo_curator.backends.ray_utils.nodes import _take_reserved, needs_setup_on_node
 from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
@@ -90,8 +102,13 @@ _NODE_ID_LABEL = "ray.io/node-id"
 # progress display follows (they are fetched at least every `_FETCH_INTERVAL_S`).
 _FETCH_BLOCKS = 8
 _FETCH_INTERVAL_S = 0.25
-# Fewer initial tasks than this per CPU: a fan-out's children are re-blocked one per block.
-_FEW_PARENTS_PER_CPU = 4
+
+# Runs of this process that have started, with what their plans reserve per node: a run planned
+# while another one is starting sees those reservations as taken (Ray's view of free resources
+# lags), and waits for it when they leave no room, instead of both taking half and waiting for
+# each other forever.
+_ACTIVE = threading.Condition()
+_CLAIMS: dict[str, dict[str, tuple[float, float]]] = {}
 
 
 def _runs_in_actors(stage: ProcessingStage[Any, Any]) -> bool:
@@ -109,7 +126,6 @@ class _StagePlan:
     batch_size: int
     actor: bool
     fanout: bool
-    pool: tuple[int, int, int] | None = None  # (min, max, initial) actors
 
 
 class RayDataExecutor(BaseExecutor):
@@ -118,7 +134,7 @@ class RayDataExecutor(BaseExecutor):
     Config keys: see `RayDataConfig` (`ignore_failures`, `max_retries`, `pool_size`, `reserved_cpus`,
     `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `output_block_bytes`,
     `fanout_tasks_per_block`, `exact_batches`, `force_actors`, `preserve_order`, `show_progress`,
-    `progress_interval_s`, `ray_data_progress_bars`, `data_context`). Unknown keys raise `ValueError`.
+    `progress_interval_s`, `ray_data_progress_bars`, `stall_timeout_s`, `data_context`). Unknown keys raise `ValueError`.
     A stage's `ray_stage_spec()` may also size its actor pool with `min_workers` / `max_workers` /
     `initial_workers`.
 
@@ -154,39 +170,36 @@ class RayDataExecutor(BaseExecutor):
         validate_stages(stages)
         if not stages:
             return []
-        tasks = prepare_initial_tasks(initial_tasks)
+        tasks = _distinct(prepare_initial_tasks(initial_tasks))
         plans = [self._plan(stage) for stage in stages]
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             started = (time.perf_counter(), time.time())  # the report's clock: from here
-            nodes = _usable_nodes(self.ignore_head_node, s.reserved_cpus, s.reserved_gpus)
-            segments = _segments(plans, s.exact_batches)
-            # Repartitions between segments are Ray tasks of one CPU each.
-            repartitions = any(
-                plans[seg[0]].batch_size > 1 or plans[prev[-1]].fanout
-                for prev, seg in itertools.pairwise(segments)
-            )
-            _size_pools(plans, nodes, s.pool_size, 1.0 if repartitions else 0.0)
-            stage_refs = [put_stage(p.stage) for p in plans]
-            # Only stages that override `setup_on_node` need the per-node registry (an actor).
-            needs_node_setup = [
-                type(p.stage).setup_on_node is not ProcessingStage.setup_on_node for p in plans
-            ]
-            setups = (
-                NodeSetups.remote(stage_refs, [p.stage.name for p in plans])  # type: ignore[attr-defined]
-                if any(needs_node_setup)
-                else None
-            )
+            token = uuid.uuid4().hex
+            nodes, plan = self._admit(token, plans, [payload_nbytes(t) for t in tasks])
             try:
-                results = self._run(
-                    plans, segments, stage_refs, setups, needs_node_setup, tasks, nodes, started
+                stage_refs = [put_stage(p.stage) for p in plans]
+                # Only stages with real per-node work need the per-node registry (an actor).
+                needs_node_setup = [needs_setup_on_node(p.stage) for p in plans]
+                setups = (
+                    NodeSetups.remote(stage_refs, [p.stage.name for p in plans])  # type: ignore[attr-defined]
+                    if any(needs_node_setup)
+                    else None
                 )
+                try:
+                    results = self._run(
+                        plans, plan, stage_refs, setups, needs_node_setup, tasks, nodes, started
+                    )
+                finally:
+                    if setups is not None:
+                        ray.kill(setups)
+                    if self._input_run is not None:
+                        input_store().drop.remote(self._input_run)
+                        self._input_run = None
             finally:
-                if setups is not None:
-                    ray.kill(setups)
-                if self._input_run is not None:
-                    input_store().drop.remote(self._input_run)
-                    self._input_run = None
+                with _ACTIVE:
+                    _CLAIMS.pop(token, None)
+                    _ACTIVE.notify_all()
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
         if s.show_progress and self.last_run is not None:
             logger.info("run summary\n" + self.last_run.format_summary())
@@ -212,11 +225,82 @@ class RayDataExecutor(BaseExecutor):
             fanout=bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
         )
 
+    # -------------------------------------------------------------------------------------------- plan
+    def _core_plan(
+        self, plans: list[_StagePlan], nodes: list[ClusterNode], task_sizes: list[int]
+    ) -> dict[str, Any]:
+        """The run's plan from the core (`curator_core::planning`): segments, pools, blocks."""
+        s = self.settings
+        stages = []
+        for p in plans:
+            spec = p.stage.ray_stage_spec() or {}
+            stages.append(
+                {
+                    "name": p.stage.name,
+                    "batch_size": p.batch_size,
+                    "cpus": float(p.stage.resources.cpus),
+                    "gpus": float(p.stage.resources.gpus),
+                    "actor": p.actor,
+                    "fanout": p.fanout,
+                    "num_workers": p.stage.num_workers(),
+                    "min_workers": spec.get(RayStageSpecKeys.MIN_WORKERS.value),
+                    "max_workers": spec.get(RayStageSpecKeys.MAX_WORKERS.value),
+                    "initial_workers": spec.get(RayStageSpecKeys.INITIAL_WORKERS.value),
+                }
+            )
+        return _core.plan_ray_data(
+            stages,
+            [(n.node_id, n.total_cpus, n.total_gpus, n.cpus, n.gpus) for n in nodes],
+            task_sizes,
+            pool_size=s.pool_size,
+            exact_batches=s.exact_batches,
+            fanout_tasks_per_block=s.fanout_tasks_per_block,
+            max_tasks_per_block=s.max_tasks_per_block,
+            target_block_bytes=s.target_block_bytes,
+        )
+
+    def _admit(
+        self, token: str, plans: list[_StagePlan], task_sizes: list[int]
+    ) -> tuple[list[ClusterNode], dict[str, Any]]:
+        """Plan the run on what is free now, and record what it reserves (see `_CLAIMS`).
+
+        When the plan does not fit because other runs of this process hold the room, wait for
+        them to end; when others outside this process hold it, start anyway (one actor per pool,
+        see the plan's warnings): the stall check in `_stream` reports a run that cannot go on.
+        """
+        s = self.settings
+        while True:
+            nodes = cluster_nodes(
+                ignore_head_node=self.ignore_head_node,
+                reserved_cpus=s.reserved_cpus,
+                reserved_gpus=s.reserved_gpus,
+            )
+            with _ACTIVE:
+                free = _less_claims(nodes, _CLAIMS.values())
+                plan = self._core_plan(plans, free, task_sizes)
+                if plan["fits"] or not _CLAIMS:
+                    _CLAIMS[token] = {
+                        n.node_id: claim for n, claim in zip(nodes, plan["claims"], strict=True)
+                    }
+                    break
+                logger.info("RayDataExecutor: waiting for another run of this process to free resources")
+                _ACTIVE.wait(timeout=5.0)
+        for warning in plan["warnings"]:
+            logger.warning(f"RayDataExecutor: {warning}")
+        if not plan["fits"]:
+            logger.warning(
+                "RayDataExecutor: the free resources "
+                f"({sum(n.cpus for n in free):g} CPU, {sum(n.gpus for n in free):g} GPU) cannot hold one "
+                "worker of every stage; the run starts and waits for other work to free them "
+                f"(at most stall_timeout_s={s.stall_timeout_s:g}s without progress)"
+            )
+        return free, plan
+
     # ------------------------------------------------------------------------------------------- build
     def _run(
         self,
         plans: list[_StagePlan],
-        segments: list[list[int]],
+        plan: dict[str, Any],
         stage_refs: list[Any],
         setups: Any,
         needs_node_setup: list[bool],
@@ -231,18 +315,15 @@ class RayDataExecutor(BaseExecutor):
             StagePlan(
                 index=i,
                 num_stages=n,
-                name=plan.stage.name,
+                name=p.stage.name,
                 stage_ref=stage_refs[i],
-                batch_size=plan.batch_size,
+                batch_size=p.batch_size,
                 ignore_failures=s.ignore_failures,
                 node_setups=setups if needs_node_setup[i] else None,
             )
-            for i, plan in enumerate(plans)
+            for i, p in enumerate(plans)
         ]
-        first = segments[0]
-        total_cpus = max(1, int(sum(n.cpus for n in nodes)))
-        first_batch = math.lcm(*(plans[i].batch_size for i in first))
-        groups = _initial_groups(tasks, s.max_tasks_per_block, s.target_block_bytes, total_cpus, first_batch)
+        groups = [tasks[start:end] for start, end in plan["blocks"]]
         # The initial tasks go into the object store once, as they are (Arrow buffers travel
         # out-of-band: the first stage reads them without a copy); the dataset's first blocks only
         # point at them, and the run's `InputStore` is their only holder, so each list leaves the
@@ -250,39 +331,25 @@ class RayDataExecutor(BaseExecutor):
         store = input_store()
         ray.get(store.put.remote(run_id, [ray.put(group) for group in groups]))
         self._input_run = run_id
-        ds: ray.data.Dataset = ray.data.from_arrow(
-            [_core.encode_stored(group, k) for k, group in enumerate(groups)]
-        )
+        ds = _dataset_of([_core.encode_stored(group, k) for k, group in enumerate(groups)])
         del groups
-        self._configure_context(ds.context, nodes)
+        self._configure_context(ds.context, nodes, plan)
         self._segment_udfs = []
-        for k, members in enumerate(segments):
-            if k > 0:
-                previous = plans[segments[k - 1][-1]]
-                head = plans[members[0]].batch_size
-                if head > 1:
-                    # Otherwise Ray Data cuts batches of `batch_size` rows across the blocks of each
-                    # Ray task (`_map_args`): one short batch per task at most, no Ray task per batch.
-                    if s.exact_batches:
-                        # Blocks of exactly `batch_size` rows, whatever the previous segment emitted.
-                        ds = ds.repartition(target_num_rows_per_block=head, strict=True)
-                elif previous.fanout and (
-                    s.fanout_tasks_per_block is not None or len(tasks) < _FEW_PARENTS_PER_CPU * total_cpus
-                ):
-                    # Spread a fan-out's outputs over the next segment's workers: needed when few
-                    # parents (a few files, a few videos) fan out; many parents already give every
-                    # worker blocks of their own, and a block per child would cost a Ray task each.
-                    # Strict, so Ray does not fuse it into the previous segment (its calls take
-                    # whole blocks).
-                    ds = ds.repartition(target_num_rows_per_block=s.fanout_tasks_per_block or 1, strict=True)
-            plan = SegmentPlan(
+        segments = plan["segments"]
+        for k, segment in enumerate(segments):
+            if segment["repartition"] is not None:
+                # Strict, so Ray does not fuse it into the previous segment (its calls take whole
+                # blocks): exact batches, or a fan-out's children spread over the next workers.
+                ds = ds.repartition(target_num_rows_per_block=segment["repartition"], strict=True)
+            members = segment["stages"]
+            segment_plan = SegmentPlan(
                 run_id=run_id,
                 index=k,
                 stages=tuple(stage_plans[i] for i in members),
                 input_store=store if k == 0 else None,
                 chunk_bytes=max(1, s.output_block_bytes // 2),
             )
-            args = self._map_args([plans[i] for i in members], plan)
+            args = self._map_args([plans[i].stage for i in members], segment, segment_plan)
             udf = args["fn"].__name__
             self._segment_udfs.append((udf, [plans[i].stage.name for i in members]))
             with warnings.catch_warnings():
@@ -290,35 +357,30 @@ class RayDataExecutor(BaseExecutor):
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
                 ds = ds.map_batches(**args)
             logger.debug(
-                f"Segment {k + 1}/{len(segments)} {plan.label}: "
-                f"{'actors ' + str(plans[members[0]].pool) if plans[members[0]].actor else 'tasks'}, "
+                f"Segment {k + 1}/{len(segments)} {segment_plan.label}: "
+                f"{'actors ' + str(segment['pool']) if segment['actor'] else 'tasks'}, "
                 f"batch sizes {[plans[i].batch_size for i in members]}"
             )
-        return self._stream(ds, plans, len(tasks), started)
+        return self._stream(ds, plans, plan, len(tasks), started)
 
-    def _map_args(self, members: list[_StagePlan], plan: SegmentPlan) -> dict[str, Any]:
-        stages = [m.stage for m in members]
-        res = stages[0].resources  # the same for every stage of a segment
-        head = members[0].batch_size
-        # A call takes a whole block and the stages cut it into batches (cheaper than a Ray Data
-        # call per batch), except: Ray Data insists on a batch size for GPU stages, and a later
-        # segment whose first stage batches (B > 1) gets batches of B cut across its blocks (the
-        # first segment's blocks are whole batches already; `exact_batches` repartitions instead).
-        by_batch = res.gpus > 0 or (plan.index > 0 and head > 1 and not self.settings.exact_batches)
+    def _map_args(
+        self, stages: list[ProcessingStage[Any, Any]], segment: dict[str, Any], plan: SegmentPlan
+    ) -> dict[str, Any]:
+        # `batch_size`: the plan says whether Ray Data cuts the batches (GPU stages, and a later
+        # segment whose first stage batches) or a call takes whole blocks.
         args: dict[str, Any] = {
             "batch_format": "pyarrow",
             "zero_copy_batch": True,
-            "batch_size": head if by_batch else None,
+            "batch_size": segment["batch_size"],
         }
         retries = self.settings.max_retries
-        if members[0].actor:
+        if segment["actor"]:
             args["fn"] = actor_class_for(stages)
             # Ray Data restarts dead actors and retries their calls forever by default.
             args["max_restarts"] = retries
             args["max_task_retries"] = retries
             args["fn_constructor_args"] = (plan,)
-            assert members[0].pool is not None
-            low, high, initial = members[0].pool
+            low, high, initial = segment["pool"]
             if low == high:
                 args["compute"] = ray.data.ActorPoolStrategy(size=low)
             else:
@@ -330,16 +392,18 @@ class RayDataExecutor(BaseExecutor):
             # Ray Data retries a task whose worker died forever by default: a task that always
             # kills its worker would never end.
             args["max_retries"] = retries
-        if res.cpus > 0:
-            args["num_cpus"] = float(res.cpus)
-        if res.gpus > 0:
-            args["num_gpus"] = float(res.gpus)
+        # The segment's request: its stages' (the same for a task segment; the largest when a busy
+        # cluster made the plan fuse stages into one actor pool).
+        if segment["cpus"] > 0:
+            args["num_cpus"] = float(segment["cpus"])
+        if segment["gpus"] > 0:
+            args["num_gpus"] = float(segment["gpus"])
         runtime_env = dict(self.settings.runtime_env)
-        if res.gpus > 0 or runtime_env:
+        if segment["gpus"] > 0 or runtime_env:
             args["runtime_env"] = _parse_runtime_env(runtime_env)
         return args
 
-    def _configure_context(self, ctx: Any, nodes: list[ClusterNode]) -> None:
+    def _configure_context(self, ctx: Any, nodes: list[ClusterNode], plan: dict[str, Any]) -> None:
         s = self.settings
         ctx.raise_original_map_exception = True
         ctx.max_errored_blocks = 0
@@ -354,12 +418,16 @@ class RayDataExecutor(BaseExecutor):
             )
             if head is not None:
                 options.label_selector = {_NODE_ID_LABEL: f"!{head}"}
-        if self.ignore_head_node or s.reserved_cpus or s.reserved_gpus:
+        free = (sum(n.cpus for n in nodes), sum(n.gpus for n in nodes))
+        total = (sum(n.total_cpus for n in nodes), sum(n.total_gpus for n in nodes))
+        if self.ignore_head_node or s.reserved_cpus or s.reserved_gpus or (plan["fits"] and free != total):
             from ray.data import ExecutionResources
 
-            options.resource_limits = ExecutionResources(
-                cpu=sum(n.cpus for n in nodes), gpu=sum(n.gpus for n in nodes)
-            )
+            # What the plan was made for: Ray Data's budget is the whole cluster otherwise, and it
+            # would scale pools into resources that others hold (then wait for them). A plan that
+            # does not fit the free resources gets the totals, to use them once they come back.
+            cpus, gpus = free if plan["fits"] else total
+            options.resource_limits = ExecutionResources(cpu=cpus, gpu=gpus)
         for key, value in s.data_context.items():
             setattr(ctx, key, value)
 
@@ -368,13 +436,18 @@ class RayDataExecutor(BaseExecutor):
         self,
         ds: ray.data.Dataset,
         plans: list[_StagePlan],
+        plan: dict[str, Any],
         num_initial: int,
         started: tuple[float, float],
     ) -> list[Task[Any]]:
         s = self.settings
         names = [p.stage.name for p in plans]
         start, epoch0 = started
-        view = LedgerView(names, num_initial, [p.actor for p in plans], epoch0)
+        in_actors = [False] * len(plans)
+        for segment in plan["segments"]:
+            for i in segment["stages"]:
+                in_actors[i] = segment["actor"]
+        view = LedgerView(names, num_initial, in_actors, epoch0)
         monitor = RunMonitor(
             "RayDataExecutor",
             names,
@@ -386,7 +459,14 @@ class RayDataExecutor(BaseExecutor):
         try:
             pending: list[tuple[Any, Any]] = []
             last_fetch = time.perf_counter()
-            for bundle in ds.iter_internal_ref_bundles():
+            for bundle in _Bundles(ds, self._watch(plan), s.stall_timeout_s):
+                if bundle is None:  # nothing new: keep the display going
+                    if pending and time.perf_counter() - last_fetch >= _FETCH_INTERVAL_S:
+                        self._take(pending, view, results, failures)
+                        pending = []
+                        last_fetch = time.perf_counter()
+                    monitor.on_round(view, time.perf_counter() - start)
+                    continue
                 pending.extend(zip((e.ref for e in bundle.blocks), bundle.slices, strict=True))
                 now = time.perf_counter()
                 if len(pending) >= _FETCH_BLOCKS or now - last_fetch >= _FETCH_INTERVAL_S:
@@ -419,6 +499,13 @@ class RayDataExecutor(BaseExecutor):
         if problems:
             raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
         return results
+
+    def _watch(self, plan: dict[str, Any]) -> _Watch:
+        segments = [
+            (udf, names, float(seg["cpus"]) or 1.0, float(seg["gpus"]))
+            for (udf, names), seg in zip(self._segment_udfs, plan["segments"], strict=True)
+        ]
+        return _Watch(segments, self.ignore_head_node)
 
     def _infra_failure(self, exc: BaseException) -> StageFailedError:
         """A worker or actor died more often than `max_retries` allows: name the stages it ran."""
@@ -466,154 +553,174 @@ class RayDataExecutor(BaseExecutor):
 
 
 # ------------------------------------------------------------------------------------------------ helpers
-def _usable_nodes(ignore_head_node: bool, reserved_cpus: float, reserved_gpus: float) -> list[ClusterNode]:
-    """The nodes the run may use with their *total* CPUs/GPUs, less the reserved ones (taken off the
-    first usable node first: the head, unless `ignore_head_node` left it out).
-
-    Totals, not what is free right now (`cluster_nodes`' `cpus`/`gpus`): a worker that fits a
-    node's total runs there eventually, and Ray Data's own scheduling follows what is free. So
-    `cluster_nodes` only says which nodes are usable and what they have in all (and raises the
-    shared, clear error when `ignore_head_node` leaves none), without waiting for free resources to
-    settle; the reserved split is the helper it uses, applied to the totals of the usable nodes.
-    """
-    nodes = [
-        ClusterNode(n.node_id, n.is_head, n.total_cpus, n.total_gpus, n.total_cpus, n.total_gpus)
-        for n in cluster_nodes(ignore_head_node=ignore_head_node, settle_s=0.0)
-    ]
-    return _take_reserved(nodes, reserved_cpus, reserved_gpus)
-
-
-def _fits(node: ClusterNode, cpus: float, gpus: float) -> int:
-    """How many workers needing `cpus`/`gpus` fit on `node` (a large number when they need nothing)."""
-    by_cpu = math.floor(node.cpus / cpus + 1e-9) if cpus > 0 else 1 << 20
-    by_gpu = math.floor(node.gpus / gpus + 1e-9) if gpus > 0 else 1 << 20
-    return min(by_cpu, by_gpu)
-
-
-def _size_pools(
-    plans: list[_StagePlan], nodes: list[ClusterNode], pool_size: int | None, other_cpus: float
-) -> None:
-    """Check that every stage fits somewhere (else fail now, rather than wait forever) and size actor pools.
-
-    Pools start at a fair share of what the cluster leaves after one worker of each task stage and
-    `other_cpus` (repartitions): actors that hold every CPU would starve the tasks that feed them.
-    """
-    actor_plans = [p for p in plans if p.actor]
-    task_plans = [p for p in plans if not p.actor]
-    cpu_left = sum(n.cpus for n in nodes) - sum(_worker_cpus(p) for p in task_plans) - other_cpus
-    gpu_left = sum(n.gpus for n in nodes) - sum(float(p.stage.resources.gpus) for p in task_plans)
-    for plan in plans:
-        stage = plan.stage
-        cpus = _worker_cpus(plan)
-        gpus = float(stage.resources.gpus)
-        capacity = sum(_fits(n, cpus, gpus) for n in nodes)
-        if capacity == 0:
-            largest_cpu = max((n.cpus for n in nodes), default=0.0)
-            largest_gpu = max((n.gpus for n in nodes), default=0.0)
-            raise _core.InfeasibleError(
-                f"stage '{stage.name}' needs {cpus:g} CPU and {gpus:g} GPU per worker but no usable node "
-                f"has that many (largest: {largest_cpu:g} CPU, {largest_gpu:g} GPU)"
-            )
-        if not plan.actor:
-            continue
-        share = min(
-            cpu_left / len(actor_plans) / cpus,
-            gpu_left / len(actor_plans) / gpus if gpus > 0 else float("inf"),
-        )
-        fair = max(1, min(capacity, math.floor(share + 1e-9)))
-        wanted = stage.num_workers()
-        spec = stage.ray_stage_spec() or {}
-        fixed = int(wanted) if wanted is not None and wanted > 0 else pool_size
-        if fixed is not None:
-            if fixed > capacity:
-                logger.warning(
-                    f"Stage '{stage.name}' asks for {fixed} actors but only {capacity} fit the cluster; "
-                    f"using {capacity}."
-                )
-                fixed = capacity
-            plan.pool = (fixed, fixed, fixed)
-        else:
-            low = min(int(spec.get(RayStageSpecKeys.MIN_WORKERS.value) or 1), capacity)
-            high = max(low, min(int(spec.get(RayStageSpecKeys.MAX_WORKERS.value) or capacity), capacity))
-            initial = int(spec.get(RayStageSpecKeys.INITIAL_WORKERS.value) or fair)
-            plan.pool = (low, high, min(max(initial, low), high))
-    _fit_minimum_pools(actor_plans, cpu_left, gpu_left)
-
-
-def _worker_cpus(plan: _StagePlan) -> float:
-    # Ray Data gives a worker that asks for no CPU one CPU anyway.
-    return float(plan.stage.resources.cpus) if plan.stage.resources.cpus > 0 else 1.0
-
-
-def _fit_minimum_pools(actors: list[_StagePlan], cpu_budget: float, gpu_budget: float) -> None:
-    """Shrink fixed or minimum pool sizes until all pools fit the budget together (pools that can
-    only start once others finish could wait for each other forever)."""
-
-    def over() -> bool:
-        cpus = sum(p.pool[0] * _worker_cpus(p) for p in actors if p.pool)
-        gpus = sum(p.pool[0] * float(p.stage.resources.gpus) for p in actors if p.pool)
-        return cpus > cpu_budget + 1e-9 or gpus > gpu_budget + 1e-9
-
-    shrunk = False
-    while actors and over():
-        largest = max(actors, key=lambda p: p.pool[0] if p.pool else 0)
-        if largest.pool is None or largest.pool[0] <= 1:
-            break
-        low, high, initial = largest.pool
-        largest.pool = (low - 1, high if high != low else low - 1, min(initial, low - 1))
-        shrunk = True
-    if shrunk:
-        sizes = {p.stage.name: p.pool[0] for p in actors if p.pool}
-        logger.warning(f"Actor pools shrunk to fit the cluster next to the task stages: {sizes}")
-
-
-def _segments(plans: list[_StagePlan], exact_batches: bool) -> list[list[int]]:
-    """Stage indices grouped into segments (see the module docs)."""
-    segments: list[list[int]] = []
-    for i, plan in enumerate(plans):
-        if segments:
-            prev = plans[i - 1]
-            same = (
-                not plan.actor
-                and not prev.actor
-                and not prev.fanout
-                and not (exact_batches and plan.batch_size > 1)
-                and (plan.stage.resources.cpus, plan.stage.resources.gpus)
-                == (prev.stage.resources.cpus, prev.stage.resources.gpus)
-            )
-            if same:
-                segments[-1].append(i)
-                continue
-        segments.append([i])
-    return segments
-
-
-def _initial_groups(
-    tasks: list[Task[Any]], max_tasks: int, max_bytes: int, total_cpus: int, first_batch: int
-) -> list[list[Task[Any]]]:
-    """The initial tasks cut into blocks: enough blocks for every CPU to have work, each within
-    `max_tasks` tasks and `max_bytes`, and whole batches of the first stage (except the last)."""
-    from nemo_curator.backends.ray_utils import payload_nbytes
-
-    per_block = max(1, min(max_tasks, math.ceil(len(tasks) / (2 * total_cpus))))
-    per_block = max(first_batch, per_block - per_block % first_batch)
-    groups: list[list[Task[Any]]] = []
-    current: list[Task[Any]] = []
-    current_bytes = 0
+def _distinct(tasks: list[Task[Any]]) -> list[Task[Any]]:
+    """The same object twice (`[EmptyTask()] * 8`) becomes two: pickling a list keeps it one
+    object, which every stage would then update once per occurrence."""
     seen: set[int] = set()
+    out = []
     for task in tasks:
         if id(task) in seen:
-            # The same object twice (`[EmptyTask()] * 8`): pickling a list keeps it one object,
-            # which every stage would then update once per occurrence.
             task = copy.deepcopy(task)
         seen.add(id(task))
-        size = payload_nbytes(task)
-        too_big = current_bytes + size > max_bytes and len(current) % first_batch == 0
-        if current and (len(current) >= per_block or too_big):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(task)
-        current_bytes += size
-    if current:
-        groups.append(current)
-    return groups
+        out.append(task)
+    return out
+
+
+def _dataset_of(tables: list[Any]) -> ray.data.Dataset:
+    """`ray.data.from_arrow(tables)` without its metadata task: that Ray task asks for a CPU, and
+    on a cluster whose CPUs other work holds it would wait before the stall check can see the run.
+    The metadata of these small tables is computed here instead."""
+    try:
+        from ray.data import DataContext
+        from ray.data._internal.logical.interfaces import LogicalPlan
+        from ray.data._internal.logical.operators import FromArrow
+        from ray.data._internal.stats import DatasetStats
+        from ray.data._internal.util import get_table_block_metadata_schema
+        from ray.data.dataset import MaterializedDataset
+    except ImportError:  # pragma: no cover - other Ray versions
+        return ray.data.from_arrow(tables)
+    metadata = [get_table_block_metadata_schema(t) for t in tables]
+    refs = [ray.put(t) for t in tables]
+    stats = DatasetStats(metadata={"FromArrow": metadata}, parent=None)
+    context = DataContext.get_current().copy()
+    return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)
+
+
+def _less_claims(nodes: list[ClusterNode], claims: Any) -> list[ClusterNode]:
+    """`nodes` with what other runs of this process reserved taken off their free resources (Ray's
+    view may not show the workers they are starting yet; those it shows are not counted twice)."""
+    out = []
+    for n in nodes:
+        held_c = sum(c.get(n.node_id, (0.0, 0.0))[0] for c in claims)
+        held_g = sum(c.get(n.node_id, (0.0, 0.0))[1] for c in claims)
+        cpus = max(0.0, min(n.cpus, n.total_cpus - held_c))
+        gpus = max(0.0, min(n.gpus, n.total_gpus - held_g))
+        out.append(ClusterNode(n.node_id, n.is_head, cpus, gpus, n.total_cpus, n.total_gpus))
+    return out
+
+
+@dataclass
+class _Watch:
+    """What the stall check needs: each segment's UDF name, stages and request per worker."""
+
+    segments: list[tuple[str, list[str], float, float]]
+    ignore_head_node: bool
+
+
+class _Bundles:
+    """The dataset's result bundles, read by a thread so the driver can notice a run that stopped.
+
+    Yields each bundle as it arrives and `None` every `_FETCH_INTERVAL_S` without one. When Ray
+    Data's operators make no progress (no inputs taken, no outputs, no task finished) while the
+    cluster has no room for a worker of any segment that is still waiting, it logs a warning at a
+    quarter of `stall_timeout_s` (at most a minute) and fails the run at `stall_timeout_s`.
+    """
+
+    def __init__(self, ds: ray.data.Dataset, watch: _Watch, stall_timeout_s: float) -> None:
+        self._watch = watch
+        self._timeout = stall_timeout_s
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._executor: Any = None
+        try:  # Ray Data's own executor, for its operators' progress and to stop it on a stall
+            self._executor = ds._create_executor()
+            source: Any = ds._build_bundle_iterator(self._executor)
+        except Exception:  # pragma: no cover - other Ray versions: only the result blocks count
+            self._executor = None
+            source = ds.iter_internal_ref_bundles()
+        self._thread = threading.Thread(
+            target=self._pump, args=(source,), daemon=True, name="ray-data-results"
+        )
+
+    def _pump(self, source: Any) -> None:
+        try:
+            for bundle in source:
+                self._queue.put(("bundle", bundle))
+            self._queue.put(("end", None))
+        except BaseException as exc:  # handed to the driver thread
+            self._queue.put(("error", exc))
+
+    def _progress(self) -> tuple[Any, ...]:
+        if self._executor is None:
+            return ()
+        try:
+            return tuple(
+                (
+                    m.num_inputs_received,
+                    m.num_task_outputs_generated,
+                    m.num_tasks_finished,
+                    m.num_outputs_taken,
+                    op.has_completed(),
+                )
+                for op in list(self._executor._topology or {})
+                for m in [op.metrics]
+            )
+        except Exception:  # pragma: no cover - Ray internals changed
+            return ()
+
+    def _waiting(self) -> list[tuple[str, list[str], float, float]]:
+        """Segments whose operator has not completed."""
+        try:
+            open_ops = [op.name for op in list(self._executor._topology or {}) if not op.has_completed()]
+        except Exception:
+            return self._watch.segments
+        return [seg for seg in self._watch.segments if any(seg[0] in name for name in open_ops)]
+
+    def _starved(self) -> str | None:
+        """Why the waiting segments cannot run (None: one of them has room for a worker)."""
+        waiting = self._waiting()
+        if not waiting:
+            return None
+        nodes = cluster_nodes(ignore_head_node=self._watch.ignore_head_node, settle_s=0.0)
+        for _, _, cpus, gpus in waiting:
+            if any(n.cpus >= cpus - 1e-9 and n.gpus >= gpus - 1e-9 for n in nodes):
+                return None
+        free = (sum(n.cpus for n in nodes), sum(n.gpus for n in nodes))
+        total = (sum(n.total_cpus for n in nodes), sum(n.total_gpus for n in nodes))
+        needs = ", ".join(
+            f"{'+'.join(names)} needs {c:g} CPU, {g:g} GPU per worker" for _, names, c, g in waiting
+        )
+        stages = [name for _, names, _, _ in waiting for name in names]
+        return (
+            f"stage(s) {stages} are waiting for resources ({needs}); the cluster has {free[0]:g} CPU, "
+            f"{free[1]:g} GPU free of {total[0]:g} CPU, {total[1]:g} GPU (held by other work)"
+        )
+
+    def __iter__(self) -> Iterator[Any]:
+        self._thread.start()
+        warn_after = min(60.0, self._timeout / 4)
+        last = self._progress()
+        since = time.monotonic()
+        warned = False
+        try:
+            while True:
+                try:
+                    kind, item = self._queue.get(timeout=_FETCH_INTERVAL_S)
+                except queue.Empty:
+                    now, progress = time.monotonic(), self._progress()
+                    if progress != last:
+                        last, since, warned = progress, now, False
+                    elif now - since >= warn_after and (not warned or now - since >= self._timeout):
+                        why = self._starved()
+                        if why is None:
+                            since = now  # busy, not starved
+                        elif now - since >= self._timeout:
+                            raise RuntimeError(
+                                f"RayDataExecutor made no progress for {now - since:.0f}s: {why}. "
+                                "Free resources or raise 'stall_timeout_s' to wait longer."
+                            ) from None
+                        else:
+                            warned = True
+                            logger.warning(f"RayDataExecutor: no progress for {now - since:.0f}s: {why}")
+                    yield None
+                    continue
+                if kind == "end":
+                    return
+                if kind == "error":
+                    raise item
+                last, since, warned = self._progress(), time.monotonic(), False
+                yield item
+        finally:
+            if self._executor is not None and self._thread.is_alive():
+                # Stop Ray Data's execution (its actors and pending tasks) before leaving.
+                self._executor.shutdown(force=True)
+                self._thread.join(timeout=10.0)

@@ -1,6 +1,6 @@
 """Curator's Ray Data helpers: which stages run in actors and how many (kept for API compatibility).
 
-`RayDataExecutor` sizes its pools per node (`executor._size_pools`); these functions keep Curator's
+`RayDataExecutor` sizes its pools in the core (`_core.plan_ray_data`); these functions keep Curator's
 documented behaviour for code that calls them directly.
 """
 
