@@ -117,12 +117,11 @@ def test_cpu_bound_parallel_efficiency(benchmark: Any, bench_ray: None) -> None:
 
 
 def main() -> None:
-    import ray
-
     from nemo_curator.backends.experimental import RayActorPoolExecutor
+    from nemo_curator.testing import ray_env
 
-    ray.init(address="local", num_cpus=BENCH_NUM_CPUS, include_dashboard=False, log_to_driver=False)
-    try:
+    # Ray's default object store size, as this script always measured with.
+    with ray_env.local_ray(num_cpus=BENCH_NUM_CPUS, object_store_memory=None):
         executor = RayActorPoolExecutor({"show_progress": False})
         _executor_seconds(executor, BENCH_NUM_CPUS * 4)
         with multiprocessing.get_context("spawn").Pool(BENCH_NUM_CPUS) as pool:
@@ -138,8 +137,6 @@ def main() -> None:
                     flush=True,
                 )
         print(rounds.summary())
-    finally:
-        ray.shutdown()
 
 
 if __name__ == "__main__":
