@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,15 @@ from nemo_curator.pipeline import Pipeline
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.stages.resources import Resources
 from nemo_curator.tasks import EmptyTask, Task
-from nemo_curator.testing.probes import FailingSetup, RaiseOn, numbered_tasks
+from nemo_curator.testing.probes import (
+    CrashAlways,
+    CrashOnce,
+    FailingSetup,
+    LifecycleProbe,
+    RaiseOn,
+    numbered_tasks,
+    read_records,
+)
 from nemo_curator.testing.stages import (
     AddConstantStage,
     AddLengthStage,
@@ -498,3 +507,49 @@ def test_nan_infinite_and_huge_config_values_are_errors_naming_the_key(
     ]
     with pytest.raises(ValueError, match=key):
         cls(config={key: value})
+
+
+def test_setup_hooks_run_in_order_and_every_setup_is_torn_down(
+    make_any: Callable[[], BaseExecutor], tmp_path: Path
+) -> None:
+    stages = [LifecycleProbe(str(tmp_path), name=n, sleep_s=0.05) for n in ("first", "second")]
+    out = make_any().execute(stages, numbered_tasks(6))
+    assert sorted(t.task_id for t in out) == sorted(t.task_id for t in numbered_tasks(6))
+    on_node, setups = read_records(tmp_path, "setup_on_node"), read_records(tmp_path, "setup")
+    batches = read_records(tmp_path, "batch")
+    for name in ("first", "second"):
+        # One node: setup_on_node once per stage, before any of the stage's setups.
+        [node_setup] = [r for r in on_node if r["stage"] == name]
+        stage_setups = [r for r in setups if r["stage"] == name]
+        assert stage_setups and node_setup["t"] <= min(r["t"] for r in stage_setups)
+        # Every batch ran in a set-up process; each process was set up once, with its WorkerMetadata.
+        set_up = [r["pid"] for r in stage_setups]
+        assert len(set_up) == len(set(set_up)) and all(r["worker"] for r in stage_setups)
+        assert {r["pid"] for r in batches if r["stage"] == name} <= set(set_up)
+    # Each setup is matched by one teardown in the same process (Ray Data retires its actors
+    # asynchronously, after the run returns).
+    deadline = time.monotonic() + 30
+    while len(read_records(tmp_path, "teardown")) < len(setups) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert sorted(r["pid"] for r in read_records(tmp_path, "teardown")) == sorted(r["pid"] for r in setups)
+
+
+def test_a_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(
+    make_variant: Callable[[], BaseExecutor], tmp_path: Path
+) -> None:
+    executor = make_variant()
+    out = executor.execute(
+        [CrashOnce(str(tmp_path), "t4"), RaiseOn("never", name="after")], numbered_tasks(10)
+    )
+    assert sorted(t.task_id for t in out) == sorted(t.task_id for t in numbered_tasks(10))
+    assert (tmp_path / "crashed-t4").exists()
+    # The crashed attempt counts nothing twice.
+    assert executor.last_run is not None and executor.last_run.balanced
+    assert [(s.tasks_in, s.tasks_out) for s in executor.last_run.stages] == [(10, 10), (10, 10)]
+
+
+def test_a_worker_that_always_crashes_runs_out_of_retries_naming_the_stage(
+    make_variant: Callable[[], BaseExecutor],
+) -> None:
+    with pytest.raises(StageFailedError, match="crash_always"):
+        _with_config(make_variant, max_retries=1).execute([CrashAlways("t1")], numbered_tasks(3))
