@@ -176,6 +176,9 @@ def test_a_call_past_call_timeout_s_is_cancelled_retried_then_failed(as_tasks: b
         "stateless_as_tasks": as_tasks,
         "show_progress": False,
     }
+    # Warm worker processes first: on a loaded machine a cold start alone can take longer than 5 s.
+    warm = {k: v for k, v in config.items() if k not in ("call_timeout_s", "max_retries")}
+    RayActorPoolExecutor(config=warm).execute([HangOn("none", seconds=0)], numbered_tasks(6))
     ex = RayActorPoolExecutor(config=config)
     out = ex.execute([HangOn("t2", seconds=600)], numbered_tasks(6))
     assert _ids(out) == ["t0", "t1", "t3", "t4", "t5"]

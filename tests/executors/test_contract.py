@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 import ray
+from loguru import logger
 
 from nemo_curator.backends.base import BaseExecutor
 from nemo_curator.backends.base import StageFailedError as BaseStageFailedError
@@ -553,3 +554,35 @@ def test_a_worker_that_always_crashes_runs_out_of_retries_naming_the_stage(
 ) -> None:
     with pytest.raises(StageFailedError, match="crash_always"):
         _with_config(make_variant, max_retries=1).execute([CrashAlways("t1")], numbered_tasks(3))
+
+
+@pytest.mark.parametrize("initial", [None, []], ids=["none", "empty_list"])
+def test_no_initial_tasks_means_one_empty_task(make_any: Callable[[], BaseExecutor], initial: Any) -> None:
+    out = make_any().execute([PassthroughStage()], initial)
+    assert [(type(t).__name__, t.task_id, len(t._stage_perf)) for t in out] == [("_EmptyTask", "empty", 1)]
+    assert EmptyTask._stage_perf == []
+
+
+@pytest.fixture
+def log_lines() -> Iterator[list[str]]:
+    lines: list[str] = []
+    handler = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
+    yield lines
+    logger.remove(handler)
+
+
+def test_progress_lines_and_one_run_summary_then_silence(
+    make_executor: Callable[[], BaseExecutor], log_lines: list[str]
+) -> None:
+    name = type(make_executor()).__name__
+    # Xenna's own key sets the interval there (Curator's `logging_interval`).
+    interval = {"logging_interval": 0.05} if name == "XennaExecutor" else {"progress_interval_s": 0.01}
+    _with_config(make_executor, show_progress=True, **interval).execute([FanOutStage(n=2)], make_int_tasks(4))
+    # Under pytest stderr is no terminal: log lines instead of redrawn bars.
+    progress = [line for line in log_lines if line.startswith("progress")]
+    assert progress and "fan_out 4/4" in progress[-1]
+    summary = [line for line in log_lines if line.startswith("run summary")]
+    assert len(summary) == 1 and name in summary[0] and "count balance OK" in summary[0]
+    log_lines.clear()
+    _with_config(make_executor, show_progress=False).execute([FanOutStage(n=2)], make_int_tasks(4))
+    assert not any(line.startswith(("progress", "run summary")) for line in log_lines)

@@ -6,7 +6,6 @@ import io
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 from nemo_curator.observability import ProgressDisplay
@@ -14,14 +13,6 @@ from nemo_curator.testing.probes import CrashOnce, RaiseOn, numbered_tasks
 from nemo_curator.testing.stages import FanOutStage, FilterEvenStage, make_int_tasks
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture
-def log_lines() -> Any:
-    lines: list[str] = []
-    handler = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
-    yield lines
-    logger.remove(handler)
 
 
 def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
@@ -39,15 +30,6 @@ def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
     assert report.balance["failed"] == 1
     summary = report.format_summary()
     assert "raise_on" in summary and "count balance OK" in summary and "ValueError" in summary
-
-
-def test_progress_log_lines_and_silence(log_lines: list[str]) -> None:
-    RayActorPoolExecutor(config={"progress_interval_s": 0.01}).execute([FanOutStage(n=2)], make_int_tasks(4))
-    assert any(line.startswith("progress") and "fan_out" in line for line in log_lines)
-    assert any("count balance OK" in line for line in log_lines)  # the end-of-run summary
-    log_lines.clear()
-    RayActorPoolExecutor(config={"show_progress": False}).execute([FanOutStage(n=2)], make_int_tasks(4))
-    assert not any(line.startswith("progress") or "run summary" in line for line in log_lines)
 
 
 def test_progress_bars_on_a_terminal_stream() -> None:
