@@ -15,7 +15,7 @@ from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.backends.in_process.executor import InProcessExecutor as InProcessExecutorFromModule
 from nemo_curator.pipeline import Pipeline
 from nemo_curator.stages.base import ProcessingStage
-from nemo_curator.tasks import DocumentBatch, EmptyTask, Task, _EmptyTask
+from nemo_curator.tasks import DocumentBatch, EmptyTask, Task
 from nemo_curator.testing.stages import (
     AddConstantStage,
     AddLengthStage,
@@ -61,14 +61,6 @@ def test_exports() -> None:
 
 
 class TestBasicRuns:
-    @pytest.mark.parametrize("initial", [None, []])
-    def test_default_input_is_one_empty_task(self, initial: list[Task] | None) -> None:
-        results = _run([PassthroughStage()], initial)
-        assert len(results) == 1
-        assert isinstance(results[0], _EmptyTask) and results[0].task_id == "empty"
-        assert results[0] is not EmptyTask
-        assert EmptyTask._stage_perf == []
-
     def test_source_and_fan_out(self) -> None:
         results = _run([IntSourceStage(n=4), FanOutStage(n=3)])
         assert [t.task_id for t in results] == [f"int_{i}_{j}" for i in range(4) for j in range(3)]
