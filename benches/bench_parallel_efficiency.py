@@ -129,13 +129,13 @@ def test_cpu_bound_parallel_efficiency(benchmark: Any, bench_ray: None, name: st
 
 
 def main() -> None:
-    import ray
+    from nemo_curator.testing import ray_env
 
     name = sys.argv[1] if len(sys.argv) > 1 else "ray_actor_pool"
     if name not in TARGETS:
         raise SystemExit(f"usage: {sys.argv[0]} [{'|'.join(TARGETS)}]")
-    ray.init(address="local", num_cpus=BENCH_NUM_CPUS, include_dashboard=False, log_to_driver=False)
-    try:
+    # Ray's default object store size, as this script always measured with.
+    with ray_env.local_ray(num_cpus=BENCH_NUM_CPUS, object_store_memory=None):
         executor = _make(name)
         _executor_seconds(executor, BENCH_NUM_CPUS * 4)
         with multiprocessing.get_context("spawn").Pool(BENCH_NUM_CPUS) as pool:
@@ -151,8 +151,6 @@ def main() -> None:
                     flush=True,
                 )
         print(name, rounds.summary(), "target", TARGETS[name])
-    finally:
-        ray.shutdown()
 
 
 if __name__ == "__main__":

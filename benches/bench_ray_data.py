@@ -369,18 +369,11 @@ def measure(key: str, workload: Workload, size: int, rounds: int) -> Result:
 
 
 def fresh_session() -> None:
-    import ray
+    from nemo_curator.testing import ray_env
 
-    if ray.is_initialized():
-        ray.shutdown()
-    # "local": never the last cluster registered in /tmp/ray by someone else on a shared machine.
-    ray.init(
-        address="local",
-        num_cpus=NUM_CPUS,
-        object_store_memory=OBJECT_STORE_BYTES,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    # A new Ray each time (measurements must not inherit the last one's store): stop, then start.
+    ray_env.shutdown_local_ray()
+    ray_env.ensure_local_ray(num_cpus=NUM_CPUS, object_store_memory=OBJECT_STORE_BYTES)
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -24,22 +24,11 @@ BENCH_OBJECT_STORE_BYTES = 512 * 2**20
 
 @pytest.fixture(scope="module")
 def bench_ray() -> Iterator[None]:
-    """A local Ray session for one benchmark module (reused, not stopped, if one is already running)."""
-    import ray
+    """A local Ray for one benchmark module (the helper shared with the tests: tests/conftest.py)."""
+    from nemo_curator.testing import ray_env
 
-    if ray.is_initialized():
-        yield
-        return
-    # "local": a fresh instance, never the last cluster that `ray start` or ray.cluster_utils registered in
-    # /tmp/ray/ray_current_cluster (on a shared machine, someone else's).
-    ray.init(
-        address="local",
-        num_cpus=BENCH_NUM_CPUS,
-        object_store_memory=BENCH_OBJECT_STORE_BYTES,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
+    ray_env.ensure_local_ray(num_cpus=BENCH_NUM_CPUS, object_store_memory=BENCH_OBJECT_STORE_BYTES)
     try:
         yield
     finally:
-        ray.shutdown()
+        ray_env.shutdown_local_ray()

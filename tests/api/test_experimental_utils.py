@@ -26,19 +26,7 @@ pytestmark = pytest.mark.ray
 _SETUP_LINE = "Executing setup on node"
 
 
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    ray.init(
-        num_cpus=2,
-        object_store_memory=200 * 1024**2,
-        include_dashboard=False,
-        log_to_driver=False,
-        ignore_reinit_error=True,
-    )
-    try:
-        yield
-    finally:
-        ray.shutdown()
+RAY_SESSION_OPTIONS = {"num_cpus": 2}
 
 
 @pytest.fixture(autouse=True)
@@ -79,7 +67,7 @@ def test_get_head_node_id_without_head(
     assert ray_utils._HEAD_NODE_ID_CACHE is None
 
 
-def test_get_head_node_id_real_cluster_and_cache(ray_cluster: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_get_head_node_id_real_cluster_and_cache(ray_session: None, monkeypatch: pytest.MonkeyPatch) -> None:
     head = get_head_node_id()
     assert head == ray.get_runtime_context().get_node_id()
     assert ray_utils._HEAD_NODE_ID_CACHE == head
@@ -88,7 +76,7 @@ def test_get_head_node_id_real_cluster_and_cache(ray_cluster: None, monkeypatch:
     assert get_head_node_id() == head
 
 
-def test_get_worker_metadata_and_node_id(ray_cluster: None) -> None:
+def test_get_worker_metadata_and_node_id(ray_session: None) -> None:
     @ray.remote(num_cpus=0.1)
     def _remote() -> tuple[NodeInfo, WorkerMetadata]:
         return get_worker_metadata_and_node_id()
@@ -102,7 +90,7 @@ def test_get_worker_metadata_and_node_id(ray_cluster: None) -> None:
     assert driver_worker.worker_id != worker_metadata.worker_id
 
 
-def test_get_available_cpu_gpu_resources(ray_cluster: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_get_available_cpu_gpu_resources(ray_session: None, monkeypatch: pytest.MonkeyPatch) -> None:
     real = ray.available_resources
     answers: list[dict[str, float]] = []
 
@@ -122,7 +110,7 @@ def test_get_available_cpu_gpu_resources(ray_cluster: None, monkeypatch: pytest.
 
 
 def test_ignore_head_node_without_head_warns(
-    ray_cluster: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ray_session: None, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ray, "nodes", lambda: [])
     cpus, _ = get_available_cpu_gpu_resources(ignore_head_node=True)
@@ -138,7 +126,7 @@ def _setup_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_execute_setup_on_node_runs_once_per_node_and_stage(
-    ray_cluster: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ray_session: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     first, second = (
         StageWithSetup(marker_dir=str(tmp_path / "a")),
@@ -156,7 +144,7 @@ def test_execute_setup_on_node_runs_once_per_node_and_stage(
 
 
 def test_execute_setup_on_node_ignores_head(
-    ray_cluster: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ray_session: None, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     execute_setup_on_node([StageWithSetup(marker_dir=str(tmp_path))], ignore_head_node=True)
     node_id = ray.get_runtime_context().get_node_id()
@@ -166,7 +154,7 @@ def test_execute_setup_on_node_ignores_head(
 
 
 def test_execute_setup_on_node_skips_dead_nodes(
-    ray_cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    ray_session: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     real_nodes = ray.nodes()
     dead: dict[str, Any] = {"NodeID": "f" * 56, "Alive": False, "Resources": {"CPU": 2.0}}
@@ -176,7 +164,7 @@ def test_execute_setup_on_node_skips_dead_nodes(
     assert len(_setup_lines(caplog)) == 1
 
 
-def test_execute_setup_on_node_propagates_errors(ray_cluster: None) -> None:
+def test_execute_setup_on_node_propagates_errors(ray_session: None) -> None:
     # A marker "directory" that is a file makes setup_on_node fail inside the Ray task.
     with pytest.raises(Exception, match=r"FileExistsError|File exists"):
         execute_setup_on_node([StageWithSetup(marker_dir=__file__)])

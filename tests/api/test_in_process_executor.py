@@ -16,7 +16,7 @@ from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.backends.in_process.executor import InProcessExecutor as InProcessExecutorFromModule
 from nemo_curator.pipeline import Pipeline
 from nemo_curator.stages.base import ProcessingStage
-from nemo_curator.tasks import DocumentBatch, EmptyTask, Task, _EmptyTask
+from nemo_curator.tasks import DocumentBatch, EmptyTask, Task
 from nemo_curator.testing.stages import (
     AddConstantStage,
     AddLengthStage,
@@ -62,17 +62,6 @@ def test_exports() -> None:
 
 
 class TestBasicRuns:
-    def test_empty_stage_list(self) -> None:
-        assert _run([], make_int_tasks(3)) == []
-
-    @pytest.mark.parametrize("initial", [None, []])
-    def test_default_input_is_one_empty_task(self, initial: list[Task] | None) -> None:
-        results = _run([PassthroughStage()], initial)
-        assert len(results) == 1
-        assert isinstance(results[0], _EmptyTask) and results[0].task_id == "empty"
-        assert results[0] is not EmptyTask
-        assert EmptyTask._stage_perf == []
-
     def test_source_and_fan_out(self) -> None:
         results = _run([IntSourceStage(n=4), FanOutStage(n=3)])
         assert [t.task_id for t in results] == [f"int_{i}_{j}" for i in range(4) for j in range(3)]
@@ -310,13 +299,6 @@ class TestIsolation:
         assert all(len(t._stage_perf) == 2 for t in second)
         assert EmptyTask._stage_perf == []
 
-    def test_same_task_object_given_several_times(self) -> None:
-        shared = EmptyTask()
-        results = _run([PassthroughStage()], [shared, shared, shared])
-        assert len(results) == 3
-        assert [len(t._stage_perf) for t in results] == [1, 1, 1]
-        assert shared._stage_perf == []
-
 
 class TestErrors:
     def test_stage_exception_propagates_with_context(self) -> None:
@@ -338,18 +320,15 @@ class TestErrors:
         assert "Traceback" in failure.traceback
 
     def test_non_task_output(self) -> None:
-        with pytest.raises(
-            StageFailedError, match=r"Stage 'returns_non_task' returned an object of type str"
-        ) as info:
-            _run([ReturnsNonTaskStage()], make_int_tasks(1))
-        assert isinstance(info.value.__cause__, TypeError)
-        with pytest.raises(StageFailedError, match=r"returned an object of type dict"):
+        # A str on every executor: test_contract.py.
+        with pytest.raises(StageFailedError, match=r"returned an object of type dict") as info:
             _run([ReturnsNonTaskStage(value={"a": 1})], make_int_tasks(1))
+        assert isinstance(info.value.__cause__, TypeError)
 
-    @pytest.mark.parametrize("bad", [0, -3])
-    def test_invalid_batch_size_fails_before_any_work(self, tmp_path: Path, bad: int) -> None:
+    def test_a_negative_batch_size_fails_before_any_work(self, tmp_path: Path) -> None:
+        # Zero on every executor: test_contract.py.
         stage = BatchRecorderStage(name="bad_batch")
-        stage.batch_size = bad
+        stage.batch_size = -3
         with pytest.raises(ValueError, match="Stage 'bad_batch' has invalid batch_size"):
             _run([StageWithSetup(marker_dir=str(tmp_path)), stage], make_int_tasks(2))
         assert count_markers(tmp_path, "setup_on_node") == 0
@@ -360,10 +339,6 @@ class TestErrors:
         with pytest.raises(TypeError, match="is not a ProcessingStage"):
             _run([PassthroughStage, PassthroughStage()])  # type: ignore[list-item]
 
-    def test_invalid_initial_tasks(self) -> None:
-        with pytest.raises(TypeError, match=r"initial_tasks\[0\] is not a Task"):
-            _run([PassthroughStage()], ["x"])  # type: ignore[list-item]
-
     def test_input_validation_failure(self) -> None:
         with pytest.raises(StageFailedError, match="failed validation for stage"):
             _run([AddLengthStage(column="missing")], make_document_batches(1, 2))
@@ -372,13 +347,7 @@ class TestErrors:
         assert InProcessExecutor().ignore_failures is False
         assert InProcessExecutor({}).config == {}
         assert InProcessExecutor({"ignore_failures": True}).ignore_failures is True
-        with pytest.raises(
-            ValueError,
-            match=r"Unknown InProcessExecutor config key 'pool_size'; valid keys: \['ignore_failures'\]",
-        ):
-            InProcessExecutor({"pool_size": 4})
-        with pytest.raises(TypeError, match="ignore_failures"):
-            InProcessExecutor({"ignore_failures": "yes"})
+        # Unknown keys and a non-bool ignore_failures: tests/executors/test_contract.py, every executor.
 
 
 class TestIgnoreFailures:

@@ -39,6 +39,8 @@ if not WORKDIR or not _installed("nemo-curator"):
 import curator_pipeline as cp  # noqa: E402
 import ray  # noqa: E402
 
+from nemo_curator.testing import ray_env  # noqa: E402
+
 REFERENCE: dict[str, Any] = json.loads((Path(WORKDIR) / "reference.json").read_text())
 INPUT_DIR = Path(WORKDIR) / "input"
 RAY_CPUS = 2
@@ -136,14 +138,7 @@ def _ray_shutdown_at_end() -> Iterator[None]:
 @pytest.fixture
 def ray_up() -> None:
     """A small local Ray, started again if an executor shut it down (Curator's Xenna executor does)."""
-    if not ray.is_initialized():
-        ray.init(
-            address="local",
-            num_cpus=RAY_CPUS,
-            object_store_memory=OBJECT_STORE,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+    ray_env.ensure_local_ray(num_cpus=RAY_CPUS, object_store_memory=OBJECT_STORE)
 
 
 def _in_process() -> Any:

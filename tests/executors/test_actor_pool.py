@@ -13,11 +13,9 @@ from loguru import logger
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 from nemo_curator.backends.experimental.ray_actor_pool.driver import StageFailedError
 from nemo_curator.stages.base import ProcessingStage
-from nemo_curator.stages.resources import Resources
 from nemo_curator.tasks import Task
 from nemo_curator.testing.probes import (
     CrashAlways,
-    CrashOnce,
     ExitOn,
     FailingSetup,
     HangOn,
@@ -29,7 +27,6 @@ from nemo_curator.testing.probes import (
     numbered_tasks,
     read_records,
 )
-from nemo_curator.testing.stages import ReturnsNonTaskStage
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -46,13 +43,10 @@ def test_import_paths_name_one_class() -> None:
     assert A is B is C
 
 
-def test_unknown_config_key_names_it_and_lists_valid_ones() -> None:
-    with pytest.raises(ValueError, match=r"pool_sise.*valid keys.*pool_size"):
-        RayActorPoolExecutor(config={"pool_sise": 2})
+def test_pool_size_must_be_positive() -> None:
+    # Unknown keys and a non-bool ignore_failures: test_contract.py, for every executor.
     with pytest.raises(ValueError, match="pool_size"):
         RayActorPoolExecutor(config={"pool_size": 0})
-    with pytest.raises(ValueError, match="ignore_failures"):
-        RayActorPoolExecutor(config={"ignore_failures": "yes"})
 
 
 def test_later_stage_starts_before_earlier_stage_finishes(tmp_path: Any) -> None:
@@ -67,64 +61,17 @@ def test_later_stage_starts_before_earlier_stage_finishes(tmp_path: Any) -> None
     assert next_start < slow_end
 
 
-def test_lifecycle_counts_and_order(tmp_path: Any) -> None:
+def test_pool_size_bounds_the_actors_of_a_stage(tmp_path: Any) -> None:
+    # The order of setup_on_node / setup / teardown on every executor: test_contract.py.
     stage = LifecycleProbe(str(tmp_path), name="probe", sleep_s=0.2)
     out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(8))
     assert _ids(out) == _ids(numbered_tasks(8))
-    on_node = read_records(tmp_path, "setup_on_node")
     setups = read_records(tmp_path, "setup")
-    teardowns = read_records(tmp_path, "teardown")
-    assert len(on_node) == 1  # one node, one stage
-    # At most pool_size actors, each set up once in its own process and torn down once.
     assert 1 <= len(setups) <= 2 and len({r["pid"] for r in setups}) == len(setups)
-    assert sorted(r["pid"] for r in teardowns) == sorted(r["pid"] for r in setups)
-    assert {r["pid"] for r in read_records(tmp_path, "batch")} <= {r["pid"] for r in setups}
-    assert on_node[0]["t"] <= min(r["t"] for r in setups)
-    assert all(r["worker"] for r in setups)  # real WorkerMetadata
-
-
-def test_caller_ray_session_is_kept() -> None:
-    RayActorPoolExecutor().execute([RaiseOn("never")], numbered_tasks(2))
-    assert ray.is_initialized()
-
-
-def test_user_exception_fails_run_with_stage_task_and_traceback() -> None:
-    with pytest.raises(StageFailedError) as info:
-        RayActorPoolExecutor().execute([RaiseOn("t3", message="broken row")], numbered_tasks(5))
-    text = str(info.value)
-    assert "raise_on" in text and "t3" in text and "broken row" in text
-    assert "Traceback" in text and "ValueError" in text
-
-
-def test_ignore_failures_skips_and_reports() -> None:
-    ex = RayActorPoolExecutor(config={"ignore_failures": True})
-    out = ex.execute([RaiseOn("t3")], numbered_tasks(5))
-    assert _ids(out) == ["t0", "t1", "t2", "t4"]
-    assert len(ex.failures) == 1
-    f = ex.failures[0]
-    assert f["stage"] == "raise_on" and f["task_ids"] == ["t3"]
-    assert f["error_type"] == "ValueError" and "t3" in f["message"] and f["attempts"] == 1
 
 
 # Stateless stages run as Ray tasks by default; `stateless_as_tasks=False` puts them in actors.
 MODES = pytest.mark.parametrize("as_tasks", [True, False], ids=["tasks", "actors"])
-
-
-@MODES
-def test_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(tmp_path: Any, as_tasks: bool) -> None:
-    out = RayActorPoolExecutor(config={"pool_size": 2, "stateless_as_tasks": as_tasks}).execute(
-        [CrashOnce(str(tmp_path), "t4"), RaiseOn("never")], numbered_tasks(10)
-    )
-    assert _ids(out) == _ids(numbered_tasks(10))
-    assert (tmp_path / "crashed-t4").exists()
-
-
-@MODES
-def test_retries_run_out_then_clear_error(as_tasks: bool) -> None:
-    with pytest.raises(StageFailedError, match=r"crash_always"):
-        RayActorPoolExecutor(config={"max_retries": 1, "stateless_as_tasks": as_tasks}).execute(
-            [CrashAlways("t1")], numbered_tasks(3)
-        )
 
 
 def test_stateless_stages_run_as_tasks_and_stateful_ones_in_actors(tmp_path: Any) -> None:
@@ -197,52 +144,10 @@ class _ReturnsString(ProcessingStage[Task[Any], Task[Any]]):
         return "not a task"
 
 
-def test_non_task_output_is_a_clear_error() -> None:
-    with pytest.raises(StageFailedError, match=r"returns_non_task.*str"):
-        RayActorPoolExecutor().execute([ReturnsNonTaskStage()], numbered_tasks(1))
-
-
 def test_stage_workers_cannot_import_fails_fast_naming_stage() -> None:
     # Defined in this test module, which Ray's workers cannot import: a clear error, not endless retries.
     with pytest.raises(StageFailedError, match=r"(?s)returns_string.*test_actor_pool"):
         RayActorPoolExecutor().execute([_ReturnsString()], numbered_tasks(1))
-
-
-@dataclass
-class _Holds(ProcessingStage[Task[Any], Task[Any]]):
-    name: str = "holds_lock"
-    batch_size: int = 1
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-
-    def process(self, task: Task[Any]) -> Task[Any]:
-        return task
-
-
-def test_unpicklable_stage_is_a_clear_error() -> None:
-    with pytest.raises(TypeError, match=r"holds_lock.*pickle"):
-        RayActorPoolExecutor().execute([_Holds()], numbered_tasks(1))
-
-
-def test_bad_batch_size_and_spec_keys_fail_before_running() -> None:
-    with pytest.raises(ValueError, match="zero_batch"):
-        stages = [_ReturnsString(), RaiseOn("never").with_(name="zero_batch", batch_size=0)]
-        RayActorPoolExecutor().execute(stages, numbered_tasks(1))
-
-    class _Raft(_ReturnsString):
-        def ray_stage_spec(self) -> dict[str, Any]:
-            return {"is_raft_actor": True}
-
-    with pytest.raises(NotImplementedError, match="returns_string"):
-        RayActorPoolExecutor().execute([_Raft()], numbered_tasks(1))
-
-    class _Typo(_ReturnsString):
-        def ray_stage_spec(self) -> dict[str, Any]:
-            return {"is_actor_stag": True}
-
-    with pytest.raises(ValueError, match="is_actor_stag"):
-        RayActorPoolExecutor().execute([_Typo()], numbered_tasks(1))
 
 
 @ray.remote
@@ -261,20 +166,6 @@ def test_cluster_busy_with_other_work_waits_instead_of_failing() -> None:
     assert _ids(out) == _ids(numbered_tasks(3))
 
 
-def test_resources_no_node_offers_fail_at_once() -> None:
-    huge = RaiseOn("never").with_(resources=Resources(cpus=64))
-    with pytest.raises(Exception, match=r"raise_on.*(CPU|cpu)"):
-        RayActorPoolExecutor().execute([huge], numbered_tasks(1))
-    gpu = RaiseOn("never").with_(resources=Resources(gpus=1))
-    with pytest.raises(Exception, match=r"raise_on.*(GPU|gpu)"):
-        RayActorPoolExecutor().execute([gpu], numbered_tasks(1))
-
-
-def test_ignore_head_node_on_single_node_cluster_fails_at_once() -> None:
-    with pytest.raises(RuntimeError, match="ignore_head_node"):
-        RayActorPoolExecutor(ignore_head_node=True).execute([RaiseOn("never")], numbered_tasks(1))
-
-
 @MODES
 def test_a_call_past_call_timeout_s_is_cancelled_retried_then_failed(as_tasks: bool) -> None:
     # The clock starts when the call is sent to an idle worker: leave room for a worker's start-up.
@@ -285,6 +176,9 @@ def test_a_call_past_call_timeout_s_is_cancelled_retried_then_failed(as_tasks: b
         "stateless_as_tasks": as_tasks,
         "show_progress": False,
     }
+    # Warm worker processes first: on a loaded machine a cold start alone can take longer than 5 s.
+    warm = {k: v for k, v in config.items() if k not in ("call_timeout_s", "max_retries")}
+    RayActorPoolExecutor(config=warm).execute([HangOn("none", seconds=0)], numbered_tasks(6))
     ex = RayActorPoolExecutor(config=config)
     out = ex.execute([HangOn("t2", seconds=600)], numbered_tasks(6))
     assert _ids(out) == ["t0", "t1", "t3", "t4", "t5"]

@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 from nemo_curator.testing.probes import GpuProbe, numbered_tasks, read_records
 
-
-@pytest.fixture(scope="module")
-def gpu_ray() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        num_cpus=4,
-        num_gpus=2,
-        object_store_memory=128 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("ray_session")
+# GPUs declared to Ray, none needed physically.
+RAY_SESSION_OPTIONS = {"num_cpus": 4, "num_gpus": 2, "object_store_memory": 128 * 1024 * 1024}
 
 
-@pytest.mark.usefixtures("gpu_ray")
 def test_whole_gpu_actors_each_get_their_own_device(tmp_path: Any) -> None:
     stage = GpuProbe(str(tmp_path), gpus=1.0, wait_for_actors=2)
     out = RayActorPoolExecutor(config={"pool_size": 2}).execute([stage], numbered_tasks(4))
@@ -37,7 +23,6 @@ def test_whole_gpu_actors_each_get_their_own_device(tmp_path: Any) -> None:
     assert sorted(r["cuda"] for r in recs) == ["0", "1"]
 
 
-@pytest.mark.usefixtures("gpu_ray")
 def test_fractional_gpu_actors_share_a_device(tmp_path: Any) -> None:
     stage = GpuProbe(str(tmp_path), gpus=0.5, name="half_gpu", wait_for_actors=4)
     out = RayActorPoolExecutor(config={"pool_size": 4}).execute([stage], numbered_tasks(8))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 import pytest
-from loguru import logger
 
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 from nemo_curator.observability import ProgressDisplay, StageCounts, StageMetrics
@@ -15,29 +13,6 @@ from nemo_curator.testing.probes import CrashOnce, RaiseOn, numbered_tasks
 from nemo_curator.testing.stages import FanOutStage, FilterEvenStage, make_int_tasks
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture
-def log_lines() -> Any:
-    lines: list[str] = []
-    handler = logger.add(lambda m: lines.append(str(m)), level="INFO", format="{message}")
-    yield lines
-    logger.remove(handler)
-
-
-def test_report_counts_fan_out_and_filtering() -> None:
-    ex = RayActorPoolExecutor(config={"show_progress": False})
-    out = ex.execute([FanOutStage(n=3), FilterEvenStage()], make_int_tasks(10))
-    report = ex.last_run
-    assert report is not None and report.balanced
-    fan, filt = report.stage("fan_out"), report.stage("filter_even")
-    assert (fan.tasks_in, fan.tasks_out) == (10, 30)
-    assert (filt.tasks_in, filt.tasks_out) == (30, len(out))
-    assert report.balance["initial"] == 10 and report.balance["emitted"] == len(out)
-    assert fan.actors >= 1 and fan.busy_s > 0 and fan.batches == 10
-    assert report.failures == []
-    data = json.loads(report.to_json())
-    assert data["stages"][0]["name"] == "fan_out" and data["balanced"] is True
 
 
 def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
@@ -55,15 +30,6 @@ def test_report_lists_failures_and_retries(tmp_path: Any) -> None:
     assert report.balance["failed"] == 1
     summary = report.format_summary()
     assert "raise_on" in summary and "count balance OK" in summary and "ValueError" in summary
-
-
-def test_progress_log_lines_and_silence(log_lines: list[str]) -> None:
-    RayActorPoolExecutor(config={"progress_interval_s": 0.01}).execute([FanOutStage(n=2)], make_int_tasks(4))
-    assert any(line.startswith("progress") and "fan_out" in line for line in log_lines)
-    assert any("count balance OK" in line for line in log_lines)  # the end-of-run summary
-    log_lines.clear()
-    RayActorPoolExecutor(config={"show_progress": False}).execute([FanOutStage(n=2)], make_int_tasks(4))
-    assert not any(line.startswith("progress") or "run summary" in line for line in log_lines)
 
 
 def test_progress_bars_on_a_terminal_stream() -> None:
@@ -86,9 +52,9 @@ def test_progress_bars_on_a_terminal_stream() -> None:
     assert "read" in text and "4/4" in text and "2/4" in text
 
 
-def test_timeline_plot_is_written(tmp_path: Any) -> None:
+def test_report_counts_the_workers_of_task_mode_stages() -> None:
+    # The report's counts, JSON and plot on every executor: test_contract.py.
     ex = RayActorPoolExecutor(config={"show_progress": False})
     ex.execute([FanOutStage(n=2), FilterEvenStage()], make_int_tasks(20))
-    assert ex.last_run is not None and len(ex.last_run.timeline) >= 1
-    path = ex.last_run.plot_timeline(tmp_path / "timeline.png")
-    assert path.exists() and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert ex.last_run is not None
+    assert ex.last_run.stage("fan_out").actors >= 1 and ex.last_run.stage("filter_even").actors >= 1

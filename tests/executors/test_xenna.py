@@ -7,11 +7,9 @@ one CPU and a multi-stage streaming pipeline cannot start.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import ray
 from loguru import logger
 
 from nemo_curator.backends.base import StageFailedError
@@ -28,24 +26,10 @@ from nemo_curator.testing.probes import (
 )
 from nemo_curator.testing.stages import AddConstantStage, PassthroughStage, make_int_tasks
 
-pytestmark = pytest.mark.ray
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
+RAY_SESSION_OPTIONS = {"num_cpus": 2}
 
 QUIET = {"show_progress": False}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def two_cpu_ray() -> Iterator[None]:
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(
-        address="local",
-        num_cpus=2,
-        object_store_memory=256 * 1024 * 1024,
-        include_dashboard=False,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 def _ids(tasks: list[Any]) -> list[str]:
@@ -83,14 +67,6 @@ def test_bad_config_and_stage_specs_are_errors_naming_the_key() -> None:
     bad = LifecycleProbe("/nonexistent", xenna_spec={"num_run_attempts_python": 0})
     with pytest.raises(ValueError, match="'num_run_attempts_python' must be an int >= 1"):
         XennaExecutor(QUIET).execute([bad], numbered_tasks(1))
-
-
-def test_ignore_head_node_is_accepted() -> None:
-    # Xenna raises here; on one node there is then nowhere to run, which is said at once.
-    executor = XennaExecutor(QUIET, ignore_head_node=True)
-    assert executor.ignore_head_node
-    with pytest.raises(RuntimeError, match="no node other than the head node"):
-        executor.execute([AddConstantStage()], make_int_tasks(2))
 
 
 def test_streaming_runs_actor_stages_at_once_on_two_cpus(tmp_path: Any) -> None:

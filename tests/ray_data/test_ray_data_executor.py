@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,17 +10,13 @@ import pyarrow as pa
 import pytest
 import ray
 
-from nemo_curator import _core
 from nemo_curator.backends.experimental.ray_data import RayDataExecutor, StageFailedError
 from nemo_curator.backends.experimental.ray_data.adapter import InputStore, input_store_name
 from nemo_curator.backends.in_process import InProcessExecutor
 from nemo_curator.stages.base import ProcessingStage
-from nemo_curator.stages.resources import Resources
-from nemo_curator.tasks import DocumentBatch, EmptyTask, Task
+from nemo_curator.tasks import DocumentBatch, Task
 from nemo_curator.testing.probes import (
     CrashAlways,
-    CrashOnce,
-    FailingSetup,
     InputsHeldProbe,
     LifecycleProbe,
     RaiseOn,
@@ -38,7 +32,7 @@ from nemo_curator.testing.stages import (
     make_int_tasks,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
 
 def _ids(tasks: list[Task[Any]]) -> list[str]:
@@ -57,12 +51,9 @@ def test_import_paths_name_one_class() -> None:
 
 
 def test_config_is_validated_at_construction() -> None:
-    with pytest.raises(ValueError, match=r"pool_sise.*valid keys.*pool_size"):
-        RayDataExecutor(config={"pool_sise": 2})
+    # Unknown keys and a non-bool ignore_failures: tests/executors/test_contract.py, for every executor.
     with pytest.raises(ValueError, match="pool_size"):
         RayDataExecutor(config={"pool_size": 0})
-    with pytest.raises(ValueError, match="ignore_failures"):
-        RayDataExecutor(config={"ignore_failures": "yes"})
     with pytest.raises(ValueError, match="no_such_setting"):
         RayDataExecutor(config={"data_context": {"no_such_setting": 1}})
     with pytest.raises(ValueError, match="max_errored_blocks"):
@@ -131,21 +122,13 @@ def test_pandas_payloads_match_in_process() -> None:
     assert max(t._metadata["batch_recorder_batch_len"] for t in got) <= 3
 
 
-def test_order_inputs_stages_and_caller_session_are_kept() -> None:
+def test_preserve_order_keeps_the_input_order() -> None:
+    # Inputs, stages and the caller's session stay untouched on every executor: test_contract.py.
     tasks = make_int_tasks(12)
-    stage = BatchRecorderStage()
-    out = RayDataExecutor(config={"preserve_order": True, "max_tasks_per_block": 1}).execute([stage], tasks)
+    out = RayDataExecutor(config={"preserve_order": True, "max_tasks_per_block": 1}).execute(
+        [BatchRecorderStage()], tasks
+    )
     assert [t.task_id for t in out] == [f"int_{i}" for i in range(12)]
-    assert [(len(t._stage_perf), t._metadata) for t in tasks] == [(0, {})] * 12
-    assert not hasattr(stage, "_custom_metrics")
-    assert ray.is_initialized()
-
-
-def test_one_object_passed_three_times_is_three_tasks() -> None:
-    tasks = [EmptyTask()] * 3
-    out = RayDataExecutor().execute([PassthroughStage()], tasks)
-    assert [len(t._stage_perf) for t in out] == [1, 1, 1]
-    assert len({id(t) for t in out}) == 3 and tasks[0]._stage_perf == []
 
 
 def test_results_reference_the_object_store_without_copies() -> None:
@@ -189,143 +172,32 @@ def test_input_store_lends_each_list_until_released() -> None:
     ray.kill(store)
 
 
-def test_actor_lifecycle_and_streaming(tmp_path: Any) -> None:
+def test_pool_size_actors_per_stage_and_streaming(tmp_path: Any) -> None:
+    # The order of setup_on_node / setup / teardown on every executor: tests/executors/test_contract.py.
     slow = LifecycleProbe(str(tmp_path), name="slow", sleep_s=0.2)
     nxt = LifecycleProbe(str(tmp_path), name="next")
     out = RayDataExecutor(config={"pool_size": 2, "max_tasks_per_block": 1}).execute(
         [slow, nxt], numbered_tasks(6)
     )
     assert _ids(out) == _ids(numbered_tasks(6))
-    on_node = read_records(tmp_path, "setup_on_node")
     setups = read_records(tmp_path, "setup")
-    # One node: setup_on_node once per stage, not again in each actor, and before any setup.
-    assert sorted(r["stage"] for r in on_node) == ["next", "slow"]
+    # A fixed pool of 2 actors per stage, each in a process of its own.
     assert sorted(r["stage"] for r in setups) == ["next", "next", "slow", "slow"]
-    assert len({r["pid"] for r in setups}) == 4 and all(r["worker"] for r in setups)
-    assert max(r["t"] for r in on_node if r["stage"] == "slow") <= min(
-        r["t"] for r in setups if r["stage"] == "slow"
-    )
+    assert len({r["pid"] for r in setups}) == 4
     # Streaming: the second stage ran while the first still had work.
     batches = read_records(tmp_path, "batch")
     assert min(r["start"] for r in batches if r["stage"] == "next") < max(
         r["t"] for r in batches if r["stage"] == "slow"
     )
-    # Teardown once per actor when Ray Data retires the pools (asynchronously, after the run).
-    deadline = time.monotonic() + 30
-    while len(read_records(tmp_path, "teardown")) < 4 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert sorted(r["pid"] for r in read_records(tmp_path, "teardown")) == sorted(r["pid"] for r in setups)
 
 
 # --- failures ----------------------------------------------------------------------------------------------
 
 
-def test_user_exception_fails_run_with_stage_task_and_traceback() -> None:
-    with pytest.raises(StageFailedError) as info:
-        RayDataExecutor().execute([RaiseOn("t3", message="broken row")], numbered_tasks(5))
-    text = str(info.value)
-    assert "raise_on" in text and "t3" in text and "broken row" in text
-    assert "Traceback" in text and "ValueError" in text
-    assert info.value.failure is not None and info.value.failure["task_ids"] == ["t3"]
-
-
-def test_ignore_failures_skips_reports_and_balances() -> None:
-    ex = RayDataExecutor(config={"ignore_failures": True})
-    out = ex.execute([RaiseOn("t3"), RaiseOn("t1", name="second")], numbered_tasks(5))
-    assert _ids(out) == ["t0", "t2", "t4"]
-    assert sorted((f["stage"], tuple(f["task_ids"])) for f in ex.failures) == [
-        ("raise_on", ("t3",)),
-        ("second", ("t1",)),
-    ]
-    f = next(f for f in ex.failures if f["stage"] == "raise_on")
-    assert f["error_type"] == "ValueError" and "t3" in f["message"] and "Traceback" in f["traceback"]
-    assert [(s["tasks_in"], s["tasks_out"], s["failed_tasks"]) for s in ex.last_run_stats] == [
-        (5, 4, 1),
-        (4, 3, 1),
-    ]
-
-
-def test_worker_crash_mid_batch_is_retried_without_loss_or_duplicates(tmp_path: Any) -> None:
-    ex = RayDataExecutor(config={"max_tasks_per_block": 2})
-    out = ex.execute([CrashOnce(str(tmp_path), "t4"), RaiseOn("never", name="after")], numbered_tasks(10))
-    assert _ids(out) == _ids(numbered_tasks(10))
-    assert (tmp_path / "crashed-t4").exists()
-    assert [s["tasks_in"] for s in ex.last_run_stats] == [10, 10]  # the crashed attempt counts nothing
-
-
-def test_retries_run_out_then_clear_error() -> None:
+def test_retries_run_out_then_the_error_counts_the_deaths() -> None:
+    # That the run fails naming the stage, on every executor: tests/executors/test_contract.py.
     with pytest.raises(StageFailedError, match=r"crash_always.*died 2 time"):
         RayDataExecutor(config={"max_retries": 1}).execute([CrashAlways("t1")], numbered_tasks(3))
-
-
-def test_failing_setup_fails_fast_naming_stage() -> None:
-    with pytest.raises(StageFailedError, match=r"failing_setup.*model weights not found"):
-        RayDataExecutor().execute([FailingSetup()], numbered_tasks(2))
-
-
-@dataclass
-class _ReturnsString(ProcessingStage[Task[Any], Task[Any]]):
-    name: str = "returns_string"
-
-    def process(self, task: Task[Any]) -> Any:
-        return "not a task"
-
-
-def test_non_task_output_is_a_clear_error() -> None:
-    with pytest.raises(StageFailedError, match=r"returns_string.*str"):
-        RayDataExecutor().execute([_ReturnsString()], numbered_tasks(1))
-
-
-@dataclass
-class _Holds(ProcessingStage[Task[Any], Task[Any]]):
-    name: str = "holds_lock"
-    batch_size: int = 1
-
-    def __post_init__(self) -> None:
-        self.lock = threading.Lock()
-
-    def process(self, task: Task[Any]) -> Task[Any]:
-        return task
-
-
-def test_bad_input_fails_before_running() -> None:
-    with pytest.raises(TypeError, match=r"holds_lock.*pickle"):
-        RayDataExecutor().execute([_Holds()], numbered_tasks(1))
-    with pytest.raises(ValueError, match="bad_batch"):
-        RayDataExecutor().execute(
-            [_ReturnsString(), RaiseOn("x", name="bad_batch").with_(batch_size=0)], numbered_tasks(1)
-        )
-    with pytest.raises(TypeError, match="initial_tasks"):
-        RayDataExecutor().execute([_ReturnsString()], [object()])  # type: ignore[list-item]
-
-    class _Raft(_ReturnsString):
-        def ray_stage_spec(self) -> dict[str, Any]:
-            return {"is_raft_actor": True}
-
-    with pytest.raises(NotImplementedError, match="returns_string"):
-        RayDataExecutor().execute([_Raft()], numbered_tasks(1))
-
-    class _Typo(_ReturnsString):
-        def ray_stage_spec(self) -> dict[str, Any]:
-            return {"is_actor_stag": True}
-
-    with pytest.raises(ValueError, match="is_actor_stag"):
-        RayDataExecutor().execute([_Typo()], numbered_tasks(1))
-    assert RayDataExecutor().execute([], numbered_tasks(1)) == []
-
-
-def test_resources_no_node_has_fail_at_once() -> None:
-    huge = RaiseOn("never").with_(resources=Resources(cpus=64))
-    with pytest.raises(_core.InfeasibleError, match=r"raise_on.*cpus=64"):
-        RayDataExecutor().execute([huge], numbered_tasks(1))
-    gpu = RaiseOn("never").with_(resources=Resources(gpus=1))
-    with pytest.raises(_core.InfeasibleError, match=r"raise_on.*gpus=1"):
-        RayDataExecutor().execute([gpu], numbered_tasks(1))
-
-
-def test_ignore_head_node_on_single_node_cluster_fails_at_once() -> None:
-    with pytest.raises(RuntimeError, match="ignore_head_node"):
-        RayDataExecutor(ignore_head_node=True).execute([RaiseOn("never")], numbered_tasks(1))
 
 
 @ray.remote(num_cpus=2)

@@ -9,14 +9,13 @@ import pytest
 import ray
 from loguru import logger
 
-from nemo_curator.backends.experimental.ray_data import RayDataExecutor, StageFailedError
+from nemo_curator.backends.experimental.ray_data import RayDataExecutor
 from nemo_curator.backends.experimental.ray_data.adapter import (
     SegmentPlan,
     actor_class_for,
     task_function_for,
 )
 from nemo_curator.observability import RunReport
-from nemo_curator.testing.probes import RaiseOn, numbered_tasks
 from nemo_curator.testing.stages import (
     BatchRecorderStage,
     FanOutStage,
@@ -25,7 +24,7 @@ from nemo_curator.testing.stages import (
     make_int_tasks,
 )
 
-pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("local_ray")]
+pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def log_lines() -> Any:
 
 
 @pytest.fixture(scope="module")
-def fan_filter(local_ray: None) -> tuple[RayDataExecutor, list[Any]]:
+def fan_filter(ray_session: None) -> tuple[RayDataExecutor, list[Any]]:
     """10 ints fan out to 30, the 15 with even data are filtered: one run shared by several tests."""
     ex = RayDataExecutor(config={"show_progress": False})
     out = ex.execute([FanOutStage(n=3), FilterEvenStage()], make_int_tasks(10))
@@ -141,40 +140,8 @@ def test_report_of_an_actor_stage_with_batches() -> None:
     assert report.balance["filtered"] == 0 and report.balance["emitted"] == 8
 
 
-def test_report_under_ignore_failures_and_after_a_failed_run() -> None:
-    ex = RayDataExecutor(config={"ignore_failures": True, "show_progress": False})
-    out = ex.execute([RaiseOn("t3"), RaiseOn("t1", name="second")], numbered_tasks(5))
-    report = ex.last_run
-    assert report is not None and report.balanced and len(out) == 3
-    assert report.failures == ex.failures
-    assert sorted((f["stage"], tuple(f["task_ids"]), f["error_type"]) for f in report.failures) == [
-        ("raise_on", ("t3",), "ValueError"),
-        ("second", ("t1",), "ValueError"),
-    ]
-    first, second = report.stage("raise_on"), report.stage("second")
-    assert (first.tasks_in, first.tasks_out, first.tasks_failed) == (5, 4, 1)
-    assert (second.tasks_in, second.tasks_out, second.tasks_failed) == (4, 3, 1)
-    assert (first.items_in, first.items_out) == (5, 4)  # one row per task
-    b = report.balance
-    assert (b["initial"], b["emitted"], b["failed"], b["filtered"]) == (5, 3, 2, 0)
-    summary = report.format_summary()
-    assert "count balance OK" in summary and "ValueError" in summary and "raise_on" in summary
-
-    # Without ignore_failures the run fails, and the report holds what came back until then.
-    failing = RayDataExecutor(config={"show_progress": False})
-    with pytest.raises(StageFailedError):
-        failing.execute([RaiseOn("t2")], numbered_tasks(3))
-    assert failing.last_run is not None and [s.name for s in failing.last_run.stages] == ["raise_on"]
-
-
-def test_progress_log_lines_and_summary_then_silence(log_lines: list[str], capfd: Any) -> None:
-    # Under pytest stderr is no terminal: one log line per interval instead of redrawn bars.
-    RayDataExecutor(config={"progress_interval_s": 0.01}).execute([FanOutStage(n=2)], make_int_tasks(4))
-    progress = [line for line in log_lines if line.startswith("progress")]
-    assert progress and "fan_out 4/4" in progress[-1]
-    summary = [line for line in log_lines if line.startswith("run summary")]
-    assert len(summary) == 1 and "RayDataExecutor" in summary[0] and "count balance OK" in summary[0]
-    log_lines.clear()
+def test_no_progress_bars_of_ray_data_either_when_silenced(log_lines: list[str], capfd: Any) -> None:
+    # Progress lines, one run summary, and silence on every executor: tests/executors/test_contract.py.
     capfd.readouterr()
     RayDataExecutor(config={"show_progress": False}).execute([FanOutStage(n=2)], make_int_tasks(4))
     assert not any(line.startswith(("progress", "run summary")) for line in log_lines)
