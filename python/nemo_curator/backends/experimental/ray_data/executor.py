@@ -84,7 +84,7 @@ from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, payload_nbytes, put_stage
-from nemo_curator.backends.ray_utils.nodes import _take_reserved, needs_setup_on_node
+from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
 from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
