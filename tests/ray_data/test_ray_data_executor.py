@@ -175,12 +175,13 @@ def test_input_store_lends_each_list_until_released() -> None:
 
 def test_pool_size_actors_per_stage_and_streaming(tmp_path: Any) -> None:
     # The order of setup_on_node / setup / teardown on every executor: tests/executors/test_contract.py.
-    slow = LifecycleProbe(str(tmp_path), name="slow", sleep_s=0.2)
+    # Long enough that the second pool's actors are up before the first stage ends on a loaded machine.
+    slow = LifecycleProbe(str(tmp_path), name="slow", sleep_s=0.3)
     nxt = LifecycleProbe(str(tmp_path), name="next")
     out = RayDataExecutor(config={"pool_size": 2, "max_tasks_per_block": 1}).execute(
-        [slow, nxt], numbered_tasks(6)
+        [slow, nxt], numbered_tasks(12)
     )
-    assert _ids(out) == _ids(numbered_tasks(6))
+    assert _ids(out) == _ids(numbered_tasks(12))
     setups = read_records(tmp_path, "setup")
     # A fixed pool of 2 actors per stage, each in a process of its own.
     assert sorted(r["stage"] for r in setups) == ["next", "next", "slow", "slow"]
