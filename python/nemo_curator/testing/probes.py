@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -330,3 +331,57 @@ class UnpicklableOn(ProcessingStage[Task[Any], Task[Any]]):
             if self.big:
                 task._metadata["payload"] = b"x" * self.big
         return task
+
+
+@dataclass
+class WorkerProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """Passes tasks through; records per task the worker's pid, the environment variables `env_vars`
+    and the thread it ran on. `spec` is what `ray_stage_spec()` returns; `env` the stage's
+    `runtime_env`. With `rendezvous` > 1, each call waits (at most `rendezvous_timeout_s`) until that
+    many calls of its worker run at once, and raises when they do not: proof of a worker's concurrency.
+    """
+
+    directory: str
+    name: str = "worker_probe"
+    spec: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] | None = None
+    env_vars: tuple[str, ...] = ("CURATOR_PROBE_VAR",)
+    workers: int | None = None
+    rendezvous: int = 0
+    rendezvous_timeout_s: float = 60.0
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.runtime_env = self.env
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return dict(self.spec)
+
+    def num_workers(self) -> int | None:
+        return self.workers
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if self.rendezvous > 1:
+            # One barrier per worker process, made on first use (a stage copy is shared by its threads).
+            barrier = _BARRIERS.setdefault(self.name, threading.Barrier(self.rendezvous))
+            barrier.wait(timeout=self.rendezvous_timeout_s)
+        _write(
+            self.directory,
+            "call",
+            stage=self.name,
+            task_id=task.task_id,
+            env={name: os.environ.get(name) for name in self.env_vars},
+            thread=threading.get_ident(),
+        )
+        return task
+
+
+_BARRIERS: dict[str, Any] = {}
+
+
+@dataclass
+class WorkerProbeWithSetup(WorkerProbe):
+    """A `WorkerProbe` that also records each `setup()` (so it runs in actors on every executor)."""
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        _write(self.directory, "setup", stage=self.name)
