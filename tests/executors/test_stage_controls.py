@@ -132,7 +132,22 @@ def test_max_calls_per_worker_on_a_ray_data_actor_stage_is_an_error(tmp_path: Pa
 
 
 # ------------------------------------------------------------------------------------- ray_remote_args
-def test_ray_remote_args_reach_the_workers(make: Callable[..., BaseExecutor], tmp_path: Path) -> None:
+_MEMORY = 64 * 2**20
+
+
+@pytest.mark.parametrize("actor", [False, True], ids=["tasks", "actors"])
+def test_ray_remote_args_reach_the_workers(
+    make: Callable[..., BaseExecutor], tmp_path: Path, actor: bool
+) -> None:
+    probe = WorkerProbe(str(tmp_path), spec={"is_actor_stage": actor, "ray_remote_args": {"memory": _MEMORY}})
+    _run(make(), [probe], 3)
+    assert {r["memory"] for r in _calls(tmp_path, probe.name)} == {_MEMORY}
+
+
+@pytest.mark.parametrize("make_pool", [_actor_pool, _xenna], ids=["ray_actor_pool", "xenna"])
+def test_max_concurrency_lets_one_actor_run_calls_at_once(
+    make_pool: Callable[..., BaseExecutor], tmp_path: Path, ray_session: None
+) -> None:
     # Two calls on ONE actor meet inside `process` only if the actor runs two calls at once.
     probe = WorkerProbe(
         str(tmp_path),
@@ -140,7 +155,7 @@ def test_ray_remote_args_reach_the_workers(make: Callable[..., BaseExecutor], tm
         workers=1,
         rendezvous=2,
     )
-    _run(make(), [probe], 2)
+    _run(make_pool(), [probe], 2)
     calls = _calls(tmp_path, probe.name)
     assert len({r["pid"] for r in calls}) == 1
     assert len({r["thread"] for r in calls}) == 2
@@ -157,7 +172,9 @@ def test_without_max_concurrency_calls_do_not_overlap(tmp_path: Path, ray_sessio
         _run(_actor_pool(), [probe], 2)
 
 
-@pytest.mark.parametrize("key", ["num_cpus", "num_gpus", "resources", "max_restarts", "runtime_env"])
+@pytest.mark.parametrize(
+    "key", ["num_cpus", "num_gpus", "resources", "max_restarts", "runtime_env", "max_calls"]
+)
 def test_managed_ray_remote_args_are_rejected(
     make: Callable[..., BaseExecutor], tmp_path: Path, key: str
 ) -> None:
@@ -165,6 +182,12 @@ def test_managed_ray_remote_args_are_rejected(
     with pytest.raises(ValueError, match=f"Stage 'greedy'.*ray_remote_args.*{key}"):
         make().execute([probe], numbered_tasks(1))
     assert not read_records(tmp_path), "rejected before any work"
+
+
+def test_ray_data_workers_take_one_call_at_a_time(tmp_path: Path, ray_session: None) -> None:
+    probe = WorkerProbe(str(tmp_path), name="threads", spec={"ray_remote_args": {"max_concurrency": 2}})
+    with pytest.raises(ValueError, match=r"Stage 'threads'.*max_concurrency"):
+        _ray_data().execute([probe], numbered_tasks(1))
 
 
 def test_actor_pool_keeps_node_placement(tmp_path: Path, ray_session: None) -> None:

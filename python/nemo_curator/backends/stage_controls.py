@@ -44,8 +44,10 @@ ACTOR_POOL_MANAGED_ARGS = _COMMON_MANAGED | {
     "namespace",
     "get_if_exists",
 }
-#: `map_batches` arguments the Ray Data executor derives from the stage and the plan.
+#: `map_batches` arguments the Ray Data executor derives from the stage and the plan; its workers
+#: keep per-call accounting that assumes one call at a time (`max_concurrency`).
 RAY_DATA_MANAGED_ARGS = _COMMON_MANAGED | {
+    "max_concurrency",
     "compute",
     "concurrency",
     "max_calls",
