@@ -199,6 +199,8 @@ def test_actor_pool_keeps_node_placement(tmp_path: Path, ray_session: None) -> N
 
 
 # ---------------------------------------------------------------------------------------- pool sizing
+# Each call waits until the expected number of workers has run `setup()`: a pool that is too small
+# fails the run, so these prove the pool's size inside the workers.
 def _setups(directory: Path) -> int:
     return len(read_records(directory, "setup"))
 
@@ -208,22 +210,33 @@ def test_initial_workers_start_the_pool(
     make_pool: Callable[..., BaseExecutor], tmp_path: Path, ray_session: None
 ) -> None:
     # Tiny tasks: an automatic pool would start (and stay) at one actor.
-    probe = WorkerProbeWithSetup(str(tmp_path), spec={"initial_workers": 3})
+    probe = WorkerProbeWithSetup(str(tmp_path), spec={"initial_workers": 3}, await_setups=3)
     _run(make_pool(), [probe], 6)
     assert _setups(tmp_path) == 3
 
 
 def test_min_workers_is_a_floor(tmp_path: Path, ray_session: None) -> None:
-    probe = WorkerProbeWithSetup(str(tmp_path), spec={"min_workers": 2})
+    probe = WorkerProbeWithSetup(str(tmp_path), spec={"min_workers": 2}, await_setups=2)
     _run(_actor_pool(), [probe], 6)
-    assert _setups(tmp_path) >= 2
+    assert _setups(tmp_path) == 2
 
 
 def test_max_workers_caps_the_pool(tmp_path: Path, ray_session: None) -> None:
     # Every pool starts whole (actor_start_s=0): without the cap this one would take all 4 CPUs.
-    probe = WorkerProbeWithSetup(str(tmp_path), spec={"max_workers": 2})
-    _run(_actor_pool(actor_start_s=0.0), [probe], 6)
-    assert _setups(tmp_path) == 2
+    probe = WorkerProbeWithSetup(str(tmp_path), spec={"max_workers": 2}, await_setups=2)
+    executor = _actor_pool(actor_start_s=0.0)
+    _run(executor, [probe], 6)
+    assert executor.last_run is not None
+    assert executor.last_run.stage(probe.name).actors == 2
+
+
+def test_without_max_workers_the_pool_takes_the_cluster(tmp_path: Path, ray_session: None) -> None:
+    # The control of the test above.
+    probe = WorkerProbeWithSetup(str(tmp_path))
+    executor = _actor_pool(actor_start_s=0.0)
+    _run(executor, [probe], 6)
+    assert executor.last_run is not None
+    assert executor.last_run.stage(probe.name).actors == 4
 
 
 @pytest.mark.parametrize(
@@ -245,6 +258,6 @@ def test_bad_sizing_is_an_error_naming_stage_and_key(
 
 def test_num_workers_is_exact(make: Callable[..., BaseExecutor], tmp_path: Path) -> None:
     # Exact, even above the number of batches (Curator v1.3).
-    probe = WorkerProbeWithSetup(str(tmp_path), workers=3)
+    probe = WorkerProbeWithSetup(str(tmp_path), workers=3, await_setups=3)
     _run(make(), [probe], 2)
     assert _setups(tmp_path) == 3

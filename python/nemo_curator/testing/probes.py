@@ -394,7 +394,22 @@ def _assigned_memory() -> float | None:
 
 @dataclass
 class WorkerProbeWithSetup(WorkerProbe):
-    """A `WorkerProbe` that also records each `setup()` (so it runs in actors on every executor)."""
+    """A `WorkerProbe` that also records each `setup()` (so it runs in actors on every executor).
+
+    With `await_setups` > 0, each call first waits (at most `rendezvous_timeout_s`) until that many
+    setups have been recorded, and raises when they are not: proof that so many workers exist at once.
+    """
+
+    await_setups: int = 0
 
     def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
         _write(self.directory, "setup", stage=self.name)
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        deadline = time.monotonic() + self.rendezvous_timeout_s
+        while len(list(Path(self.directory).glob("setup-*.json"))) < self.await_setups:
+            if time.monotonic() > deadline:
+                msg = f"fewer than {self.await_setups} workers of stage '{self.name}' were set up"
+                raise TimeoutError(msg)
+            time.sleep(0.05)  # other processes write the records: nothing here to wait on
+        return super().process(task)
