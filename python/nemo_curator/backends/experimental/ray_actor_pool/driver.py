@@ -19,7 +19,6 @@ from nemo_curator import _core
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
-    _parse_runtime_env,
     call_timeouts,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
@@ -92,7 +91,6 @@ class ActorPoolDriver:
         self.nodes = nodes
         self.config = config
         self.monitor = monitor
-        self._runtime_env = _parse_runtime_env(config.runtime_env)
         self._stage_refs = [put_stage(s) for s in stages]
         self._options = stage_options or [StageOptions() for _ in stages]
         self._controls = controls or [
