@@ -373,6 +373,7 @@ class WorkerProbe(ProcessingStage[Task[Any], Task[Any]]):
             env={name: os.environ.get(name) for name in self.env_vars},
             thread=threading.get_ident(),
             memory=_assigned_memory(),
+            node=_node_id(),
         )
         return task
 
