@@ -57,6 +57,9 @@ class StageSpec:
         max_actor_age_s: float | None = None,
         actor_restart_interval_s: float = 60.0,
         replace_actor_on_failure: bool = False,
+        max_batches_per_actor: int | None = None,
+        min_pool_size: int = 0,
+        initial_pool_size: int | None = None,
     ) -> StageSpec: ...
     @property
     def name(self) -> str: ...
@@ -101,6 +104,15 @@ class StageSpec:
     @property
     def replace_actor_on_failure(self) -> bool:
         """Drain and replace an actor on which a batch failed in user code."""
+    @property
+    def max_batches_per_actor(self) -> int | None:
+        """An actor given this many batches takes no more: it is drained and replaced."""
+    @property
+    def min_pool_size(self) -> int:
+        """An automatic pool keeps at least this many actors (rebalancing leaves them)."""
+    @property
+    def initial_pool_size(self) -> int | None:
+        """An automatic pool's size at start, when it fits."""
 
 @_typing.final
 class NodeSpec:
@@ -346,7 +358,7 @@ def plan_ray_data(
     target_block_bytes: int = 16777216,
 ) -> dict[str, _typing.Any]:
     """The Ray Data executor's plan. `stages`: dicts with `name`, `batch_size`, `cpus`, `gpus`,
-    `actor`, `fanout`, `num_workers`, `min_workers`, `max_workers`, `initial_workers`; `nodes`:
+    `actor`, `fanout`, `num_workers`, `min_workers`, `max_workers`, `initial_workers`, `alone`; `nodes`:
     `(id, cpus, gpus, free_cpus, free_gpus)`; `task_sizes`: bytes of each initial task. Returns
     `segments` (dicts: `stages`, `actor`, `cpus`, `gpus`, `pool` as `(min, max, initial)` or None,
     `batch_size`, `repartition`), `blocks` (`(start, end)`), `claims` (`(cpus, gpus)` per node),

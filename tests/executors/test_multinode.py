@@ -11,7 +11,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
-from nemo_curator.testing.probes import LifecycleProbe, numbered_tasks, read_records
+from nemo_curator.testing.probes import LifecycleProbe, WorkerProbe, numbered_tasks, read_records
 
 pytestmark = pytest.mark.multinode
 
@@ -90,3 +90,23 @@ def test_xenna_ignore_head_node_and_workers_per_node(cluster: Cluster, tmp_path:
     # Two actors, one on each worker node (a replacement after a slow start may add a setup).
     assert len({r["node"] for r in setups}) == 2, setups
     assert all(r["node"] != head for r in read_records(tmp_path) if r.get("node"))
+
+
+def test_stage_controls_on_a_cluster(cluster: Cluster, tmp_path: Any) -> None:
+    # Actors spread over the nodes, each replaced after 2 batches, all with the stage's env and options.
+    probe = WorkerProbe(
+        str(tmp_path),
+        name="controlled",
+        env={"env_vars": {"CURATOR_PROBE_VAR": "stage"}},
+        spec={"max_calls_per_worker": 2, "ray_remote_args": {"memory": 32 * 2**20}},
+        workers=3,
+    )
+    executor = RayActorPoolExecutor(config={"show_progress": False})
+    assert len(executor.execute([probe], numbered_tasks(12))) == 12
+    calls = read_records(tmp_path, "call")
+    assert len(calls) == 12
+    assert {r["env"]["CURATOR_PROBE_VAR"] for r in calls} == {"stage"}
+    assert {r["memory"] for r in calls} == {32 * 2**20}
+    per_pid = Counter(r["pid"] for r in calls)
+    assert max(per_pid.values()) <= 2 and len(per_pid) >= 6
+    assert len({r["node"] for r in calls}) >= 2

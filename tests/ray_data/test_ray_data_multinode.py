@@ -12,7 +12,7 @@ import ray
 from ray.cluster_utils import Cluster
 
 from nemo_curator.backends.experimental.ray_data import RayDataExecutor
-from nemo_curator.testing.probes import LifecycleProbe, numbered_tasks, read_records
+from nemo_curator.testing.probes import LifecycleProbe, WorkerProbe, numbered_tasks, read_records
 
 pytestmark = [pytest.mark.ray, pytest.mark.multinode]
 
@@ -81,3 +81,27 @@ def test_ignore_head_node_keeps_all_stage_work_off_the_head(cluster: Cluster, tm
     records = read_records(tmp_path)
     assert {r["stage"] for r in records if r["kind"] == "batch"} == {"tasks", "actors"}
     assert all(r["node"] != head for r in records if r.get("node"))
+
+
+def test_stage_controls_on_a_cluster(cluster: Cluster, tmp_path: Any) -> None:
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    # One worker node chosen by the stage's own `scheduling_strategy`; recycled workers; its own env.
+    target = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["NodeID"] != _head_id())
+    probe = WorkerProbe(
+        str(tmp_path),
+        name="controlled",
+        env={"env_vars": {"CURATOR_PROBE_VAR": "stage"}},
+        spec={
+            "is_actor_stage": False,
+            "max_calls_per_worker": 2,
+            "ray_remote_args": {"scheduling_strategy": NodeAffinitySchedulingStrategy(target, soft=False)},
+        },
+    )
+    executor = RayDataExecutor(config={"show_progress": False, "max_tasks_per_block": 1})
+    assert len(executor.execute([probe], numbered_tasks(8))) == 8
+    calls = read_records(tmp_path, "call")
+    assert len(calls) == 8
+    assert {r["node"] for r in calls} == {target}
+    assert {r["env"]["CURATOR_PROBE_VAR"] for r in calls} == {"stage"}
+    assert max(Counter(r["pid"] for r in calls).values()) <= 2

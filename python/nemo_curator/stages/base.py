@@ -44,6 +44,19 @@ def get_stage_class(name: str) -> type[ProcessingStage]:
     return cast("type[ProcessingStage]", _STAGE_REGISTRY[name])
 
 
+_UNSET: Any = object()
+
+
+class _Returns:
+    """A picklable stand-in for a stage method that returns a fixed value (a copy of it for dicts)."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __call__(self) -> Any:
+        return copy.deepcopy(self.value)
+
+
 class ProcessingStage(ABC, Generic[X, Y], metaclass=StageMeta):
     """One step of a pipeline: turns each input task into zero, one or many output tasks.
 
@@ -55,6 +68,9 @@ class ProcessingStage(ABC, Generic[X, Y], metaclass=StageMeta):
     name: str = "ProcessingStage"
     resources: Resources = Resources(cpus=1.0)
     batch_size: int | None = 1
+    #: Ray runtime environment of this stage's workers (Ray's format: `env_vars`, `pip`, `conda`, ...),
+    #: merged over the executor's `runtime_env` (`env_vars` key by key, the stage's value winning).
+    runtime_env: dict[str, Any] | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -157,8 +173,21 @@ class ProcessingStage(ABC, Generic[X, Y], metaclass=StageMeta):
         name: str | None = None,
         resources: Resources | None = None,
         batch_size: int | None = None,
+        runtime_env: dict[str, Any] | None = None,
+        ray_stage_spec: dict[str, Any] | None = None,
+        xenna_stage_spec: dict[str, Any] | None = None,
+        num_workers: Any = _UNSET,
     ) -> ProcessingStage[X, Y]:
-        """A copy of this stage with the given (non-``None``) settings; the original is unchanged."""
+        """A copy of this stage with the given (non-``None``) settings; the original is unchanged.
+
+        ``ray_stage_spec`` / ``xenna_stage_spec`` are merged over the stage's own (the given keys win);
+        ``num_workers=N`` makes ``num_workers()`` return N (an explicit ``None``: the executor decides).
+        """
+        if xenna_stage_spec is not None and "num_workers" in xenna_stage_spec:
+            msg = (
+                f"Stage '{self.name}': xenna_stage_spec must not set num_workers; use with_(num_workers=...)"
+            )
+            raise ValueError(msg)
         new_stage = copy.deepcopy(self)
         if name is not None:
             new_stage.name = name
@@ -166,6 +195,15 @@ class ProcessingStage(ABC, Generic[X, Y], metaclass=StageMeta):
             new_stage.resources = resources
         if batch_size is not None:
             new_stage.batch_size = batch_size
+        if runtime_env is not None:
+            new_stage.runtime_env = copy.deepcopy(runtime_env)
+        # Instance attributes shadow the methods; `_Returns` keeps the copy picklable for Ray workers.
+        if ray_stage_spec is not None:
+            new_stage.ray_stage_spec = _Returns({**(self.ray_stage_spec() or {}), **ray_stage_spec})  # type: ignore[method-assign]
+        if xenna_stage_spec is not None:
+            new_stage.xenna_stage_spec = _Returns({**(self.xenna_stage_spec() or {}), **xenna_stage_spec})  # type: ignore[method-assign]
+        if num_workers is not _UNSET:
+            new_stage.num_workers = _Returns(num_workers)  # type: ignore[method-assign]
         return new_stage
 
     def get_config(self) -> dict[str, Any]:

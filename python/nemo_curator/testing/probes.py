@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -330,3 +331,86 @@ class UnpicklableOn(ProcessingStage[Task[Any], Task[Any]]):
             if self.big:
                 task._metadata["payload"] = b"x" * self.big
         return task
+
+
+@dataclass
+class WorkerProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """Passes tasks through; records per task the worker's pid, the environment variables `env_vars`
+    and the thread it ran on. `spec` is what `ray_stage_spec()` returns; `env` the stage's
+    `runtime_env`. With `rendezvous` > 1, each call waits (at most `rendezvous_timeout_s`) until that
+    many calls of its worker run at once, and raises when they do not: proof of a worker's concurrency.
+    """
+
+    directory: str
+    name: str = "worker_probe"
+    spec: dict[str, Any] = field(default_factory=dict)
+    env: dict[str, Any] | None = None
+    env_vars: tuple[str, ...] = ("CURATOR_PROBE_VAR",)
+    workers: int | None = None
+    rendezvous: int = 0
+    rendezvous_timeout_s: float = 60.0
+    batch_size: int = 1
+
+    def __post_init__(self) -> None:
+        self.runtime_env = self.env
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return dict(self.spec)
+
+    def num_workers(self) -> int | None:
+        return self.workers
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        if self.rendezvous > 1:
+            # One barrier per worker process, made on first use (a stage copy is shared by its threads).
+            barrier = _BARRIERS.setdefault(self.name, threading.Barrier(self.rendezvous))
+            barrier.wait(timeout=self.rendezvous_timeout_s)
+        _write(
+            self.directory,
+            "call",
+            stage=self.name,
+            task_id=task.task_id,
+            env={name: os.environ.get(name) for name in self.env_vars},
+            thread=threading.get_ident(),
+            memory=_assigned_memory(),
+            node=_node_id(),
+        )
+        return task
+
+
+_BARRIERS: dict[str, Any] = {}
+
+
+def _assigned_memory() -> float | None:
+    """The `memory` resource Ray granted the current worker (None outside Ray or when none was asked)."""
+    try:
+        import ray
+
+        return (
+            ray.get_runtime_context().get_assigned_resources().get("memory") if ray.is_initialized() else None
+        )
+    except Exception:
+        return None
+
+
+@dataclass
+class WorkerProbeWithSetup(WorkerProbe):
+    """A `WorkerProbe` that also records each `setup()` (so it runs in actors on every executor).
+
+    With `await_setups` > 0, each call first waits (at most `rendezvous_timeout_s`) until that many
+    setups have been recorded, and raises when they are not: proof that so many workers exist at once.
+    """
+
+    await_setups: int = 0
+
+    def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        _write(self.directory, "setup", stage=self.name)
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        deadline = time.monotonic() + self.rendezvous_timeout_s
+        while len(list(Path(self.directory).glob("setup-*.json"))) < self.await_setups:
+            if time.monotonic() > deadline:
+                msg = f"fewer than {self.await_setups} workers of stage '{self.name}' were set up"
+                raise TimeoutError(msg)
+            time.sleep(0.05)  # other processes write the records: nothing here to wait on
+        return super().process(task)

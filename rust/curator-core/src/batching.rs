@@ -301,6 +301,11 @@ impl Scheduler {
                 if !self.downstream_admits(s) {
                     return false;
                 }
+                // An actor near its batch budget gets only what it has left.
+                let k = match self.stages[s].spec.max_batches_per_actor {
+                    Some(most) => k.min(most.saturating_sub(rec.batches_given).max(1) as usize),
+                    None => k,
+                };
                 if !self.submit_call(s, actor, k, partial, false) {
                     return self.isolated_front(s);
                 }
@@ -353,7 +358,17 @@ impl Scheduler {
         }
         self.calls.insert(call, batches.len() as u32);
         self.next_call += 1;
-        self.actors[actor as usize].calls += 1;
+        let rec = &mut self.actors[actor as usize];
+        rec.calls += 1;
+        rec.batches_given += batches.len() as u64;
+        // Its budget is spent: no new call; killed once its calls are done, and replaced.
+        if self.stages[s]
+            .spec
+            .max_batches_per_actor
+            .is_some_and(|most| rec.batches_given >= most)
+        {
+            self.retire(actor);
+        }
         let c = &mut self.stages[s].counters;
         c.calls += 1;
         c.started_at(now);

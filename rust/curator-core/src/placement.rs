@@ -13,10 +13,12 @@
 //! measured mean batch time, then one actor per `actor_start_secs` of work waiting for it ((queued +
 //! in-flight batches) × mean batch time), capped by the target. Starting an actor costs a process and
 //! imports (about a second); many tiny tasks would never repay the actors that fit, while heavy work
-//! asks for the whole cluster within its first batches.
+//! asks for the whole cluster within its first batches. An `Auto` pool's demand is never below its
+//! `min_pool_size`.
 //!
 //! At start: GPU stages get their whole pool up front (capped by what fits); then every other stage
-//! gets one actor if one fits, upstream first; then the leftover capacity is filled round-robin (most
+//! gets one actor if one fits, upstream first; then `Auto` pools with an `initial_pool_size` get up
+//! to it; then the leftover capacity is filled round-robin (most
 //! downstream first) up to each stage's demand; the fill runs again whenever demand or capacity
 //! changes. A fixed pool that does not fit is capped, with a
 //! warning. Node choice: GPU actors go where they leave the fewest GPUs free (packing, so whole devices
@@ -33,7 +35,8 @@
 //!   capacity if any, else by killing actors idle for at least the interval, of stages that cannot use
 //!   them now (no dispatchable work or backpressured), on the one node where the fewest kills make room. To grow a stage that
 //!   already has actors, victims' stages keep at least one actor and GPU actors are not taken for a
-//!   CPU-only stage. This makes every pipeline finish even when the cluster holds fewer actors than
+//!   CPU-only stage, and no pool goes below its `min_pool_size` (giving a stage its first actor may).
+//!   This makes every pipeline finish even when the cluster holds fewer actors than
 //!   there are stages.
 
 use std::cmp::Reverse;
@@ -305,15 +308,28 @@ impl Scheduler {
         if matches!(st.spec.pool, PoolSize::Fixed(_)) || st.need.gpus > 0 || start <= 0.0 {
             return cap;
         }
+        // `min_pool_size` is a floor whatever the work (validation keeps it within the target).
+        let floor = st.spec.min_pool_size.max(1);
         let Some(mean) = st.packing.mean_batch_secs() else {
-            return cap.min(1);
+            return cap.min(floor);
         };
         let waiting = st.queue.tasks().div_ceil(st.spec.batch_size as u64) + st.in_flight_batches;
         let want = (waiting as f64 * mean / start).ceil();
         if want >= cap as f64 {
             cap
         } else {
-            (want as usize).clamp(1, cap)
+            (want as usize).clamp(floor.min(cap), cap)
+        }
+    }
+
+    /// Actors a pool keeps when rebalancing takes from it to grow another stage: at least one, and
+    /// its `min_pool_size`. A stage with no actor at all may take any idle actor (else a pool at its
+    /// minimum could hold the cluster while the pipeline cannot go on).
+    fn keep_at_least(&self, s: usize, growth: bool) -> usize {
+        if growth {
+            self.stages[s].spec.min_pool_size.max(1)
+        } else {
+            0
         }
     }
 
@@ -386,6 +402,18 @@ impl Scheduler {
         for s in 0..n {
             if self.stages[s].actors.is_empty() && self.active(s) {
                 self.place_one(s);
+            }
+        }
+        // Pools with an initial size (`initial_workers`) start at it, when it fits.
+        for s in 0..n {
+            let st = &self.stages[s];
+            let want = st
+                .spec
+                .initial_pool_size
+                .unwrap_or(0)
+                .min(st.target.unwrap_or(usize::MAX));
+            if matches!(st.spec.pool, PoolSize::Auto { .. }) && self.active(s) {
+                while self.stages[s].actors.len() < want && self.place_one(s) {}
             }
         }
         self.fill();
@@ -522,7 +550,8 @@ impl Scheduler {
                     break;
                 }
                 let rec = &self.actors[a as usize];
-                if growth && self.stages[rec.stage].actors.len() - kills[rec.stage] <= 1 {
+                let left = self.stages[rec.stage].actors.len() - kills[rec.stage];
+                if left <= self.keep_at_least(rec.stage, growth) {
                     continue;
                 }
                 cap.give_back(&rec.grant);

@@ -5,7 +5,8 @@
 //!
 //! Segments: consecutive task stages with the same resources share a segment, unless the earlier
 //! one fans out or `exact_batches` starts a new segment at a stage with `batch_size` > 1; an actor
-//! stage is a segment of its own.
+//! stage, and a stage whose workers need options of their own (`alone`), is a segment of its own
+//! (also when busy-cluster fusing merges the others).
 //!
 //! Feasibility and resources follow the actor pool (`placement.rs`, the same units and per-device
 //! GPU model): a stage whose worker fits no node's *total* resources is `Infeasible`. A worker that
@@ -58,6 +59,9 @@ pub struct PlanStage {
     pub min_workers: Option<f64>,
     pub max_workers: Option<f64>,
     pub initial_workers: Option<f64>,
+    /// Its workers need options of their own (a `runtime_env`, `ray_remote_args`,
+    /// `max_calls_per_worker`): a segment of its own, never fused with a neighbour.
+    pub alone: bool,
 }
 
 impl PlanStage {
@@ -76,6 +80,7 @@ impl PlanStage {
             min_workers: None,
             max_workers: None,
             initial_workers: None,
+            alone: false,
         }
     }
 }
@@ -175,6 +180,7 @@ struct Seg {
     gpus: f64,
     need: Need,
     wanted: Option<Wanted>,
+    alone: bool,
 }
 
 fn config(msg: String) -> CoreError {
@@ -373,6 +379,8 @@ fn segments(stages: &[PlanStage], wants: &[Wanted], exact_batches: bool) -> Vec<
         if i > 0 {
             let prev = &stages[i - 1];
             let split = s.actor
+                || s.alone
+                || prev.alone
                 || prev.actor
                 || prev.fanout
                 || (exact_batches && s.batch_size > 1)
@@ -389,6 +397,7 @@ fn segments(stages: &[PlanStage], wants: &[Wanted], exact_batches: bool) -> Vec<
             gpus: s.resources.gpus,
             need: worker_need(&s.resources),
             wanted: s.actor.then_some(wants[i]),
+            alone: s.alone,
         });
     }
     out
@@ -402,7 +411,8 @@ fn fuse(segments: Vec<Seg>, totals: &Cluster) -> Vec<Seg> {
             let cpus = last.cpus.max(seg.cpus);
             let gpus = last.gpus.max(seg.gpus);
             let need = worker_need(&Resources { cpus, gpus });
-            if (last.actor || seg.actor) && totals.check_need("", need).is_ok() {
+            let apart = last.alone || seg.alone;
+            if !apart && (last.actor || seg.actor) && totals.check_need("", need).is_ok() {
                 last.stages.extend(seg.stages);
                 last.actor = true;
                 last.cpus = cpus;

@@ -75,6 +75,8 @@ pub(crate) struct ActorRec {
     pub ready_at: f64,
     /// Takes no new call; killed (and replaced by the pool fill) once its calls are done.
     pub retiring: bool,
+    /// Batches handed to it so far (for `max_batches_per_actor`).
+    pub batches_given: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -242,12 +244,36 @@ fn validate_stage(spec: &StageSpec) -> CoreResult<()> {
             spec.resources.gpus
         )));
     }
+    if spec.max_batches_per_actor == Some(0) {
+        return Err(config_error(format!(
+            "{owner}: max_batches_per_actor must be >= 1"
+        )));
+    }
     match spec.pool {
         PoolSize::Fixed(0) => Err(config_error(format!("{owner}: pool size must be >= 1"))),
         PoolSize::Auto { max: Some(0) } => {
             Err(config_error(format!("{owner}: max pool size must be >= 1")))
         }
-        _ => Ok(()),
+        PoolSize::Auto { max } => {
+            let min = spec.min_pool_size;
+            if let Some(hi) = max.filter(|&hi| min > hi) {
+                return Err(config_error(format!(
+                    "{owner}: min pool size ({min}) is larger than the max pool size ({hi})"
+                )));
+            }
+            match spec.initial_pool_size {
+                Some(0) => Err(config_error(format!(
+                    "{owner}: initial pool size must be >= 1"
+                ))),
+                Some(n) if n < min || max.is_some_and(|hi| n > hi) => Err(config_error(format!(
+                    "{owner}: initial pool size ({n}) must lie between the min pool size ({min}) \
+                         and the max pool size ({})",
+                    max.map_or("unbounded".to_string(), |hi| hi.to_string())
+                ))),
+                _ => Ok(()),
+            }
+        }
+        PoolSize::Fixed(_) => Ok(()),
     }
 }
 
@@ -912,6 +938,7 @@ impl Scheduler {
             isolated: false,
             ready_at: f64::INFINITY,
             retiring: false,
+            batches_given: 0,
         });
         let st = &mut self.stages[stage];
         st.actors.push(id);

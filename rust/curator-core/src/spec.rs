@@ -46,6 +46,15 @@ pub struct StageSpec {
     pub actor_restart_interval_secs: f64,
     /// An actor on which a batch failed in user code (and the run goes on) is drained and replaced.
     pub replace_actor_on_failure: bool,
+    /// An actor that has been given this many batches takes no more: it is drained and replaced
+    /// (`max_calls_per_worker`: a leaky stage gets a fresh process). None: no limit.
+    pub max_batches_per_actor: Option<u64>,
+    /// An `Auto` pool never shrinks below this many actors (rebalancing leaves them) and starts
+    /// with at least this many (`min_workers`; 0: no floor).
+    pub min_pool_size: usize,
+    /// An `Auto` pool's size at start, when it fits (`initial_workers`; it may shrink to
+    /// `min_pool_size` later). None: the usual start (see `placement.rs`).
+    pub initial_pool_size: Option<usize>,
 }
 
 impl StageSpec {
@@ -71,6 +80,9 @@ impl StageSpec {
             max_actor_age_secs: None,
             actor_restart_interval_secs: 60.0,
             replace_actor_on_failure: false,
+            max_batches_per_actor: None,
+            min_pool_size: 0,
+            initial_pool_size: None,
         }
     }
 }

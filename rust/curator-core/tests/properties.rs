@@ -37,6 +37,11 @@ fn stage() -> impl Strategy<Value = StageSpec> {
         prop_oneof![1 => 1usize..=8, 2 => 8usize..=100, 1 => Just(10_000usize)],
         prop_oneof![1 => 500u64..=5_000, 3 => Just(1u64 << 30)],
         prop_oneof![3 => Just(0u32), 1 => 1u32..=2],
+        (
+            prop_oneof![3 => Just(None), 1 => (1u64..=3).prop_map(Some)],
+            prop_oneof![3 => Just(0usize), 1 => 1usize..=3],
+            prop_oneof![3 => Just(None), 1 => (1usize..=4).prop_map(Some)],
+        ),
     )
         .prop_map(
             |(
@@ -50,8 +55,21 @@ fn stage() -> impl Strategy<Value = StageSpec> {
                 max_tasks,
                 max_bytes,
                 user_retries,
+                (max_batches_per_actor, min, initial),
             )| {
+                // Pool bounds that validate: min <= initial <= max.
+                let max = match pool {
+                    PoolSize::Auto { max } => max,
+                    PoolSize::Fixed(_) => Some(0),
+                };
+                let min_pool_size = max.map_or(min, |m| min.min(m));
+                let initial_pool_size = initial
+                    .map(|n| n.max(min_pool_size).max(1))
+                    .filter(|&n| max.is_none_or(|m| n <= m));
                 StageSpec {
+                    max_batches_per_actor,
+                    min_pool_size,
+                    initial_pool_size,
                     max_user_retries: user_retries,
                     batch_size,
                     resources: Resources { cpus, gpus },

@@ -69,6 +69,7 @@ fn stage_of(d: &Bound<'_, PyDict>) -> PyResult<PlanStage> {
         min_workers: optional(d, &name, "min_workers")?,
         max_workers: optional(d, &name, "max_workers")?,
         initial_workers: optional(d, &name, "initial_workers")?,
+        alone: field(d, &name, "alone", Some(false))?,
         name,
     })
 }

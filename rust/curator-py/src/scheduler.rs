@@ -52,6 +52,9 @@ pub struct PyStageSpec {
     max_actor_age_s: Option<f64>,
     actor_restart_interval_s: f64,
     replace_actor_on_failure: bool,
+    max_batches_per_actor: Option<u64>,
+    min_pool_size: usize,
+    initial_pool_size: Option<usize>,
 }
 
 #[pymethods]
@@ -62,6 +65,7 @@ impl PyStageSpec {
         slots_per_actor = 2, max_batches_per_call = 64, max_retries = 3, queue_max_tasks = 10_000,
         queue_max_bytes = 1_073_741_824, max_user_retries = 0, ignore_failures = None,
         max_actor_age_s = None, actor_restart_interval_s = 60.0, replace_actor_on_failure = false,
+        max_batches_per_actor = None, min_pool_size = 0, initial_pool_size = None,
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -81,6 +85,9 @@ impl PyStageSpec {
         max_actor_age_s: Option<f64>,
         actor_restart_interval_s: f64,
         replace_actor_on_failure: bool,
+        max_batches_per_actor: Option<i64>,
+        min_pool_size: i64,
+        initial_pool_size: Option<i64>,
     ) -> PyResult<Self> {
         let owner = format!("stage '{name}'");
         let retries = non_negative(&owner, "max_retries", max_retries)?;
@@ -105,6 +112,13 @@ impl PyStageSpec {
             max_actor_age_s,
             actor_restart_interval_s,
             replace_actor_on_failure,
+            max_batches_per_actor: max_batches_per_actor
+                .map(|n| non_negative(&owner, "max_batches_per_actor", n))
+                .transpose()?,
+            min_pool_size: to_usize(&owner, "min_pool_size", min_pool_size)?,
+            initial_pool_size: initial_pool_size
+                .map(|n| to_usize(&owner, "initial_pool_size", n))
+                .transpose()?,
             name,
         })
     }
@@ -143,6 +157,9 @@ impl PyStageSpec {
             max_actor_age_secs: self.max_actor_age_s,
             actor_restart_interval_secs: self.actor_restart_interval_s,
             replace_actor_on_failure: self.replace_actor_on_failure,
+            max_batches_per_actor: self.max_batches_per_actor,
+            min_pool_size: self.min_pool_size,
+            initial_pool_size: self.initial_pool_size,
         }
     }
 }

@@ -28,7 +28,7 @@ class RayStageSpecKeys(str, Enum):  # noqa: UP042 (str mixin as in Curator: same
     IS_RAFT_ACTOR = "is_raft_actor"
     IS_LSH_STAGE = "is_lsh_stage"
     IS_SHUFFLE_STAGE = "is_shuffle_stage"
-    # Accepted from later Curator releases.
+    # From Curator v1.2/v1.3: per-stage worker controls (see `backends/stage_controls.py`).
     MAX_CALLS_PER_WORKER = "max_calls_per_worker"
     MIN_WORKERS = "min_workers"
     MAX_WORKERS = "max_workers"

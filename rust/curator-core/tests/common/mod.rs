@@ -167,6 +167,8 @@ struct SimActor {
     calls: usize,
     /// Runs a retry that must be alone on it.
     isolated: bool,
+    /// Batches handed to it so far.
+    given: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -972,6 +974,7 @@ impl Sim {
             state: ActorState::Pending,
             calls: 0,
             isolated: false,
+            given: 0,
         });
         self.stats.creates += 1;
     }
@@ -1011,6 +1014,14 @@ impl Sim {
             (1..=spec.max_batches_per_call).contains(&k),
             "call with {k} batches"
         );
+        let given = a.given + k as u64;
+        self.actors[actor as usize].given = given;
+        if let Some(most) = spec.max_batches_per_actor {
+            assert!(
+                given <= most,
+                "actor {actor} given {given} batches, over its max_batches_per_actor {most}"
+            );
+        }
         if !snap.measured[s] {
             assert_eq!(
                 k, 1,

@@ -19,7 +19,6 @@ from nemo_curator import _core
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
-    _parse_runtime_env,
     call_timeouts,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
@@ -33,6 +32,7 @@ from nemo_curator.backends.experimental.ray_actor_pool.worker import (
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, payload_nbytes, put_stage, run_setup_on_node
 from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
+from nemo_curator.backends.stage_controls import ACTOR_POOL_MANAGED_ARGS, StageControls, stage_controls
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -83,6 +83,7 @@ class ActorPoolDriver:
         monitor: RunMonitor | None = None,
         *,
         stage_options: list[StageOptions] | None = None,
+        controls: list[StageControls] | None = None,
         stage_by_stage: bool = False,
         growth_interval_s: float = 0.0,
     ) -> None:
@@ -90,9 +91,18 @@ class ActorPoolDriver:
         self.nodes = nodes
         self.config = config
         self.monitor = monitor
-        self._runtime_env = _parse_runtime_env(config.runtime_env)
         self._stage_refs = [put_stage(s) for s in stages]
         self._options = stage_options or [StageOptions() for _ in stages]
+        self._controls = controls or [
+            stage_controls(s, executor="RayActorPoolExecutor", managed=ACTOR_POOL_MANAGED_ARGS)
+            for s in stages
+        ]
+        #: Each stage's worker runtime_env: the executor's, with the stage's own merged over it.
+        self._stage_envs = [c.worker_env(config.runtime_env) for c in self._controls]
+        pools = [
+            _pool_bounds(s, o, c, config)
+            for s, o, c in zip(stages, self._options, self._controls, strict=True)
+        ]
         self._timeouts = call_timeouts(config, [s.name for s in stages])
         #: Batches whose call ran past its timeout (their failures say so).
         self._timed_out: set[int] = set()
@@ -105,8 +115,11 @@ class ActorPoolDriver:
                 batch_size=batch_sizes[i],
                 cpus=float(s.resources.cpus),
                 gpus=float(s.resources.gpus),
-                pool_size=o.pool_size if o.pool_size is not None else _pool_size(s, config),
-                max_pool_size=o.max_pool_size,
+                pool_size=pools[i][0],
+                max_pool_size=pools[i][1],
+                min_pool_size=pools[i][2],
+                initial_pool_size=pools[i][3],
+                max_batches_per_actor=self._controls[i].max_calls_per_worker,
                 slots_per_actor=o.slots_per_actor or config.slots_per_actor,
                 max_batches_per_call=config.max_batches_per_call,
                 max_retries=config.max_retries,
@@ -123,7 +136,14 @@ class ActorPoolDriver:
             for i, (s, o) in enumerate(zip(stages, self._options, strict=True))
         ]
         # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
-        self._as_tasks = [config.stateless_as_tasks and is_stateless(s) for s in stages]
+        # A stage whose workers are recycled or take Ray options of their own gets actors: the core
+        # counts each actor's batches, and Ray's pooled task workers are shared by every stage.
+        self._as_tasks = [
+            config.stateless_as_tasks
+            and is_stateless(s)
+            and not (c.max_calls_per_worker or c.ray_remote_args)
+            for s, c in zip(stages, self._controls, strict=True)
+        ]
         #: True when the run starts no actor: nothing to hand back at the end (a finished Ray task's CPU
         #: is free at once, even while the cluster's resource view takes ~100 ms to show it).
         self.actorless = all(self._as_tasks)
@@ -299,12 +319,13 @@ class ActorPoolDriver:
         handle = (
             self._workers[stage_idx]
             .options(
+                # The stage's own Ray options first: the managed ones below are rejected there.
+                **{"max_concurrency": 1, **self._controls[stage_idx].ray_remote_args},
                 num_cpus=float(stage.resources.cpus),
                 num_gpus=float(stage.resources.gpus),
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node.node_id, soft=False),
                 # Only what needs it: an actor with its own runtime_env cannot reuse a pooled worker.
-                runtime_env=self._runtime_env if self._needs_env(stage) else None,
-                max_concurrency=1,
+                runtime_env=self._stage_envs[stage_idx] if self._needs_env(stage_idx) else None,
             )
             .remote(
                 self._stage_refs[stage_idx],
@@ -316,9 +337,13 @@ class ActorPoolDriver:
         self._actors[actor_id] = _Actor(actor_id, stage_idx, node, handle)
         self._starting[handle.ready.remote()] = actor_id
 
-    def _needs_env(self, stage: ProcessingStage[Any, Any]) -> bool:
+    def _needs_env(self, stage_idx: int) -> bool:
         # The CUDA_VISIBLE_DEVICES switch matters to GPU actors only; user env vars to every actor.
-        return bool(self.config.runtime_env) or float(stage.resources.gpus) > 0
+        return (
+            bool(self.config.runtime_env)
+            or bool(self._controls[stage_idx].runtime_env)
+            or float(self.stages[stage_idx].resources.gpus) > 0
+        )
 
     def _submit(self, actor_id: int, batches: list[tuple[int, list[int], int]]) -> None:
         actor = self._actors[actor_id]
@@ -334,7 +359,9 @@ class ActorPoolDriver:
                 num_cpus=float(stage.resources.cpus),
                 scheduling_strategy=NodeAffinitySchedulingStrategy(actor.node.node_id, soft=False),
                 name=stage.name,
-                runtime_env=self._runtime_env if self.config.runtime_env else None,
+                runtime_env=self._stage_envs[actor.stage]
+                if self.config.runtime_env or self._controls[actor.stage].runtime_env
+                else None,
             ).remote(
                 [
                     self._stage_refs[actor.stage],
@@ -691,3 +718,22 @@ def _pool_size(stage: ProcessingStage[Any, Any], config: ActorPoolConfig) -> int
     if n is not None and n > 0:
         return int(n)
     return config.pool_size
+
+
+def _pool_bounds(
+    stage: ProcessingStage[Any, Any], options: StageOptions, controls: StageControls, config: ActorPoolConfig
+) -> tuple[int | None, int | None, int, int | None]:
+    """`(pool_size, max_pool_size, min_pool_size, initial_pool_size)` for the core: an exact size
+    (`xenna_stage_spec`, `num_workers()`, `pool_size`) wins over the `min/max/initial_workers` bounds
+    of an automatic pool, with a warning when both are given (as on Ray Data)."""
+    fixed = options.pool_size if options.pool_size is not None else _pool_size(stage, config)
+    sizing = controls.sizing
+    if fixed is not None:
+        if sizing:
+            logger.warning(
+                f"Stage '{stage.name}' has an exact pool size ({fixed}); ignoring its ray_stage_spec "
+                f"worker sizing keys {sorted(sizing)}"
+            )
+        return fixed, options.max_pool_size, 0, None
+    caps = [c for c in (options.max_pool_size, controls.max_workers) if c]
+    return fixed, min(caps) if caps else None, controls.min_workers or 0, controls.initial_workers

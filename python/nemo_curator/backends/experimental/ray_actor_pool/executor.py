@@ -25,6 +25,7 @@ from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
 from nemo_curator.backends.ray_utils.session import execute_through_client
+from nemo_curator.backends.stage_controls import ACTOR_POOL_MANAGED_ARGS, stage_controls
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -132,6 +133,7 @@ class ActorPoolRun:
                         f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages "
                         f"are not supported by {self.name}."
                     )
+        controls = [stage_controls(st, executor=self.name, managed=ACTOR_POOL_MANAGED_ARGS) for st in stages]
         tasks = prepare_initial_tasks(initial_tasks)
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)) as session:
@@ -158,6 +160,7 @@ class ActorPoolRun:
                 s,
                 monitor=monitor,
                 stage_options=options,
+                controls=controls,
                 stage_by_stage=self.stage_by_stage,
                 growth_interval_s=self.growth_interval_s,
             )

@@ -57,7 +57,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -86,6 +86,7 @@ from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, payload_nbytes, put_stage
 from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
 from nemo_curator.backends.ray_utils.session import execute_through_client
+from nemo_curator.backends.stage_controls import RAY_DATA_MANAGED_ARGS, StageControls, stage_controls
 from nemo_curator.observability import RunMonitor, RunReport
 from nemo_curator.stages.base import ProcessingStage
 from nemo_curator.tasks import Task
@@ -126,6 +127,7 @@ class _StagePlan:
     batch_size: int
     actor: bool
     fanout: bool
+    controls: StageControls = field(default_factory=StageControls)
 
 
 class RayDataExecutor(BaseExecutor):
@@ -218,11 +220,21 @@ class RayDataExecutor(BaseExecutor):
             raise ValueError(
                 f"Stage '{stage.name}': Ray Data does not support nvdecs / nvencs. Please use gpus instead."
             )
+        actor = self.settings.force_actors or _runs_in_actors(stage)
+        controls = stage_controls(stage, executor="RayDataExecutor", managed=RAY_DATA_MANAGED_ARGS)
+        if actor and controls.max_calls_per_worker:
+            # Ray Data has no call budget for actors, and an actor that exits on purpose is not restarted.
+            raise ValueError(
+                f"Stage '{stage.name}': ray_stage_spec 'max_calls_per_worker' works on Ray Data task stages "
+                "only, and this stage runs in actors (it has setup(), a GPU, is_actor_stage or force_actors); "
+                "use RayActorPoolExecutor, which replaces its actors after that many calls"
+            )
         return _StagePlan(
             stage=stage,
             batch_size=resolve_batch_size(stage),
-            actor=self.settings.force_actors or _runs_in_actors(stage),
+            actor=actor,
             fanout=bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
+            controls=controls,
         )
 
     # -------------------------------------------------------------------------------------------- plan
@@ -246,6 +258,7 @@ class RayDataExecutor(BaseExecutor):
                     "min_workers": spec.get(RayStageSpecKeys.MIN_WORKERS.value),
                     "max_workers": spec.get(RayStageSpecKeys.MAX_WORKERS.value),
                     "initial_workers": spec.get(RayStageSpecKeys.INITIAL_WORKERS.value),
+                    "alone": p.controls.own_workers,
                 }
             )
         return _core.plan_ray_data(
@@ -350,6 +363,8 @@ class RayDataExecutor(BaseExecutor):
                 chunk_bytes=max(1, s.output_block_bytes // 2),
             )
             args = self._map_args([plans[i].stage for i in members], segment, segment_plan)
+            if len(members) == 1:  # stages with controls of their own are segments of their own
+                _apply_controls(args, plans[members[0]].controls, self.settings.runtime_env, segment["actor"])
             udf = args["fn"].__name__
             self._segment_udfs.append((udf, [plans[i].stage.name for i in members]))
             with warnings.catch_warnings():
@@ -724,3 +739,14 @@ class _Bundles:
                 # Stop Ray Data's execution (its actors and pending tasks) before leaving.
                 self._executor.shutdown(force=True)
                 self._thread.join(timeout=10.0)
+
+
+def _apply_controls(
+    args: dict[str, Any], controls: StageControls, executor_env: dict[str, Any], actor: bool
+) -> None:
+    """A one-stage segment's `map_batches` arguments with the stage's own worker controls."""
+    args.update(controls.ray_remote_args)  # managed keys were rejected when the stage was planned
+    if controls.runtime_env:
+        args["runtime_env"] = controls.worker_env(executor_env)
+    if controls.max_calls_per_worker and not actor:
+        args["max_calls"] = controls.max_calls_per_worker
