@@ -286,6 +286,15 @@ def _check_scale(n: int, out: Sequence[Task]) -> Check:
     return _check_values(_num_values(out), range(1, _scale_items(n) + 1))
 
 
+def _build_wide(n: int) -> tuple[list[ProcessingStage], list[Task]]:
+    # One parent with n children: how an executor blocks a huge fan-out.
+    return [Explode(n), AddOne("add_one")], make_num_tasks(1)
+
+
+def _check_wide(n: int, out: Sequence[Task]) -> Check:
+    return _check_values(_num_values(out), range(1, n + 1))
+
+
 SETUP_S = 1.0
 
 
@@ -362,6 +371,14 @@ WORKLOADS: dict[str, Workload] = {
             _check_fan_out,
             _fan_out_items,
             {"full": 1_000, "quick": 500, "bench": 5_000},
+        ),
+        Workload(
+            "fanout_200k",
+            "one task fans out to n children, then a trivial stage (batch_size 1): blocks of a huge fan-out",
+            _build_wide,
+            _check_wide,
+            lambda n: n,
+            {"full": 200_000, "quick": 20_000, "bench": 50_000},
         ),
         Workload(
             "setup_heavy",

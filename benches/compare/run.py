@@ -92,7 +92,9 @@ def ensure_curator_venv(python: Path | None) -> Path:
 def child_env(python: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     # Ray workers inherit this from the local raylet the driver starts: they import `workloads` by name.
-    env["PYTHONPATH"] = str(BENCHES)
+    # Our side runs this checkout's package (a worktree's, not whichever one the venv installed).
+    ours = python == Path(sys.executable)
+    env["PYTHONPATH"] = os.pathsep.join([str(BENCHES)] + ([str(ROOT / "python")] if ours else []))
     # A fresh local Ray per run. Without this, ray.init() joins the last cluster that `ray start` or
     # ray.cluster_utils registered in /tmp/ray/ray_current_cluster, someone else's on a shared machine.
     env["RAY_ADDRESS"] = "local"

@@ -253,7 +253,7 @@ def encode_tasks(
     tasks: _typing.Iterable[object],
     *,
     ledger: bytes | None = None,
-    failures: _typing.Sequence[dict[str, _typing.Any]] | None = None,
+    failures: _typing.Sequence[_typing.Any] | None = None,
 ) -> pa.Table:
     """One block with a row per task; `ledger` and `failures` ride on its first row (a ledger-only row
     when there are no tasks; an empty block when there is nothing at all)."""
@@ -284,7 +284,7 @@ class BlockWriter:
     def ready(self) -> pa.Table | None:
         """A block of the encoded tasks once they reach `chunk_bytes` of payload, else None."""
     def finish(
-        self, ledger: bytes | None = None, failures: _typing.Sequence[dict[str, _typing.Any]] | None = None
+        self, ledger: bytes | None = None, failures: _typing.Sequence[_typing.Any] | None = None
     ) -> pa.Table: ...
     @property
     def pending_rows(self) -> int: ...
@@ -343,6 +343,25 @@ class Ledger:
         failure_records: int,
         stage_names: list[str] | None = None,
     ) -> list[str]: ...
+    def metrics(
+        self,
+        stage_names: list[str],
+        initial_tasks: int,
+        final_tasks: int,
+        finished: bool,
+        actor_stages: list[bool],
+        epoch0: float,
+    ) -> dict[str, _typing.Any]:
+        """The run's metrics in the shape of `Scheduler.metrics()` (clocks in seconds since `epoch0`)."""
+    def balance(
+        self,
+        initial_tasks: int,
+        final_tasks: int,
+        failure_records: int,
+        finished: bool,
+        stage_names: list[str] | None = None,
+    ) -> dict[str, _typing.Any]:
+        """The count balance with `Scheduler.balance()`'s keys, plus `problems`."""
     def __eq__(self, value: object, /) -> bool: ...
 
 # --- planning.rs --------------------------------------------------------------------------------

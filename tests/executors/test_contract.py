@@ -374,6 +374,20 @@ def test_report_counts_fan_out_and_filtering(
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_report_says_how_long_start_up_took(make_any: Callable[[], BaseExecutor], tmp_path: Path) -> None:
+    # A setup of 0.3 s comes before the first call on every executor: start-up is at least that, and
+    # never more than the whole execute().
+    executor = make_any()
+    called = time.perf_counter()
+    out = executor.execute([LifecycleProbe(str(tmp_path), setup_s=0.3)], numbered_tasks(2))
+    elapsed = time.perf_counter() - called
+    assert len(out) == 2
+    report = executor.last_run
+    assert report is not None and report.startup_s is not None
+    assert 0.3 <= report.startup_s <= elapsed
+    assert "start-up" in report.format_summary()
+
+
 def test_a_stage_returning_a_non_task_is_an_error_naming_it(make_any: Callable[[], BaseExecutor]) -> None:
     with pytest.raises((TypeError, *StageFailedError), match=r"returns_non_task.*str"):
         make_any().execute([ReturnsNonTaskStage()], numbered_tasks(1))

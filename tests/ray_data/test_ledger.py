@@ -74,6 +74,28 @@ def test_report_fields_merge_as_sums_extremes_and_sets() -> None:
         a.record(0, 1, 1, start=float("nan"))
 
 
+def test_metrics_and_balance_in_the_schedulers_shape() -> None:
+    ledger = Ledger(2)
+    ledger.record(0, 2, 6, calls=1, start=1000.5, end=1001.0, worker=7)  # a fan-out in an actor
+    ledger.record(1, 6, 0, filtered_tasks=6, calls=2, worker=8)  # filters everything, in tasks
+    running = ledger.metrics(["fan", "drop"], 2, 0, False, [True, False], 1000.0)
+    fan, drop = running["stages"]
+    assert (fan["name"], fan["tasks_in"], fan["tasks_out"], fan["actors_created"]) == ("fan", 2, 6, 1)
+    assert (fan["first_start"], fan["last_end"]) == (0.5, 1.0)
+    assert (drop["tasks_in"], drop["tasks_filtered"], drop["actors_created"]) == (6, 6, 0)
+    assert drop["queued_tasks"] is None and not running["finished"]
+    assert (running["tasks_initial"], running["tasks_emitted"], running["tasks_failed"]) == (2, 0, 0)
+    done = ledger.metrics(["fan", "drop"], 2, 0, True, [True, False], 1000.0)
+    assert done["stages"][1]["queued_tasks"] == 0 and done["finished"]
+    b = ledger.balance(2, 0, 0, True, ["fan", "drop"])
+    assert (b["initial"], b["produced"], b["emitted"], b["consumed"], b["filtered"]) == (2, 6, 0, 8, 6)
+    assert b["balanced"] and b["complete"] and b["problems"] == [] and b["queued"] == 0
+    short = ledger.balance(3, 0, 0, False, ["fan", "drop"])
+    assert not short["balanced"] and "stage 'fan' received 2 tasks" in short["problems"][0]
+    with pytest.raises(ValueError, match="expected 2 stage names"):
+        ledger.metrics(["fan"], 2, 0, False, [True], 0.0)
+
+
 def test_imbalances_are_named() -> None:
     ledger = Ledger(2)
     ledger.record(0, 5, 5)

@@ -115,6 +115,22 @@ def test_batches_after_a_fan_out_are_cut_across_blocks() -> None:
     assert sum(n == 8 for n in lens) >= 0.8 * len(lens)
 
 
+@pytest.mark.parametrize(("children", "low", "high"), [(4, 2, 4), (3000, 2, 40)])
+def test_a_few_parents_fan_out_in_blocks_of_many_children_that_still_spread(
+    children: int, low: int, high: int
+) -> None:
+    # One parent: its children are re-blocked, a block per packed group (a few single children first,
+    # then groups twice as large). Few children still give calls to spread; many are not a call each.
+    stages = [FanOutStage(n=children), PassthroughStage()]
+    ex = RayDataExecutor(config={"show_progress": False})
+    got = ex.execute(stages, make_int_tasks(1))
+    assert _ids(got) == _ids(InProcessExecutor().execute(stages, make_int_tasks(1)))
+    assert ex.last_run is not None and ex.last_run.balanced
+    after = ex.last_run.stage("passthrough")
+    assert after.tasks_in == children == after.batches
+    assert low <= after.calls <= high
+
+
 def test_pandas_payloads_match_in_process() -> None:
     stages = [_PandasRows(), BatchRecorderStage(batch_size=3)]
     got = RayDataExecutor(config={"max_tasks_per_block": 2}).execute(stages, numbered_tasks(7))

@@ -44,6 +44,9 @@ class RunMonitor:
         self.status_interval_s = status_interval_s
         self.sample_s = sample_s
         self.timeline: list[dict[str, Any]] = []
+        #: Seconds from `execute()` starting to the zero of the run's clock (the report's `startup_s`
+        #: is this plus the first stage call's start on that clock).
+        self.clock_offset_s = 0.0
         self._last_sample = float("-inf")
         self._last_status = 0.0
         self._prev: tuple[StageMetrics, ...] | None = None
@@ -142,9 +145,11 @@ class RunMonitor:
         reports = [
             StageReport.from_counts(m.name, m.counts, actor_s=actor_s.get(m.name, 0.0)) for m in stages
         ]
+        starts = [m.counts.first_start for m in stages if m.counts.first_start is not None]
         return RunReport(
             executor=self.executor,
             total_s=now,
+            startup_s=self.clock_offset_s + min(starts) if starts else None,
             stages=reports,
             failures=list(failures),
             balance=source.balance(),

@@ -77,6 +77,9 @@ class RunReport:
 
     executor: str
     total_s: float = 0.0
+    #: Seconds from `execute()` starting to the first stage call starting (Ray start, actor and worker
+    #: start-up, `setup_on_node` and `setup` until then); None when no stage call ran.
+    startup_s: float | None = None
     stages: list[StageReport] = field(default_factory=list)
     #: One record per failed batch: stage, task_ids, error_type, message, traceback, attempts, kind.
     failures: list[FailureRecord] = field(default_factory=list)
@@ -131,9 +134,10 @@ class RunReport:
                 f"{s.utilisation * 100:>5.0f}%{s.retries:>6}{s.tasks_failed:>6}"
             )
         b = self.balance
+        startup = "" if self.startup_s is None else f" ({self.startup_s:.2f} s start-up)"
         lines.append("-" * len(head))
         lines.append(
-            f"{self.executor}: {self.total_s:.2f} s total; inputs {b.get('initial', 0)}, "
+            f"{self.executor}: {self.total_s:.2f} s total{startup}; inputs {b.get('initial', 0)}, "
             f"final outputs {b.get('emitted', 0)}, filtered {b.get('filtered', 0)}, failed {b.get('failed', 0)}; "
             f"count balance {'OK' if self.balanced else 'BROKEN'}"
         )

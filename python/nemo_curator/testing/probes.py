@@ -57,6 +57,8 @@ class LifecycleProbe(ProcessingStage[Task[Any], Task[Any]]):
     sleep_s: float = 0.0
     resources: Resources = field(default_factory=lambda: Resources(cpus=1.0))
     batch_size: int = 1
+    #: Seconds `setup` takes (a model load).
+    setup_s: float = 0.0
     #: What `xenna_stage_spec()` returns.
     xenna_spec: dict[str, Any] = field(default_factory=dict)
     #: `ray_stage_spec()["is_actor_stage"]` when not None.
@@ -76,6 +78,7 @@ class LifecycleProbe(ProcessingStage[Task[Any], Task[Any]]):
         )
 
     def setup(self, worker_metadata: WorkerMetadata | None = None) -> None:
+        time.sleep(self.setup_s)
         _write(
             self.directory,
             "setup",

@@ -484,6 +484,116 @@ impl PyLedger {
         ))
     }
 
+    /// The run's metrics in the shape of `Scheduler.metrics()`, so both executors feed the run
+    /// monitor alike: a stage's `tasks_in` is at least what reached it (the initial tasks, the
+    /// previous stage's outputs), `actors_created` the distinct workers of an actor stage, clocks
+    /// in seconds since `epoch0`; queues and work in flight are unknown (None) until `finished`.
+    #[pyo3(signature = (stage_names, initial_tasks, final_tasks, finished, actor_stages, epoch0))]
+    #[allow(clippy::too_many_arguments)]
+    fn metrics<'py>(
+        &self,
+        py: Python<'py>,
+        stage_names: Vec<String>,
+        initial_tasks: u64,
+        final_tasks: u64,
+        finished: bool,
+        actor_stages: Vec<bool>,
+        epoch0: f64,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let n = self.counts.stages.len();
+        if stage_names.len() != n || actor_stages.len() != n {
+            return Err(value_error(format!(
+                "metrics: expected {n} stage names and actor flags, got {} and {}",
+                stage_names.len(),
+                actor_stages.len()
+            )));
+        }
+        let empty = finished.then_some(0u64);
+        let mut reached = initial_tasks;
+        let mut failed = 0;
+        let mut stages = Vec::with_capacity(n);
+        for ((stage, name), actor) in self
+            .counts
+            .stages
+            .iter()
+            .zip(&stage_names)
+            .zip(&actor_stages)
+        {
+            let mut counts = stage.counts.clone();
+            counts.tasks_in = counts.tasks_in.max(reached);
+            counts.actors_created = if *actor {
+                stage.workers.len() as u64
+            } else {
+                0
+            };
+            let d = PyDict::new(py);
+            d.set_item("name", name)?;
+            counts_into(&d, &counts, |t| (t as f64 / 1e6 - epoch0).max(0.0))?;
+            for key in [
+                "queued_tasks",
+                "queued_bytes",
+                "in_flight_batches",
+                "in_flight_tasks",
+            ] {
+                d.set_item(key, empty)?;
+            }
+            d.set_item("finished", finished)?;
+            stages.push(d);
+            reached = counts.tasks_out;
+            failed += counts.tasks_failed;
+        }
+        let d = PyDict::new(py);
+        d.set_item("stages", PyList::new(py, stages)?)?;
+        d.set_item("tasks_initial", initial_tasks)?;
+        d.set_item("tasks_emitted", final_tasks)?;
+        d.set_item("tasks_failed", failed)?;
+        d.set_item("finished", finished)?;
+        Ok(d)
+    }
+
+    /// The count balance with the keys of `Scheduler.balance()`, plus `problems` (`check`'s list):
+    /// balanced when there are none, complete when also `finished`.
+    #[pyo3(signature = (initial_tasks, final_tasks, failure_records, finished, stage_names=None))]
+    fn balance<'py>(
+        &self,
+        py: Python<'py>,
+        initial_tasks: u64,
+        final_tasks: u64,
+        failure_records: u64,
+        finished: bool,
+        stage_names: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let problems = self.counts.imbalances(
+            &stage_names.unwrap_or_default(),
+            initial_tasks,
+            final_tasks,
+            failure_records,
+        );
+        let sum = |f: fn(&StageCounts) -> u64| -> u64 {
+            self.counts.stages.iter().map(|s| f(&s.counts)).sum()
+        };
+        let produced = sum(|c| c.tasks_out);
+        let failed = sum(|c| c.tasks_failed);
+        let consumed = sum(|c| c.tasks_in).saturating_sub(failed);
+        let accounted = final_tasks + consumed + failed;
+        let d = PyDict::new(py);
+        d.set_item("initial", initial_tasks)?;
+        d.set_item("produced", produced)?;
+        d.set_item("emitted", final_tasks)?;
+        d.set_item("consumed", consumed)?;
+        d.set_item("filtered", sum(|c| c.tasks_filtered))?;
+        d.set_item("failed", failed)?;
+        d.set_item(
+            "queued",
+            (initial_tasks + produced).saturating_sub(accounted),
+        )?;
+        d.set_item("in_flight", 0)?;
+        d.set_item("balanced", problems.is_empty())?;
+        d.set_item("complete", problems.is_empty() && finished)?;
+        d.set_item("problems", problems)?;
+        Ok(d)
+    }
+
     fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
         other
             .cast::<PyLedger>()

@@ -18,6 +18,8 @@ from nemo_curator.backends.base import (
     validate_stages,
 )
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
+from nemo_curator.observability.metrics import StageCounts
+from nemo_curator.observability.report import RunReport, StageReport
 
 if TYPE_CHECKING:
     from nemo_curator.stages.base import ProcessingStage
@@ -55,13 +57,19 @@ class InProcessExecutor(BaseExecutor):
         self.failures: list[FailureRecord] = []
         # One entry per stage of the last run: {stage, tasks_in, tasks_out, seconds}.
         self.last_run_stats: list[dict[str, Any]] = []
+        #: Report of the last `execute()`: per-stage tasks in/out and wall time, failures, `startup_s`.
+        self.last_run: RunReport | None = None
+        self._first_call: float | None = None
 
     def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
         validate_stages(stages)
         self.failures = []
         self.last_run_stats = []
+        self.last_run = None
+        self._first_call = None
         if not stages:
             return []
+        called = time.perf_counter()
         # Ray executors pickle stages and tasks; copying each one separately gives the same isolation here.
         run_stages = [copy.deepcopy(stage) for stage in stages]
         tasks = [copy.deepcopy(task) for task in prepare_initial_tasks(initial_tasks)]
@@ -87,6 +95,23 @@ class InProcessExecutor(BaseExecutor):
                 }
             )
         logger.debug(f"Pipeline completed. Final results: {len(tasks)} tasks")
+        reports = []
+        for s in self.last_run_stats:
+            failed = sum(len(f.task_ids) for f in self.failures if f.stage == s["stage"])
+            counts = StageCounts(
+                tasks_in=s["tasks_in"],
+                tasks_done=s["tasks_in"] - failed,
+                tasks_out=s["tasks_out"],
+                tasks_failed=failed,
+            )
+            reports.append(StageReport.from_counts(s["stage"], counts))
+        self.last_run = RunReport(
+            executor="InProcessExecutor",
+            total_s=time.perf_counter() - called,
+            startup_s=None if self._first_call is None else self._first_call - called,
+            stages=reports,
+            failures=list(self.failures),
+        )
         return tasks
 
     def _run_stage(
@@ -99,6 +124,8 @@ class InProcessExecutor(BaseExecutor):
         try:
             for start in range(0, len(tasks), batch_size):
                 batch = tasks[start : start + batch_size]
+                if self._first_call is None:
+                    self._first_call = time.perf_counter()
                 try:
                     outputs.extend(adapter.process_batch(batch))
                 except Exception as error:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -21,9 +22,9 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
     _parse_runtime_env,
 )
 from nemo_curator.backends.experimental.ray_actor_pool.driver import ActorPoolDriver, StageFailedError
-from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, wait_for_resources
+from nemo_curator.backends.ray_utils.checks import check_ray_stage
 from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.backends.stage_controls import ACTOR_POOL_MANAGED_ARGS, stage_controls
 from nemo_curator.observability import RunMonitor, RunReport
@@ -38,12 +39,6 @@ __all__ = [
     "StageOptions",
     "_parse_runtime_env",
 ]
-
-_UNSUPPORTED_KINDS = (
-    RayStageSpecKeys.IS_RAFT_ACTOR,
-    RayStageSpecKeys.IS_LSH_STAGE,
-    RayStageSpecKeys.IS_SHUFFLE_STAGE,
-)
 
 
 class RayActorPoolExecutor(BaseExecutor):
@@ -121,18 +116,13 @@ class ActorPoolRun:
     def execute(
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None
     ) -> list[Task[Any]]:
+        called = time.monotonic()  # the report's start-up is counted from here
         if not stages:
             return []
         validate_stages(stages)
         batch_sizes = [_batch_size(s) for s in stages]
         for stage in stages:
-            spec = stage.ray_stage_spec() or {}
-            for key in _UNSUPPORTED_KINDS:
-                if spec.get(key.value) or spec.get(key):
-                    raise NotImplementedError(
-                        f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages "
-                        f"are not supported by {self.name}."
-                    )
+            check_ray_stage(stage, self.name)
         controls = [stage_controls(st, executor=self.name, managed=ACTOR_POOL_MANAGED_ARGS) for st in stages]
         tasks = prepare_initial_tasks(initial_tasks)
         s = self.settings
@@ -164,6 +154,7 @@ class ActorPoolRun:
                 stage_by_stage=self.stage_by_stage,
                 growth_interval_s=self.growth_interval_s,
             )
+            monitor.clock_offset_s = time.monotonic() - called - driver.now()
             finished = False
             try:
                 results = driver.run(tasks)

@@ -28,9 +28,10 @@ from loguru import logger
 
 from nemo_curator import _core
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
-from nemo_curator.backends.failures import StageFailedError, describe_error, failure_message
+from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
 from nemo_curator.stages.base import ProcessingStage
+from nemo_curator.tasks import Task
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class SegmentPlan:
     stages: tuple[StagePlan, ...]
     input_store: Any = None  # first segment: handle of the run's `InputStore` (initial task lists)
     chunk_bytes: int = 4 * 1024 * 1024  # outputs are encoded and handed over in chunks of this size
+    #: A fan-out segment whose outputs are re-blocked into one row per block: its children go out
+    #: packed (`Children`), `spread` groups of `batch` first (so few parents still give every worker
+    #: a block), then groups twice as large up to `max_rows` (a multiple of `batch`) or `max_bytes`.
+    pack: tuple[int, int, int, int] | None = None  # (spread, batch, max_rows, max_bytes)
 
     @property
     def label(self) -> str:
@@ -145,31 +150,6 @@ class NodeSetups:
         return sorted(self._started)
 
 
-@dataclass
-class _CallCounts:
-    """What one stage did in one worker call (recorded into the call's ledger at its end)."""
-
-    tasks_in: int = 0
-    tasks_out: int = 0
-    failed_tasks: int = 0
-    batches: int = 0
-    failed_batches: int = 0
-    filtered_tasks: int = 0
-    items_in: int = 0
-    items_out: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-    busy_s: float = 0.0
-    first_start: float | None = None
-    last_end: float | None = None
-
-    def timed(self, wall_start: float, busy: float) -> None:
-        self.busy_s += busy
-        if self.first_start is None:
-            self.first_start = wall_start
-        self.last_end = wall_start + busy
-
-
 def _worker_number(worker_id: str) -> int | None:
     """A 64-bit number for a Ray worker id (hex), to count distinct workers in the ledger."""
     try:
@@ -187,125 +167,143 @@ def _size(task: Any) -> tuple[int, int]:
     return items, payload_nbytes(task)
 
 
-def _measure(task: Any, measured: dict[int, tuple[int, int]]) -> tuple[int, int]:
-    """(items, payload bytes) of a task, taken from `measured` when it was measured already."""
-    known = measured.pop(id(task), None)
-    return known if known is not None else _size(task)
-
-
 class StageRunner:
     """One stage instance in one worker process: `setup` once, then batches of exactly `batch_size`."""
 
     def __init__(self, plan: StagePlan) -> None:
         self.plan = plan
-        self.setup_error: dict[str, str] | None = None
+        self.setup_error: FailureRecord | None = None
         self.stage: ProcessingStage[Any, Any] = ray.get(plan.stage_ref)
         self.adapter = BaseStageAdapter(self.stage)
         context = ray.get_runtime_context()
         self.metadata = WorkerMetadata(worker_id=context.get_worker_id(), allocation=None)
         self.worker = _worker_number(self.metadata.worker_id)
         self._torn_down = False
-        if plan.node_setups is not None:
-            try:
+        self._call: Any = None  # the ledger of the call that ran the last batch
+        phase = "setup_on_node"
+        try:
+            if plan.node_setups is not None:
                 # This node's setup_on_node for the stage must be over before this worker's setup.
                 ray.get(plan.node_setups.ensure.remote(plan.index, context.get_node_id()))
-            except ray.exceptions.RayTaskError as exc:
-                cause = exc.cause if isinstance(exc.cause, BaseException) else exc
-                self.setup_error = {**describe_error(cause), "phase": "setup_on_node"}
-                return
-        try:
+            phase = "setup"
             self.stage.setup(self.metadata)
         except Exception as exc:
-            self.setup_error = {**describe_error(exc), "phase": "setup"}
+            cause = exc.cause if isinstance(exc, ray.exceptions.RayTaskError) else exc
+            cause = cause if isinstance(cause, BaseException) else exc
+            self.setup_error = FailureRecord.from_exception(plan.name, (), cause)
+            self._phase = phase
 
     def check_setup(self) -> None:
         if self.setup_error is not None:
-            name = self.plan.name
-            failure = {"stage": name, "task_ids": [], **self.setup_error}
+            f = self.setup_error
             raise StageFailedError(
-                f"{self.setup_error['phase']} of stage '{name}' failed: "
-                f"{failure['error_type']}: {failure['message']}\n{failure['traceback']}",
-                failure,
+                f"{self._phase} of stage '{f.stage}' failed: {f.error_type}: {f.message}\n{f.traceback}", f
             )
 
-    def start_call(self) -> None:
-        self.counts = _CallCounts()
-
     def run_batch(
-        self, batch: list[Any], failures: list[dict[str, Any]], measured: dict[int, tuple[int, int]]
+        self,
+        batch: list[Any],
+        ledger: Any,
+        failures: list[FailureRecord],
+        measured: dict[int, tuple[int, int]],
     ) -> list[Any]:
-        """One `process_batch` call; a failure is raised, or recorded under `ignore_failures`.
+        """One `process_batch` call, counted into the call's `ledger`; a failure is raised, or recorded
+        under `ignore_failures`.
 
         `measured` maps `id(task)` to (items, bytes) of tasks measured already (outputs of the
         previous stage of the segment): inputs are looked up there, outputs are added to it."""
         plan = self.plan
-        counts = self.counts
-        counts.tasks_in += len(batch)
-        counts.batches += 1
-        for task in batch:
-            items, nbytes = _measure(task, measured)
-            counts.items_in += items
-            counts.bytes_in += nbytes
+        sizes = [measured.pop(id(t), None) or _size(t) for t in batch]
         wall_start = time.time()
         start = time.perf_counter()
+        failed: FailureRecord | None = None
         try:
             outputs = self.adapter.process_batch(batch)
         except Exception as exc:
-            counts.timed(wall_start, time.perf_counter() - start)
-            failure = {
-                "stage": plan.name,
-                "task_ids": [t.task_id for t in batch],
-                **describe_error(exc),
-                "attempts": 1,
-                "kind": "user",
-            }
+            outputs = []
+            failed = FailureRecord.from_exception(plan.name, [t.task_id for t in batch], exc)
             if not plan.ignore_failures:
-                raise StageFailedError(failure_message(failure), failure) from exc
-            logger.warning(
-                f"Stage '{plan.name}' failed on task(s) {failure['task_ids']}: "
-                f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
-            )
-            failures.append(failure)
-            counts.failed_tasks += len(batch)
-            counts.failed_batches += 1
-            return []
-        counts.timed(wall_start, time.perf_counter() - start)
-        counts.tasks_out += len(outputs)
-        if not outputs:
-            counts.filtered_tasks += len(batch)
-        for task in outputs:
-            size = measured[id(task)] = _size(task)
-            counts.items_out += size[0]
-            counts.bytes_out += size[1]
+                raise StageFailedError(str(failed), failed) from exc
+            logger.warning(failed.describe() + " (skipped: ignore_failures=True)")
+            failures.append(failed)
+        busy = time.perf_counter() - start
+        out_sizes = [_size(t) for t in outputs]
+        measured.update(zip(map(id, outputs), out_sizes, strict=True))
+        first = ledger is not self._call  # this call's first batch of the stage: one more call
+        self._call = ledger
+        ledger.record(
+            plan.index,
+            len(batch),
+            len(outputs),
+            failed_tasks=len(batch) if failed else 0,
+            failed_batches=1 if failed else 0,
+            filtered_tasks=0 if failed or outputs else len(batch),
+            calls=int(first),
+            items_in=sum(i for i, _ in sizes),
+            items_out=sum(i for i, _ in out_sizes),
+            bytes_in=sum(b for _, b in sizes),
+            bytes_out=sum(b for _, b in out_sizes),
+            busy_s=busy,
+            start=wall_start,
+            end=wall_start + busy,
+            worker=self.worker,
+        )
         return outputs
-
-    def end_call(self, ledger: Any) -> None:
-        c = self.counts
-        if c.batches:
-            ledger.record(
-                self.plan.index,
-                c.tasks_in,
-                c.tasks_out,
-                failed_tasks=c.failed_tasks,
-                batches=c.batches,
-                failed_batches=c.failed_batches,
-                filtered_tasks=c.filtered_tasks,
-                calls=1,
-                items_in=c.items_in,
-                items_out=c.items_out,
-                bytes_in=c.bytes_in,
-                bytes_out=c.bytes_out,
-                busy_s=c.busy_s,
-                start=c.first_start,
-                end=c.last_end,
-                worker=self.worker,
-            )
 
     def teardown(self) -> None:
         if self._torn_down or self.setup_error is not None:
             return
         self._torn_down = True
         self.stage.teardown()
+
+
+@dataclass
+class Children(Task[pa.Table]):
+    """Children of a fan-out packed as one row (`data` is their encoded block), so that a repartition
+    into one row per block hands the next segment blocks of many children. Never leaves the run."""
+
+    @property
+    def num_items(self) -> int:
+        return 0
+
+    def validate(self) -> bool:
+        return True
+
+
+def _unpack(tasks: list[Any]) -> list[Any]:
+    """`tasks` with each `Children` row replaced by the children it holds."""
+    if not any(type(t) is Children for t in tasks):
+        return tasks
+    out: list[Any] = []
+    for task in tasks:
+        out.extend(_core.decode_block(task.data)[0] if type(task) is Children else [task])
+    return out
+
+
+class _Packer:
+    """Packs a fan-out call's children into `Children` rows of growing size (see `SegmentPlan.pack`)."""
+
+    def __init__(
+        self, pack: tuple[int, int, int, int], sink: Any, measured: dict[int, tuple[int, int]]
+    ) -> None:
+        self.spread, self.batch, self.max_rows, self.max_bytes = pack
+        self.sink, self.measured = sink, measured
+        self.group: list[Any] = []
+        self.bytes = 0
+        self.packed = 0
+
+    def add(self, tasks: list[Any]) -> None:
+        for task in tasks:
+            self.group.append(task)
+            self.bytes += self.measured.pop(id(task), (0, 0))[1]
+            grown = self.batch << min(30, max(0, self.packed - self.spread + 1))
+            if len(self.group) >= min(self.max_rows, grown) or self.bytes >= self.max_bytes:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.group:
+            self.sink.add([Children(task_id="", dataset_name="", data=_core.encode_tasks(self.group))])
+            self.group, self.bytes, self.packed = [], 0, self.packed + 1
 
 
 class SegmentRunner:
@@ -326,7 +324,6 @@ class SegmentRunner:
         call holds about one output block, not one copy of its tasks per stage."""
         for runner in self.runners:
             runner.check_setup()
-            runner.start_call()
         # Initial task lists read for this call only: stages mutate the tasks they get, so a list is
         # never reused by a later call (a retry must start from the stored state).
         stored: dict[int, Any] = {}
@@ -339,26 +336,29 @@ class SegmentRunner:
         tasks, ledgers, failures = _core.decode_block(block, stored=stored_list)
         read = list(stored)
         stored.clear()
-        yield from self._run(tasks, ledgers, failures)
+        yield from self._run(_unpack(tasks), ledgers, failures)
         if read:
             # Every output of this call is with Ray Data now: the lists it read may go.
             self.plan.input_store.release.remote(self.plan.run_id, read)
 
-    def _run(
-        self, tasks: list[Any], ledgers: list[bytes], failures: list[dict[str, Any]]
-    ) -> Iterator[pa.Table]:
+    def _run(self, tasks: list[Any], ledgers: list[bytes], failures: list[Any]) -> Iterator[pa.Table]:
         if not tasks and not ledgers and not failures:
             yield _core.empty_block()
             return
         # Encodes outputs as they come (holding the last one back for the ledger) in blocks of
         # about `chunk_bytes`.
         sink = _core.BlockWriter(self.plan.chunk_bytes)
+        ledger = _core.Ledger(self._num_stages)
         buffers: list[list[Any]] = [[] for _ in self.runners]
         # (items, bytes) of the tasks between stages of this call, so each task is measured once.
         measured: dict[int, tuple[int, int]] = {}
+        packer = _Packer(self.plan.pack, sink, measured) if self.plan.pack else None
 
         def push(level: int, tasks: list[Any]) -> None:
             if level == len(self.runners):
+                if packer is not None:
+                    packer.add(tasks)
+                    return
                 for task in tasks:
                     measured.pop(id(task), None)
                 sink.add(tasks)
@@ -369,7 +369,7 @@ class SegmentRunner:
             while len(buffer) >= size:
                 batch = buffer[:size]
                 del buffer[:size]
-                push(level + 1, self.runners[level].run_batch(batch, failures, measured))
+                push(level + 1, self.runners[level].run_batch(batch, ledger, failures, measured))
 
         for index in range(len(tasks)):
             task, tasks[index] = tasks[index], None  # the input list no longer holds it
@@ -380,15 +380,14 @@ class SegmentRunner:
         for level, runner in enumerate(self.runners):  # partial batches, upstream first
             if buffers[level]:
                 batch, buffers[level] = buffers[level], []
-                push(level + 1, runner.run_batch(batch, failures, measured))
+                push(level + 1, runner.run_batch(batch, ledger, failures, measured))
                 chunk = sink.ready()
                 if chunk is not None:
                     yield chunk
-        ledger = _core.Ledger(self._num_stages)
+        if packer is not None:
+            packer.flush()
         for encoded in ledgers:
             ledger.merge(encoded)
-        for runner in self.runners:
-            runner.end_call(ledger)
         yield sink.finish(ledger.to_bytes(), failures)
 
     def _stored_list(self, index: int) -> Any:

@@ -45,8 +45,10 @@ class RayDataConfig(ExecutorConfig):
     #: this, which it stores as blocks of about this size, so a worker holds about one at a time.
     output_block_bytes: int = 8 * 1024 * 1024
     #: Tasks per block after a fan-out stage (`is_fanout_stage`) whose next stage has batch size 1,
-    #: so that the next stage spreads them over its workers. None: 1 when the run has fewer than 4
-    #: initial tasks per CPU, else no re-blocking (each call's outputs stay its own blocks).
+    #: so that the next stage spreads them over its workers. None: when the run has fewer than 4
+    #: initial tasks per CPU, blocks of growing size (one child per block for the first few, then up
+    #: to `max_tasks_per_block` or `target_block_bytes`); with more, each call's outputs stay its own
+    #: blocks.
     fanout_tasks_per_block: int | None = None
     #: Full batches everywhere: every stage with `batch_size` B > 1 starts its own segment and reads
     #: blocks of exactly B tasks from a global repartition. Otherwise consecutive task stages share

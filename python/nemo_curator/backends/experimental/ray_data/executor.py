@@ -1,51 +1,26 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
 One row is one task (the task codec of `nemo_curator._core`), so Ray Data's row counts are task
-counts and its byte counts are the payloads' real sizes. The run's plan comes from the core (`_core.plan_ray_data`,
-`rust/curator-core/src/planning.rs`): the segments, each actor pool's size, the repartitions and
-the initial blocks; this module only turns it into Ray Data calls. The stages are grouped into
-segments, each one `map_batches`:
+counts and its byte counts are the payloads' real sizes. The plan comes from the core
+(`_core.plan_ray_data`, `rust/curator-core/src/planning.rs`: segments, pool sizes with the actor
+pool's feasibility rules, repartitions, initial blocks); this module turns it into Ray Data calls,
+one `map_batches` per segment (consecutive task stages with the same resources share one; a stage
+with per-worker state is an actor pool of its own). Each stage calls `process_batch` on slices of
+exactly `batch_size` of the tasks a call gets (`adapter.py`); `exact_batches` repartitions for full
+batches everywhere but the last.
 
-- consecutive task stages with the same resources form one segment, run in Ray tasks: a call
-  takes a block and passes its tasks through every stage of the segment as objects (one decode and
-  one encode per segment, not per stage);
-- a stage that needs per-worker state (overrides `setup`, uses GPUs and CPUs, or its
-  `ray_stage_spec()` says `is_actor_stage`) is a segment of its own, run in an actor pool sized
-  from `num_workers()`, `pool_size` or the cluster's *free* resources, with the actor-pool
-  executor's feasibility rules, leaving room for one worker of every task segment (and for the
-  repartitions) so that the stages feeding a pool always run; when the free resources cannot hold
-  that (other work holds part of the cluster), the plan fuses neighbouring segments into one actor
-  pool rather than wait forever;
-- a fan-out stage ends its segment; when the run has few initial tasks (under 4 per CPU), a strict
-  streaming repartition re-blocks its outputs (`fanout_tasks_per_block`, default 1) so the next
-  segment spreads them over its workers; with more, each call's outputs stay its own blocks.
+After a fan-out with few parents, a strict repartition gives each block one row, and the fan-out
+packs its children into rows of growing size (`SegmentPlan.pack`): a few children still reach every
+worker, a huge fan-out makes blocks of many children (at most `max_tasks_per_block` rows or
+`target_block_bytes`), not one block per child.
 
-Batches: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
-it receives. The first segment's initial blocks hold whole batches of its first stage. A later
-segment whose first stage has a batch size B > 1 gets batches of B rows that Ray Data cuts across
-the blocks of each of its Ray tasks (`map_batches(batch_size=B)`), so at most the last batch of a
-Ray task is short, as in Curator; a later stage of a segment is full too unless an earlier stage of
-the same segment filtered or fanned out tasks (then each call may end with a short batch).
-`exact_batches` starts a new segment at every stage with B > 1 and repartitions its input into
-blocks of exactly B rows, for full batches everywhere but the very last, at the cost of one more
-pass and a Ray task per batch.
-
-The driver streams the final blocks (`iter_internal_ref_bundles`), decodes each as it arrives
-(Arrow payloads stay in the object store, referenced without a copy) and merges the per-block
-ledgers into one `nemo_curator._core.Ledger`, whose balance check proves that every input task
-was output, filtered or reported as failed. The ledgers also carry what the run report needs
-(items, bytes, busy time, first start / last end, workers per stage): the driver feeds the merged
-ledger to the same `RunMonitor` as the actor-pool executor (`observe.py`), for the progress display
-while blocks arrive, the summary at the end (`show_progress`) and `executor.last_run`.
-
-Runs of one process started at the same time see each other's reservations: a run whose plan
-does not fit next to them waits for them to end. A run that still cannot go on (no Ray Data
-progress while no waiting stage has room for a worker) logs a warning naming the stages and the
-free vs needed resources, and fails after `stall_timeout_s`.
-
-`ignore_head_node` keeps every task and actor of the run off the head node with a Ray label
-selector on the node id (`DataContext.execution_options.label_selector`) and limits Ray Data's
-resource budget to the other nodes.
+The driver streams the final blocks, decodes them (Arrow payloads are not copied) and merges the
+per-call ledgers into one `_core.Ledger` whose balance check proves that every input task was
+output, filtered or reported as failed; the same `RunMonitor` as the actor pool's reads it
+(`observe.py`) for progress and `executor.last_run`. Runs of one process see each other's
+reservations and wait for room; a run that cannot go on (no progress while no waiting stage has room
+for a worker) warns, then fails after `stall_timeout_s`. `ignore_head_node` keeps the run off the
+head node with a Ray label selector and limits Ray Data's budget to the other nodes.
 """
 
 from __future__ import annotations
@@ -57,7 +32,6 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -84,6 +58,7 @@ from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import ClusterNode, RaySession, cluster_nodes, payload_nbytes, put_stage
+from nemo_curator.backends.ray_utils.checks import check_ray_stage
 from nemo_curator.backends.ray_utils.nodes import needs_setup_on_node
 from nemo_curator.backends.ray_utils.session import execute_through_client
 from nemo_curator.backends.stage_controls import RAY_DATA_MANAGED_ARGS, StageControls, stage_controls
@@ -93,12 +68,8 @@ from nemo_curator.tasks import Task
 
 __all__ = ["RayDataConfig", "RayDataExecutor", "StageFailedError"]
 
-_UNSUPPORTED_KINDS = (
-    RayStageSpecKeys.IS_RAFT_ACTOR,
-    RayStageSpecKeys.IS_LSH_STAGE,
-    RayStageSpecKeys.IS_SHUFFLE_STAGE,
-)
 _NODE_ID_LABEL = "ray.io/node-id"
+_POOL_KEYS = (RayStageSpecKeys.MIN_WORKERS, RayStageSpecKeys.MAX_WORKERS, RayStageSpecKeys.INITIAL_WORKERS)
 # Blocks fetched per `ray.get` while streaming the results; fewer when they come slowly, so the
 # progress display follows (they are fetched at least every `_FETCH_INTERVAL_S`).
 _FETCH_BLOCKS = 8
@@ -110,24 +81,6 @@ _FETCH_INTERVAL_S = 0.25
 # each other forever.
 _ACTIVE = threading.Condition()
 _CLAIMS: dict[str, dict[str, tuple[float, float]]] = {}
-
-
-def _runs_in_actors(stage: ProcessingStage[Any, Any]) -> bool:
-    """Curator's rule: an explicit `is_actor_stage` wins; otherwise `utils.is_actor_stage`."""
-    spec = stage.ray_stage_spec() or {}
-    explicit = spec.get(RayStageSpecKeys.IS_ACTOR_STAGE.value)
-    if explicit is not None:
-        return bool(explicit)
-    return is_actor_stage(stage)
-
-
-@dataclass
-class _StagePlan:
-    stage: ProcessingStage[Any, Any]
-    batch_size: int
-    actor: bool
-    fanout: bool
-    controls: StageControls = field(default_factory=StageControls)
 
 
 class RayDataExecutor(BaseExecutor):
@@ -163,6 +116,7 @@ class RayDataExecutor(BaseExecutor):
         self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        called = time.perf_counter()  # the report's start-up is counted from here
         self.failures = []
         self.last_run_stats = []
         self.last_run = None
@@ -173,24 +127,32 @@ class RayDataExecutor(BaseExecutor):
         if not stages:
             return []
         tasks = _distinct(prepare_initial_tasks(initial_tasks))
-        plans = [self._plan(stage) for stage in stages]
+        specs = [self._stage_spec(stage) for stage in stages]
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             started = (time.perf_counter(), time.time())  # the report's clock: from here
             token = uuid.uuid4().hex
-            nodes, plan = self._admit(token, plans, [payload_nbytes(t) for t in tasks])
+            nodes, plan = self._admit(token, specs, [payload_nbytes(t) for t in tasks])
             try:
-                stage_refs = [put_stage(p.stage) for p in plans]
+                stage_refs = [put_stage(stage) for stage in stages]
                 # Only stages with real per-node work need the per-node registry (an actor).
-                needs_node_setup = [needs_setup_on_node(p.stage) for p in plans]
+                needs_node_setup = [needs_setup_on_node(stage) for stage in stages]
                 setups = (
-                    NodeSetups.remote(stage_refs, [p.stage.name for p in plans])  # type: ignore[attr-defined]
+                    NodeSetups.remote(stage_refs, [st.name for st in stages])  # type: ignore[attr-defined]
                     if any(needs_node_setup)
                     else None
                 )
                 try:
                     results = self._run(
-                        plans, plan, stage_refs, setups, needs_node_setup, tasks, nodes, started
+                        stages,
+                        specs,
+                        plan,
+                        stage_refs,
+                        setups,
+                        needs_node_setup,
+                        tasks,
+                        nodes,
+                        (*started, started[0] - called),
                     )
                 finally:
                     if setups is not None:
@@ -207,20 +169,19 @@ class RayDataExecutor(BaseExecutor):
             logger.info("run summary\n" + self.last_run.format_summary())
         return results
 
-    def _plan(self, stage: ProcessingStage[Any, Any]) -> _StagePlan:
-        spec = stage.ray_stage_spec() or {}
-        for key in _UNSUPPORTED_KINDS:
-            if spec.get(key.value):
-                raise NotImplementedError(
-                    f"Stage '{stage.name}' sets ray_stage_spec '{key.value}': RAFT, LSH and shuffle stages are "
-                    "not supported by RayDataExecutor."
-                )
+    def _stage_spec(self, stage: ProcessingStage[Any, Any]) -> dict[str, Any]:
+        """What the core plans a stage from (`_core.plan_ray_data`)."""
+        spec = check_ray_stage(stage, "RayDataExecutor")
         res = stage.resources
         if res.gpus <= 0 and (getattr(res, "nvdecs", 0) > 0 or getattr(res, "nvencs", 0) > 0):
             raise ValueError(
                 f"Stage '{stage.name}': Ray Data does not support nvdecs / nvencs. Please use gpus instead."
             )
-        actor = self.settings.force_actors or _runs_in_actors(stage)
+        # Curator's rule: an explicit `is_actor_stage` wins; otherwise `utils.is_actor_stage`.
+        explicit = spec.get(RayStageSpecKeys.IS_ACTOR_STAGE.value)
+        actor = self.settings.force_actors or (
+            bool(explicit) if explicit is not None else is_actor_stage(stage)
+        )
         controls = stage_controls(stage, executor="RayDataExecutor", managed=RAY_DATA_MANAGED_ARGS)
         if actor and controls.max_calls_per_worker:
             # Ray Data has no call budget for actors, and an actor that exits on purpose is not restarted.
@@ -229,51 +190,21 @@ class RayDataExecutor(BaseExecutor):
                 "only, and this stage runs in actors (it has setup(), a GPU, is_actor_stage or force_actors); "
                 "use RayActorPoolExecutor, which replaces its actors after that many calls"
             )
-        return _StagePlan(
-            stage=stage,
-            batch_size=resolve_batch_size(stage),
-            actor=actor,
-            fanout=bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
-            controls=controls,
-        )
-
-    # -------------------------------------------------------------------------------------------- plan
-    def _core_plan(
-        self, plans: list[_StagePlan], nodes: list[ClusterNode], task_sizes: list[int]
-    ) -> dict[str, Any]:
-        """The run's plan from the core (`curator_core::planning`): segments, pools, blocks."""
-        s = self.settings
-        stages = []
-        for p in plans:
-            spec = p.stage.ray_stage_spec() or {}
-            stages.append(
-                {
-                    "name": p.stage.name,
-                    "batch_size": p.batch_size,
-                    "cpus": float(p.stage.resources.cpus),
-                    "gpus": float(p.stage.resources.gpus),
-                    "actor": p.actor,
-                    "fanout": p.fanout,
-                    "num_workers": p.stage.num_workers(),
-                    "min_workers": spec.get(RayStageSpecKeys.MIN_WORKERS.value),
-                    "max_workers": spec.get(RayStageSpecKeys.MAX_WORKERS.value),
-                    "initial_workers": spec.get(RayStageSpecKeys.INITIAL_WORKERS.value),
-                    "alone": p.controls.own_workers,
-                }
-            )
-        return _core.plan_ray_data(
-            stages,
-            [(n.node_id, n.total_cpus, n.total_gpus, n.cpus, n.gpus) for n in nodes],
-            task_sizes,
-            pool_size=s.pool_size,
-            exact_batches=s.exact_batches,
-            fanout_tasks_per_block=s.fanout_tasks_per_block,
-            max_tasks_per_block=s.max_tasks_per_block,
-            target_block_bytes=s.target_block_bytes,
-        )
+        return {
+            "name": stage.name,
+            "batch_size": resolve_batch_size(stage),
+            "cpus": float(res.cpus),
+            "gpus": float(res.gpus),
+            "actor": actor,
+            "fanout": bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
+            "num_workers": stage.num_workers(),
+            **{key.value: spec.get(key.value) for key in _POOL_KEYS},
+            "alone": controls.own_workers,  # a segment of its own (see `_apply_controls`)
+            "controls": controls,  # not read by the core
+        }
 
     def _admit(
-        self, token: str, plans: list[_StagePlan], task_sizes: list[int]
+        self, token: str, specs: list[dict[str, Any]], task_sizes: list[int]
     ) -> tuple[list[ClusterNode], dict[str, Any]]:
         """Plan the run on what is free now, and record what it reserves (see `_CLAIMS`).
 
@@ -290,7 +221,16 @@ class RayDataExecutor(BaseExecutor):
             )
             with _ACTIVE:
                 free = _less_claims(nodes, _CLAIMS.values())
-                plan = self._core_plan(plans, free, task_sizes)
+                plan = _core.plan_ray_data(
+                    specs,
+                    [(n.node_id, n.total_cpus, n.total_gpus, n.cpus, n.gpus) for n in free],
+                    task_sizes,
+                    pool_size=s.pool_size,
+                    exact_batches=s.exact_batches,
+                    fanout_tasks_per_block=s.fanout_tasks_per_block,
+                    max_tasks_per_block=s.max_tasks_per_block,
+                    target_block_bytes=s.target_block_bytes,
+                )
                 if plan["fits"] or not _CLAIMS:
                     _CLAIMS[token] = {
                         n.node_id: claim for n, claim in zip(nodes, plan["claims"], strict=True)
@@ -312,29 +252,29 @@ class RayDataExecutor(BaseExecutor):
     # ------------------------------------------------------------------------------------------- build
     def _run(
         self,
-        plans: list[_StagePlan],
+        stages: list[ProcessingStage[Any, Any]],
+        specs: list[dict[str, Any]],
         plan: dict[str, Any],
         stage_refs: list[Any],
         setups: Any,
         needs_node_setup: list[bool],
         tasks: list[Task[Any]],
         nodes: list[ClusterNode],
-        started: tuple[float, float],
+        started: tuple[float, float, float],
     ) -> list[Task[Any]]:
         s = self.settings
         run_id = uuid.uuid4().hex
-        n = len(plans)
         stage_plans = [
             StagePlan(
                 index=i,
-                num_stages=n,
-                name=p.stage.name,
+                num_stages=len(stages),
+                name=stage.name,
                 stage_ref=stage_refs[i],
-                batch_size=p.batch_size,
+                batch_size=specs[i]["batch_size"],
                 ignore_failures=s.ignore_failures,
                 node_setups=setups if needs_node_setup[i] else None,
             )
-            for i, p in enumerate(plans)
+            for i, stage in enumerate(stages)
         ]
         groups = [tasks[start:end] for start, end in plan["blocks"]]
         # The initial tasks go into the object store once, as they are (Arrow buffers travel
@@ -361,12 +301,15 @@ class RayDataExecutor(BaseExecutor):
                 stages=tuple(stage_plans[i] for i in members),
                 input_store=store if k == 0 else None,
                 chunk_bytes=max(1, s.output_block_bytes // 2),
+                pack=self._pack(specs, segments, k, nodes),
             )
-            args = self._map_args([plans[i].stage for i in members], segment, segment_plan)
+            args = self._map_args([stages[i] for i in members], segment, segment_plan)
             if len(members) == 1:  # stages with controls of their own are segments of their own
-                _apply_controls(args, plans[members[0]].controls, self.settings.runtime_env, segment["actor"])
+                _apply_controls(
+                    args, specs[members[0]]["controls"], self.settings.runtime_env, segment["actor"]
+                )
             udf = args["fn"].__name__
-            self._segment_udfs.append((udf, [plans[i].stage.name for i in members]))
+            self._segment_udfs.append((udf, [stages[i].name for i in members]))
             with warnings.catch_warnings():
                 # Ray 2.60 has no named parameter for max_retries / max_restarts / max_task_retries.
                 warnings.filterwarnings("ignore", message=".*ray_remote_args.*deprecated")
@@ -374,9 +317,25 @@ class RayDataExecutor(BaseExecutor):
             logger.debug(
                 f"Segment {k + 1}/{len(segments)} {segment_plan.label}: "
                 f"{'actors ' + str(segment['pool']) if segment['actor'] else 'tasks'}, "
-                f"batch sizes {[plans[i].batch_size for i in members]}"
+                f"batch sizes {[specs[i]['batch_size'] for i in members]}"
             )
-        return self._stream(ds, plans, plan, len(tasks), started)
+        return self._stream(ds, [st.name for st in stages], plan, len(tasks), started)
+
+    def _pack(
+        self, specs: list[dict[str, Any]], segments: list[dict[str, Any]], k: int, nodes: list[ClusterNode]
+    ) -> tuple[int, int, int, int] | None:
+        """`SegmentPlan.pack` of segment `k`: when it ends with a fan-out whose children the plan
+        re-blocks one row per block (few parents), pack them into rows of many children."""
+        s = self.settings
+        after = segments[k + 1] if k + 1 < len(segments) else None
+        if after is None or after["repartition"] != 1 or s.fanout_tasks_per_block is not None:
+            return None
+        if not specs[segments[k]["stages"][-1]]["fanout"]:
+            return None
+        batch = specs[after["stages"][0]]["batch_size"]
+        max_rows = max(batch, s.max_tasks_per_block // batch * batch)
+        spread = max(1, int(sum(n.total_cpus for n in nodes)))
+        return (spread, batch, max_rows, s.target_block_bytes)
 
     def _map_args(
         self, stages: list[ProcessingStage[Any, Any]], segment: dict[str, Any], plan: SegmentPlan
@@ -450,15 +409,14 @@ class RayDataExecutor(BaseExecutor):
     def _stream(
         self,
         ds: ray.data.Dataset,
-        plans: list[_StagePlan],
+        names: list[str],
         plan: dict[str, Any],
         num_initial: int,
-        started: tuple[float, float],
+        started: tuple[float, float, float],
     ) -> list[Task[Any]]:
         s = self.settings
-        names = [p.stage.name for p in plans]
-        start, epoch0 = started
-        in_actors = [False] * len(plans)
+        start, epoch0, offset = started
+        in_actors = [False] * len(names)
         for segment in plan["segments"]:
             for i in segment["stages"]:
                 in_actors[i] = segment["actor"]
@@ -469,12 +427,17 @@ class RayDataExecutor(BaseExecutor):
             progress="auto" if s.show_progress else "off",
             progress_interval_s=s.progress_interval_s,
         )
+        monitor.clock_offset_s = offset
         results: list[Task[Any]] = []
         failures: list[FailureRecord] = []
         try:
             pending: list[tuple[Any, Any]] = []
             last_fetch = time.perf_counter()
-            for bundle in _Bundles(ds, self._watch(plan), s.stall_timeout_s):
+            watch = [
+                (udf, names, float(seg["cpus"]) or 1.0, float(seg["gpus"]))
+                for (udf, names), seg in zip(self._segment_udfs, plan["segments"], strict=True)
+            ]
+            for bundle in _Bundles(ds, watch, self.ignore_head_node, s.stall_timeout_s):
                 if bundle is None:  # nothing new: keep the display going
                     if pending and time.perf_counter() - last_fetch >= _FETCH_INTERVAL_S:
                         self._take(pending, view, results, failures)
@@ -514,13 +477,6 @@ class RayDataExecutor(BaseExecutor):
         if problems:
             raise RuntimeError("RayDataExecutor lost track of tasks: " + "; ".join(problems))
         return results
-
-    def _watch(self, plan: dict[str, Any]) -> _Watch:
-        segments = [
-            (udf, names, float(seg["cpus"]) or 1.0, float(seg["gpus"]))
-            for (udf, names), seg in zip(self._segment_udfs, plan["segments"], strict=True)
-        ]
-        return _Watch(segments, self.ignore_head_node)
 
     def _infra_failure(self, exc: BaseException) -> StageFailedError:
         """A worker or actor died more often than `max_retries` allows: name the stages it ran."""
@@ -614,14 +570,6 @@ def _less_claims(nodes: list[ClusterNode], claims: Any) -> list[ClusterNode]:
     return out
 
 
-@dataclass
-class _Watch:
-    """What the stall check needs: each segment's UDF name, stages and request per worker."""
-
-    segments: list[tuple[str, list[str], float, float]]
-    ignore_head_node: bool
-
-
 class _Bundles:
     """The dataset's result bundles, read by a thread so the driver can notice a run that stopped.
 
@@ -631,8 +579,15 @@ class _Bundles:
     quarter of `stall_timeout_s` (at most a minute) and fails the run at `stall_timeout_s`.
     """
 
-    def __init__(self, ds: ray.data.Dataset, watch: _Watch, stall_timeout_s: float) -> None:
-        self._watch = watch
+    def __init__(
+        self,
+        ds: ray.data.Dataset,
+        segments: list[tuple[str, list[str], float, float]],
+        ignore_head_node: bool,
+        stall_timeout_s: float,
+    ) -> None:
+        self._segments = segments  # each segment's UDF name, stages and request per worker
+        self._ignore_head_node = ignore_head_node
         self._timeout = stall_timeout_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._executor: Any = None
@@ -677,15 +632,15 @@ class _Bundles:
         try:
             open_ops = [op.name for op in list(self._executor._topology or {}) if not op.has_completed()]
         except Exception:
-            return self._watch.segments
-        return [seg for seg in self._watch.segments if any(seg[0] in name for name in open_ops)]
+            return self._segments
+        return [seg for seg in self._segments if any(seg[0] in name for name in open_ops)]
 
     def _starved(self) -> str | None:
         """Why the waiting segments cannot run (None: one of them has room for a worker)."""
         waiting = self._waiting()
         if not waiting:
             return None
-        nodes = cluster_nodes(ignore_head_node=self._watch.ignore_head_node, settle_s=0.0)
+        nodes = cluster_nodes(ignore_head_node=self._ignore_head_node, settle_s=0.0)
         for _, _, cpus, gpus in waiting:
             if any(n.cpus >= cpus - 1e-9 and n.gpus >= gpus - 1e-9 for n in nodes):
                 return None

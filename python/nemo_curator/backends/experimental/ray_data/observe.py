@@ -23,11 +23,10 @@ the dataset is exhausted: nothing is left), actor states, slots, backpressure.
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 
 from nemo_curator import _core
-from nemo_curator.observability.metrics import RunMetrics, StageCounts, StageMetrics
+from nemo_curator.observability.metrics import RunMetrics
 
 
 class LedgerView:
@@ -53,61 +52,17 @@ class LedgerView:
         """Why the counts do not balance (empty when they do)."""
         return list(self.ledger.check(self.num_initial, self.emitted, self.failure_records, self.names))
 
-    def _clock(self, epoch: float | None) -> float | None:
-        return None if epoch is None else max(0.0, epoch - self.epoch0)
-
     def metrics(self) -> RunMetrics:
-        stages = []
-        reached = self.num_initial
-        # Once the dataset is exhausted nothing waits or runs; before, Ray Data does not say.
-        empty = 0 if self.finished else None
-        for name, values, actor in zip(self.names, self.ledger.stages(), self.actor_stages, strict=True):
-            ran = StageCounts.from_mapping(values)
-            counts = replace(
-                ran,
-                tasks_in=max(reached, ran.tasks_in),
-                actors_created=int(values["workers"]) if actor else 0,
-                first_start=self._clock(ran.first_start),
-                last_end=self._clock(ran.last_end),
+        return RunMetrics.from_scheduler(
+            self.ledger.metrics(
+                self.names, self.num_initial, self.emitted, self.finished, self.actor_stages, self.epoch0
             )
-            stages.append(
-                StageMetrics(
-                    name=name,
-                    counts=counts,
-                    queued_tasks=empty,
-                    queued_bytes=empty,
-                    in_flight_batches=empty,
-                    in_flight_tasks=empty,
-                    finished=self.finished,
-                )
-            )
-            reached = counts.tasks_out
-        return RunMetrics(
-            stages=tuple(stages),
-            tasks_initial=self.num_initial,
-            tasks_emitted=self.emitted,
-            tasks_failed=sum(s.counts.tasks_failed for s in stages),
-            finished=self.finished,
         )
 
     def balance(self) -> dict[str, Any]:
         """The same keys as `_core.Scheduler.balance()`, plus `problems` (why it does not balance)."""
-        stages = self.ledger.stages()
-        produced = sum(int(s["tasks_out"]) for s in stages)
-        failed = sum(int(s["tasks_failed"]) for s in stages)
-        consumed = sum(int(s["tasks_in"]) for s in stages) - failed
-        accounted = self.emitted + consumed + failed
-        problems = self.problems()
-        return {
-            "initial": self.num_initial,
-            "produced": produced,
-            "emitted": self.emitted,
-            "consumed": consumed,
-            "filtered": sum(int(s["tasks_filtered"]) for s in stages),
-            "failed": failed,
-            "queued": max(0, self.num_initial + produced - accounted),
-            "in_flight": 0,
-            "balanced": not problems,
-            "complete": not problems and self.finished,
-            "problems": problems,
-        }
+        return dict(
+            self.ledger.balance(
+                self.num_initial, self.emitted, self.failure_records, self.finished, self.names
+            )
+        )
