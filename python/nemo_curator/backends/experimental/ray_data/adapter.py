@@ -27,6 +27,7 @@ import ray
 from loguru import logger
 
 from nemo_curator import _core
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
 from nemo_curator.backends.failures import StageFailedError, describe_error, failure_message
 from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
@@ -261,6 +262,8 @@ class StageRunner:
             }
             if not plan.ignore_failures:
                 raise StageFailedError(failure_message(failure), failure) from exc
+            if (credit := checkpoint.batch_credit(batch)) is not None:
+                failure[checkpoint.CREDIT_KEY] = credit  # the failed tasks ended: their credit goes back
             logger.warning(
                 f"Stage '{plan.name}' failed on task(s) {failure['task_ids']}: "
                 f"{failure['error_type']}: {failure['message']} (skipped: ignore_failures=True)"
@@ -271,6 +274,8 @@ class StageRunner:
             return []
         counts.timed(wall_start, time.perf_counter() - start)
         counts.tasks_out += len(outputs)
+        if (credit := checkpoint.split_credit(batch, outputs)) is not None:
+            failures.append({checkpoint.CREDIT_KEY: credit})  # filtered: the credit rides back with the block
         if not outputs:
             counts.filtered_tasks += len(batch)
         for task in outputs:
