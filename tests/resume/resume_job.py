@@ -90,7 +90,8 @@ def make_executor(name: str) -> Any:
         return RayActorPoolExecutor({**config, "show_progress": False})
     from nemo_curator.backends.ray_data import RayDataExecutor
 
-    return RayDataExecutor({**config, "show_progress": False})
+    # Small blocks: a block's tasks come back (and complete) together, so they are what is in flight.
+    return RayDataExecutor({**config, "show_progress": False, "max_tasks_per_block": 2})
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +30,9 @@ MAX_IN_FLIGHT = 12
 def _env(out: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({"RESUME_N_SOURCES": str(N_SOURCES), "RESUME_OUT": str(out), **extra})
+    # A Ray temp dir of its own: `ray.init()` would join a cluster someone else started with `ray start`
+    # (it reads `<temp dir>/ray_current_cluster`); the executor must start its own here.
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(checkpoint.__file__).parents[2]), env.get("PYTHONPATH")) if p
     )
@@ -57,7 +61,8 @@ def _run_and_kill(executor: str, ckpt: Path, out: Path, after_outputs: int) -> N
     )
     try:
         deadline = time.monotonic() + 180
-        while len(_outputs(out)) < after_outputs:
+        # Killed once some outputs are written and a first completion is recorded (its file exists).
+        while len(_outputs(out)) < after_outputs or not list((ckpt / checkpoint.METADATA_DIR).glob("*.mdb")):
             assert proc.poll() is None, "the job ended before it could be killed"
             assert time.monotonic() < deadline, "the job made no progress"
             time.sleep(0.05)
@@ -78,7 +83,9 @@ def _outputs(out: Path) -> dict[str, list[int]]:
 
 def _worked(out: Path, skip: frozenset[Path] = frozenset()) -> list[int]:
     """Sources the work stage started, from the logs of every run but those in `skip`."""
-    return [int(line) for log in out.glob("work-*.log") if log not in skip for line in log.read_text().split()]
+    return [
+        int(line) for log in out.glob("work-*.log") if log not in skip for line in log.read_text().split()
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -99,11 +106,11 @@ def test_sigkill_then_resume(executor: str, clean: dict[str, list[int]], tmp_pat
     out2.mkdir()
     for path in out1.glob("*.json"):
         (out2 / path.name).write_text(path.read_text())
-    _run(executor, ckpt, out2)
+    log = _run(executor, ckpt, out2)
 
     # Same final files, same rows: nothing lost, nothing written twice under another name.
     final = _outputs(out2)
-    assert final == clean
+    assert final == clean, log[-3000:]
     rows = [r for data in final.values() for r in data]
     assert len(rows) == len(set(rows))
     # Only sources not recorded completed were redone, each once; of those, at most the in-flight ones
