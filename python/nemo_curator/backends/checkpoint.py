@@ -422,6 +422,11 @@ def run_managed(
             writer.close()
     if not stages:
         return []
+    if os.environ.get("RAY_ADDRESS", "").startswith("ray://"):
+        # Through Ray Client the driver loop runs on the cluster, out of reach of this process's store.
+        raise NotImplementedError(
+            "checkpoint_path is not supported through Ray Client (RAY_ADDRESS=ray://...)"
+        )
     from nemo_curator.backends.base import validate_stages
 
     validate_stages(stages)
