@@ -78,6 +78,8 @@ _STATEFUL_SPEC_KEYS = ("is_shuffle_stage", "is_lsh_stage", "is_raft_actor")
 _ACTIVE: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "nemo_curator_checkpoint", default=None
 )
+#: Set while `run_managed` runs the executor, so that the executor's own call to it runs the plain way.
+_MANAGED: contextvars.ContextVar[bool] = contextvars.ContextVar("nemo_curator_managed_run", default=False)
 
 
 def active() -> Checkpoint | None:
@@ -265,12 +267,14 @@ def assign_task_ids(inputs: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -
         return
     n_in, n_out = len(inputs), len(outputs)
     if n_in == 1:
-        parent, source = inputs[0].task_id, inputs[0]._metadata[SOURCE_KEY]
+        parent_id, source = inputs[0].task_id, inputs[0]._metadata[SOURCE_KEY]
         for j, task in enumerate(outputs):
-            _set(task, f"{parent}_{j}", source)
+            _set(task, f"{parent_id}_{j}", source)
     elif n_in == n_out:
-        for parent, task in zip(inputs, outputs, strict=True):
-            _set(task, f"{parent.task_id}_0", parent._metadata.get(SOURCE_KEY, ""))
+        # Read every parent first: a stage may hand an input back as another slot's output.
+        parents = [(t.task_id, t._metadata.get(SOURCE_KEY, "")) for t in inputs]
+        for (pid, psource), task in zip(parents, outputs, strict=True):
+            _set(task, f"{pid}_0", psource)
     else:
         sources = {t._metadata.get(SOURCE_KEY, "") for t in inputs}
         source = sources.pop() if len(sources) == 1 else ""
@@ -406,7 +410,7 @@ def run_managed(
 ) -> Any:
     """An executor's `execute` with a checkpoint or a manifest; `NotImplemented` when neither applies (or
     when called from inside the managed run), so the executor runs the plain way."""
-    if _ACTIVE.get() is not None:
+    if _MANAGED.get():
         return NotImplemented
     if checkpoint_path is None:
         if retry_failed:
@@ -414,9 +418,11 @@ def run_managed(
         directory = failed_tasks_dir(None)
         if directory is None:
             return NotImplemented
+        managed = _MANAGED.set(True)
         try:
             return executor.execute(stages, initial_tasks)
         finally:
+            _MANAGED.reset(managed)
             writer = ManifestWriter(directory)
             writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
             writer.close()
@@ -445,12 +451,13 @@ def run_managed(
         ckpt.close(finished=True)
         executor.failures = []
         return []
-    token = _ACTIVE.set(ckpt)
+    token, managed = _ACTIVE.set(ckpt), _MANAGED.set(True)
     finished = False
     try:
         results = executor.execute(rest, todo)
         finished = True
     finally:
+        _MANAGED.reset(managed)
         _ACTIVE.reset(token)
         ckpt.close(finished=finished)
     for task in results:
