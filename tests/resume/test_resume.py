@@ -7,6 +7,7 @@ were not recorded as completed when the driver died (at most what was in flight)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -78,7 +79,8 @@ def _run_and_kill(executor: str, ckpt: Path, out: Path, after_outputs: int) -> N
                 assert time.monotonic() < deadline, "the job made no progress"
                 time.sleep(0.05)
         finally:
-            os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # the group is gone when the job ended itself
+                os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if proc.returncode == -signal.SIGKILL:
             return
