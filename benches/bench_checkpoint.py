@@ -115,10 +115,13 @@ def main() -> None:
     benches = str(Path(__file__).resolve().parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (benches, os.environ.get("PYTHONPATH")) if p)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # A Ray of its own: `ray.init()` would join a cluster another job started with `ray start`.
+    os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     from nemo_curator.testing import ray_env
 
-    ray_env.ensure_local_ray(num_cpus=2, object_store_memory=512 * 2**20)
     names = sys.argv[1:] or list(EXECUTORS)
+    if any(n != "in_process" for n in names):
+        ray_env.ensure_local_ray(num_cpus=2, object_store_memory=512 * 2**20)
     print(f"{'executor':16} {'workload':8} {'plain s':>8} {'ckpt s':>8} {'ratio':>6}")
     for name in names:
         for kind in ("tiny", "arrow"):

@@ -18,7 +18,8 @@ Storage: LMDB, in Curator v1.3's layout so that either can resume the other's ch
 `<dir>/.nemo_curator_metadata/<hostname>-<pid>.mdb`, single-file environments, one named DB
 `completed_sources` with source id -> b"1". A run writes only its own file and starts from the union of all
 files in the directory. LMDB is embedded (no server, no Ray actor, so it works with any Ray session or none),
-each commit is durable (`sync=True`) and we commit once per group of completions, which keeps its cost small.
+each commit is durable (`sync=True`); completions are committed in groups at most `COMMIT_INTERVAL_S` after
+they happen, which keeps the cost small (a source whose record a crash loses is only redone).
 
 Source ids (Curator's `get_source_id()`): a task's `get_deterministic_id()` when it has one (a file group:
 a hash of its paths), else its position. Deterministic task ids: a source gets `0_<source id>`; below it
@@ -38,6 +39,7 @@ import copy
 import json
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
@@ -69,6 +71,8 @@ FAILED_TASKS_FILE = "failed_tasks.json"
 METADATA_DIR = ".nemo_curator_metadata"
 DB_NAME = b"completed_sources"
 _MAP_SIZE = 1 << 30
+#: Completions are committed (fsync) in groups, at most this long after they happen.
+COMMIT_INTERVAL_S = 0.2
 #: Task metadata keys: the source a task descends from, and (Ray Data) the credit it carries.
 SOURCE_KEY = "_source_id"
 CREDIT_KEY = "_ckpt_credit"
@@ -158,25 +162,42 @@ class Checkpoint:
         #: Actor pool: core root id -> source id.
         self._roots: dict[int, str] = {}
         self.recorded = 0
+        self._pending: list[str] = []
+        self._pending_failures: list[FailureRecord] = []
+        self._last_commit = time.monotonic()
 
     # ---------------------------------------------------------------------------------- recording
     def record(self, source_ids: Iterable[str], failures: Sequence[FailureRecord] = ()) -> None:
-        """Write the failures first, then mark `source_ids` completed in one durable commit."""
-        if failures:
-            self.manifest.write(failures)
-        keys = [s for s in source_ids if s not in self.completed]
-        if not keys:
+        """Mark `source_ids` completed (their failed tasks in `failures`). Written as one group commit at most
+        `COMMIT_INTERVAL_S` later: an fsync per completion would cost more than tiny tasks do, and a source
+        whose record is lost to a crash is only redone."""
+        self._pending_failures.extend(failures)
+        for key in source_ids:
+            if key not in self.completed:
+                self.completed.add(key)
+                self._pending.append(key)
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the failures first, then the completed sources, in one durable commit."""
+        self._last_commit = time.monotonic()
+        if self._pending_failures:
+            self.manifest.write(self._pending_failures)
+            self._pending_failures = []
+        if not self._pending:
             return
         if self._env is None:
             self._env = _open_env(self._file, readonly=False)
             self._db = self._env.open_db(DB_NAME, create=True)
         with self._env.begin(write=True, db=self._db) as txn:
-            for key in keys:
+            for key in self._pending:
                 txn.put(key.encode(), b"1")
-        self.completed.update(keys)
-        self.recorded += len(keys)
+        self.recorded += len(self._pending)
+        self._pending = []
 
     def close(self, *, finished: bool) -> None:
+        self.flush()
         if self._env is not None:
             self._env.close()
             self._env = None
@@ -193,8 +214,8 @@ class Checkpoint:
             self._roots[rid] = task._metadata.get(SOURCE_KEY, task.task_id)
 
     def roots_completed(self, root_ids: Sequence[int], failures: Sequence[FailureRecord] = ()) -> None:
-        if root_ids or failures:
-            self.record([self._roots.pop(r) for r in root_ids if r in self._roots], failures)
+        # Called every scheduling round, also with nothing new: that is when a pending group is committed.
+        self.record([self._roots.pop(r) for r in root_ids if r in self._roots], failures)
 
     # ---------------------------------------------------------------------------------- Ray Data
     def give_credit(self, tasks: Sequence[Task[Any]]) -> None:
@@ -465,6 +486,15 @@ def run_managed(
     return results
 
 
+def _shallow_copy(task: Task[Any]) -> Task[Any]:
+    """A copy whose id, metadata and perf history can change without touching the caller's task; the
+    payload is shared (executors copy or pickle it anyway)."""
+    out = copy.copy(task)
+    out._stage_perf = list(task._stage_perf)
+    out._metadata = dict(task._metadata)
+    return out
+
+
 def _sources(
     stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None
 ) -> tuple[list[Task[Any]], list[ProcessingStage[Any, Any]]]:
@@ -475,7 +505,7 @@ def _sources(
 
     tasks = prepare_initial_tasks(initial_tasks)
     if not all(isinstance(t, _EmptyTask) for t in tasks):
-        return _mark_sources([copy.deepcopy(t) for t in tasks]), stages
+        return _mark_sources([_shallow_copy(t) for t in tasks]), stages
     adapter = BaseStageAdapter(copy.deepcopy(stages[0]))
     worker = WorkerMetadata(worker_id="driver")
     adapter.setup_on_node(NodeInfo(node_id="driver"), worker)

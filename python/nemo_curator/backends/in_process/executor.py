@@ -121,7 +121,8 @@ class InProcessExecutor(BaseExecutor):
     ) -> list[Task]:
         for index, adapter in enumerate(adapters):
             stage = adapter.stage
-            logger.debug(f"Processing stage {index + 1}/{len(adapters)}: {stage} ({len(tasks)} tasks)")
+            if lifecycle:
+                logger.debug(f"Processing stage {index + 1}/{len(adapters)}: {stage} ({len(tasks)} tasks)")
             started = time.perf_counter()
             tasks_in = len(tasks)
             tasks = self._run_stage(adapter, tasks, worker_metadata, lifecycle=lifecycle)
