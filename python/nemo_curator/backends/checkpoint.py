@@ -220,7 +220,7 @@ class Checkpoint:
     # ---------------------------------------------------------------------------------- Ray Data
     def give_credit(self, tasks: Sequence[Task[Any]]) -> None:
         for task in tasks:
-            task._metadata = {**task._metadata, CREDIT_KEY: {task._metadata[SOURCE_KEY]: Fraction(1)}}
+            task._metadata = {**task._metadata, CREDIT_KEY: {task._metadata[SOURCE_KEY]: (1, 1)}}
 
     def take_block(self, tasks: Sequence[Task[Any]], block_failures: list[Any]) -> list[Any]:
         """Count the credit of one final block; record what it completes; return the real failures."""
@@ -249,36 +249,48 @@ class Checkpoint:
         return failures
 
 
-def _add(into: dict[str, Fraction], credit: dict[str, Fraction]) -> None:
-    for key, value in credit.items():
-        into[key] = into.get(key, Fraction(0)) + value
+#: Credit as it travels: source id -> (numerator, denominator), plain ints (cheaper to pickle than Fraction).
+Credit = dict[str, tuple[int, int]]
 
 
-def split_credit(batch: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -> dict[str, Fraction] | None:
+def _add(into: dict[str, Fraction], credit: Credit) -> None:
+    for key, (num, den) in credit.items():
+        into[key] = into.get(key, Fraction(0)) + Fraction(num, den)
+
+
+def _pack(credit: dict[str, Fraction]) -> Credit:
+    return {key: (value.numerator, value.denominator) for key, value in credit.items()}
+
+
+def split_credit(batch: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -> Credit | None:
     """Ray Data stage hook: spread the batch's credit over `outputs`; the credit to hand back when there are
     none (the batch's tasks ended here). None when the run carries no credit."""
     if not batch or CREDIT_KEY not in batch[0]._metadata:
+        return None
+    if len(batch) == 1 and len(outputs) == 1:  # the common case: the credit passes on unchanged
+        if outputs[0] is not batch[0]:
+            outputs[0]._metadata = {**outputs[0]._metadata, CREDIT_KEY: batch[0]._metadata[CREDIT_KEY]}
         return None
     total: dict[str, Fraction] = {}
     for task in batch:
         _add(total, task._metadata.get(CREDIT_KEY) or {})
     if not outputs:
-        return total
-    share = {key: value / len(outputs) for key, value in total.items()}
+        return _pack(total)
+    share = _pack({key: value / len(outputs) for key, value in total.items()})
     for task in outputs:
         # A new dict: a stage may hand its input's metadata dict on to several outputs.
         task._metadata = {**task._metadata, CREDIT_KEY: share}
     return None
 
 
-def batch_credit(batch: Sequence[Task[Any]]) -> dict[str, Fraction] | None:
+def batch_credit(batch: Sequence[Task[Any]]) -> Credit | None:
     """The credit of a batch that failed (handed back with its failure record)."""
     if not batch or CREDIT_KEY not in batch[0]._metadata:
         return None
     total: dict[str, Fraction] = {}
     for task in batch:
         _add(total, task._metadata.get(CREDIT_KEY) or {})
-    return total
+    return _pack(total)
 
 
 # ------------------------------------------------------------------------------------------------ task ids
