@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from loguru import logger
 
+from nemo_curator.backends.checkpoint import assign_task_ids
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.tasks import EmptyTask, Task
 from nemo_curator.utils.performance_utils import StageTimer
@@ -65,8 +66,18 @@ class BaseExecutor(ABC):
         self.ignore_head_node = True if env_value.strip().lower() in _TRUTHY else ignore_head_node
 
     @abstractmethod
-    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
-        """Run ``stages`` in order over ``initial_tasks`` (default: one empty task); return the final tasks."""
+    def execute(
+        self,
+        stages: list[ProcessingStage],
+        initial_tasks: list[Task] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
+    ) -> list[Task]:
+        """Run ``stages`` in order over ``initial_tasks`` (default: one empty task); return the final tasks.
+
+        With ``checkpoint_path``, completed sources are recorded there and skipped by a rerun (see
+        ``nemo_curator.backends.checkpoint``); ``retry_failed`` also redoes the sources of failed tasks.
+        """
 
 
 class BaseStageAdapter:
@@ -93,6 +104,7 @@ class BaseStageAdapter:
         if custom_metrics:
             stats.custom_metrics.update(custom_metrics)
         outputs = validate_stage_outputs(self.stage.name, results)
+        assign_task_ids(tasks, outputs)  # checkpointed runs only
         for task in outputs:
             task.add_stage_perf(stats)
         return outputs

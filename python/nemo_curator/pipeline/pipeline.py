@@ -99,12 +99,25 @@ class Pipeline:
         return "\n".join(lines)
 
     def run(
-        self, executor: BaseExecutor | None = None, initial_tasks: list[Task] | None = None
+        self,
+        executor: BaseExecutor | None = None,
+        initial_tasks: list[Task] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
     ) -> list[Task] | None:
-        """Build the pipeline and run it with ``executor`` (Curator's default: ``XennaExecutor()``)."""
+        """Build the pipeline and run it with ``executor`` (Curator's default: ``XennaExecutor()``).
+
+        ``checkpoint_path``: a directory where completed source tasks are recorded; a rerun with the same
+        directory skips them and returns only the outputs of the sources it redid. ``retry_failed``: also
+        redo the sources whose tasks failed (listed in the failed-task manifest) in that run.
+        """
         self.build()
         if executor is None:
             from nemo_curator.backends.xenna import XennaExecutor
 
             executor = XennaExecutor()
-        return executor.execute(self.stages, initial_tasks)
+        if checkpoint_path is None and not retry_failed:
+            return executor.execute(self.stages, initial_tasks)
+        return executor.execute(
+            self.stages, initial_tasks, checkpoint_path=checkpoint_path, retry_failed=retry_failed
+        )

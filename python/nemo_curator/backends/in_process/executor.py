@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import (
     BaseExecutor,
     BaseStageAdapter,
@@ -61,7 +62,18 @@ class InProcessExecutor(BaseExecutor):
         self.last_run: RunReport | None = None
         self._first_call: float | None = None
 
-    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
+    def execute(
+        self,
+        stages: list[ProcessingStage],
+        initial_tasks: list[Task] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
+    ) -> list[Task]:
+        managed = checkpoint.run_managed(
+            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
+        )
+        if managed is not NotImplemented:
+            return managed
         validate_stages(stages)
         self.failures = []
         self.last_run_stats = []
@@ -80,20 +92,30 @@ class InProcessExecutor(BaseExecutor):
         for adapter in adapters:
             adapter.setup_on_node(node_info, worker_metadata)
 
-        for index, adapter in enumerate(adapters):
-            stage = adapter.stage
-            logger.debug(f"Processing stage {index + 1}/{len(adapters)}: {stage} ({len(tasks)} tasks)")
-            started = time.perf_counter()
-            tasks_in = len(tasks)
-            tasks = self._run_stage(adapter, tasks, worker_metadata)
-            self.last_run_stats.append(
-                {
-                    "stage": stage.name,
-                    "tasks_in": tasks_in,
-                    "tasks_out": len(tasks),
-                    "seconds": time.perf_counter() - started,
-                }
-            )
+        ckpt = checkpoint.active()
+        if ckpt is None:
+            tasks = self._run_stages(adapters, tasks, worker_metadata)
+        else:
+            # Sources go through every stage a chunk at a time; each chunk's sources complete with it.
+            self.last_run_stats = [
+                {"stage": a.stage.name, "tasks_in": 0, "tasks_out": 0, "seconds": 0.0} for a in adapters
+            ]
+            chunk = resolve_batch_size(run_stages[0], warn=False)
+            outputs: list[Task] = []
+            for adapter in adapters:
+                adapter.setup(worker_metadata)
+            try:
+                for start in range(0, len(tasks), chunk):
+                    sources = tasks[start : start + chunk]
+                    failed_before = len(self.failures)
+                    outputs.extend(self._run_stages(adapters, sources, worker_metadata, lifecycle=False))
+                    ckpt.record(
+                        [t._metadata[checkpoint.SOURCE_KEY] for t in sources], self.failures[failed_before:]
+                    )
+            finally:
+                for adapter in adapters:
+                    adapter.teardown()
+            tasks = outputs
         logger.debug(f"Pipeline completed. Final results: {len(tasks)} tasks")
         reports = []
         for s in self.last_run_stats:
@@ -114,12 +136,43 @@ class InProcessExecutor(BaseExecutor):
         )
         return tasks
 
+    def _run_stages(
+        self,
+        adapters: list[BaseStageAdapter],
+        tasks: list[Task],
+        worker_metadata: WorkerMetadata,
+        *,
+        lifecycle: bool = True,
+    ) -> list[Task]:
+        for index, adapter in enumerate(adapters):
+            stage = adapter.stage
+            if lifecycle:
+                logger.debug(f"Processing stage {index + 1}/{len(adapters)}: {stage} ({len(tasks)} tasks)")
+            started = time.perf_counter()
+            tasks_in = len(tasks)
+            tasks = self._run_stage(adapter, tasks, worker_metadata, lifecycle=lifecycle)
+            if lifecycle:
+                self.last_run_stats.append(
+                    {"stage": stage.name, "tasks_in": 0, "tasks_out": 0, "seconds": 0.0}
+                )
+            entry = self.last_run_stats[index]
+            entry["tasks_in"] += tasks_in
+            entry["tasks_out"] += len(tasks)
+            entry["seconds"] += time.perf_counter() - started
+        return tasks
+
     def _run_stage(
-        self, adapter: BaseStageAdapter, tasks: list[Task], worker_metadata: WorkerMetadata
+        self,
+        adapter: BaseStageAdapter,
+        tasks: list[Task],
+        worker_metadata: WorkerMetadata,
+        *,
+        lifecycle: bool = True,
     ) -> list[Task]:
         stage = adapter.stage
-        batch_size = resolve_batch_size(stage)
-        adapter.setup(worker_metadata)
+        batch_size = resolve_batch_size(stage, warn=lifecycle)
+        if lifecycle:
+            adapter.setup(worker_metadata)
         outputs: list[Task] = []
         try:
             for start in range(0, len(tasks), batch_size):
@@ -137,5 +190,6 @@ class InProcessExecutor(BaseExecutor):
                     logger.warning(f"{failure.describe()}, skipping them")
                     self.failures.append(failure)
         finally:
-            adapter.teardown()
+            if lifecycle:
+                adapter.teardown()
         return outputs

@@ -17,6 +17,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import BaseExecutor
 from nemo_curator.backends.config import ExecutorConfig, check_known_keys
 from nemo_curator.backends.config import is_int as _is_int
@@ -117,9 +118,19 @@ class XennaExecutor(BaseExecutor):
         self.last_run: RunReport | None = None
 
     def execute(
-        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+        self,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
     ) -> list[Task[Any]]:
-        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
+        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
+        managed = checkpoint.run_managed(
+            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
+        )
+        if managed is not NotImplemented:
+            return managed
         for stage in stages:
             # Before Ray starts: a bad spec is the user's mistake, whatever the cluster.
             stage_options(stage, 1, self.max_workers_per_stage)

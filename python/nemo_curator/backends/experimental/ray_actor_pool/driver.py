@@ -16,6 +16,7 @@ from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
     StageOptions,
@@ -223,6 +224,8 @@ class ActorPoolDriver:
                 self.scheduler.tick(self.now())
                 for cmd in self.scheduler.poll():
                     self._execute(cmd)
+                if self._checkpoint is not None:
+                    self._record_completed()
                 if self._ready_now:
                     # Task-mode slots are ready as soon as they exist: dispatch to them at once.
                     self.scheduler.actors_ready(self._ready_now)
@@ -246,9 +249,19 @@ class ActorPoolDriver:
     def now(self) -> float:
         return time.monotonic() - self._t0
 
+    def _record_completed(self) -> None:
+        """Checkpointed run: the core's completed roots (sources), after the failures that ended them."""
+        failures = self.failures[self._failures_recorded :]
+        self._failures_recorded = len(self.failures)
+        self._checkpoint.roots_completed(self.scheduler.completed_roots(), failures)
+
     def _add_initial(self, tasks: list[Task[Any]]) -> None:
         sizes = [payload_nbytes(t) for t in tasks]
         ids = self.scheduler.add_tasks(sizes, [int(t.num_items) for t in tasks])
+        self._checkpoint = checkpoint.active()
+        self._failures_recorded = 0
+        if self._checkpoint is not None:
+            self._checkpoint.bind_roots(ids, tasks)
         for tid, task, size in zip(ids, tasks, sizes, strict=True):
             if size > self.config.inline_bytes:
                 self._payloads[tid] = ray.put(task)

@@ -15,6 +15,7 @@ from typing import Any
 import ray
 from loguru import logger
 
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import BaseExecutor, prepare_initial_tasks, validate_stages
 from nemo_curator.backends.experimental.ray_actor_pool.config import (
     ActorPoolConfig,
@@ -60,9 +61,19 @@ class RayActorPoolExecutor(BaseExecutor):
         self.last_run: RunReport | None = None
 
     def execute(
-        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+        self,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
     ) -> list[Task[Any]]:
-        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
+        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
+        managed = checkpoint.run_managed(
+            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
+        )
+        if managed is not NotImplemented:
+            return managed
         run = ActorPoolRun("RayActorPoolExecutor", self.settings, self.ignore_head_node)
         return run.execute_for(self, stages, initial_tasks)
 

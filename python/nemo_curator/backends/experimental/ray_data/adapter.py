@@ -27,6 +27,7 @@ import ray
 from loguru import logger
 
 from nemo_curator import _core
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import BaseStageAdapter, WorkerMetadata
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
 from nemo_curator.backends.ray_utils import payload_nbytes, run_setup_on_node
@@ -226,6 +227,13 @@ class StageRunner:
                 raise StageFailedError(str(failed), failed) from exc
             logger.warning(failed.describe() + " (skipped: ignore_failures=True)")
             failures.append(failed)
+            if (credit := checkpoint.batch_credit(batch)) is not None:
+                failures.append({checkpoint.CREDIT_KEY: credit})  # the failed tasks ended: credit goes back
+        else:
+            if (credit := checkpoint.split_credit(batch, outputs)) is not None:
+                failures.append(
+                    {checkpoint.CREDIT_KEY: credit}
+                )  # filtered: the credit rides back with the block
         busy = time.perf_counter() - start
         out_sizes = [_size(t) for t in outputs]
         measured.update(zip(map(id, outputs), out_sizes, strict=True))

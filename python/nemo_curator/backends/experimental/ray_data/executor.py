@@ -38,6 +38,7 @@ import ray
 from loguru import logger
 
 from nemo_curator import _core
+from nemo_curator.backends import checkpoint
 from nemo_curator.backends.base import (
     BaseExecutor,
     prepare_initial_tasks,
@@ -113,9 +114,19 @@ class RayDataExecutor(BaseExecutor):
 
     # ----------------------------------------------------------------------------------------- execute
     def execute(
-        self, stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None = None
+        self,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None = None,
+        checkpoint_path: str | None = None,
+        retry_failed: bool = False,
     ) -> list[Task[Any]]:
-        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks."""
+        """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
+        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
+        managed = checkpoint.run_managed(
+            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
+        )
+        if managed is not NotImplemented:
+            return managed
         called = time.perf_counter()  # the report's start-up is counted from here
         self.failures = []
         self.last_run_stats = []
@@ -127,6 +138,8 @@ class RayDataExecutor(BaseExecutor):
         if not stages:
             return []
         tasks = _distinct(prepare_initial_tasks(initial_tasks))
+        if (ckpt := checkpoint.active()) is not None:
+            ckpt.give_credit(tasks)
         specs = [self._stage_spec(stage) for stage in stages]
         s = self.settings
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
@@ -515,6 +528,8 @@ class RayDataExecutor(BaseExecutor):
             if piece is not None:
                 block = block.slice(piece.start_offset, piece.end_offset - piece.start_offset)
             tasks, ledgers, block_failures = _core.decode_block(block)
+            if (ckpt := checkpoint.active()) is not None:
+                block_failures = ckpt.take_block(tasks, block_failures)
             results.extend(tasks)
             failures.extend(FailureRecord.from_dict(f) for f in block_failures)
             for encoded in ledgers:

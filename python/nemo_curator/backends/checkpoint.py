@@ -1,0 +1,529 @@
+"""Resumable runs (`checkpoint_path`), the failed-task manifest and deterministic task ids.
+
+A *source* is one task the executor starts from: the outputs of the pipeline's first (source) stage when the
+run starts from an empty task (that stage then runs here, in the driver, to list the sources), else each
+initial task. A source is *completed* once every task descending from it has ended (written out, filtered or
+failed); completed sources are stored and skipped when the run is started again with the same directory.
+
+Who decides completion:
+- actor pool (and Xenna, same engine): the Rust scheduler, which tracks each task's roots
+  (`Scheduler.completed_roots()`); the roots are the sources.
+- Ray Data: every source starts with credit 1 that rides in its tasks' metadata; a stage call splits its
+  inputs' credit over its outputs and hands back the credit of inputs that ended there (filtered or failed)
+  with the block, like the count ledger, so a block Ray recomputes is counted once. The driver adds up the
+  credit that reaches it (final tasks, handed-back credit) exactly (fractions); 1 means completed.
+- in-process: sources go through all stages a chunk at a time; a chunk's sources complete with it.
+
+Storage: LMDB, in Curator v1.3's layout so that either can resume the other's checkpoint:
+`<dir>/.nemo_curator_metadata/<hostname>-<pid>.mdb`, single-file environments, one named DB
+`completed_sources` with source id -> b"1". A run writes only its own file and starts from the union of all
+files in the directory. LMDB is embedded (no server, no Ray actor, so it works with any Ray session or none),
+each commit is durable (`sync=True`); completions are committed in groups at most `COMMIT_INTERVAL_S` after
+they happen, which keeps the cost small (a source whose record a crash loses is only redone).
+
+Source ids (Curator's `get_source_id()`): a task's `get_deterministic_id()` when it has one (a file group:
+a hash of its paths), else its position. Deterministic task ids: a source gets `0_<source id>`; below it
+the v1.3 rules (1 -> k: `parent_<j>`, N -> N: `parent_<i>_0`, otherwise random `r<hex>`). They apply to
+checkpointed runs only, so the ids stages choose themselves (v1.1.0 behaviour) are kept elsewhere.
+
+Failed-task manifest: under `ignore_failures`, each failed task becomes one JSON line (task id, source id,
+stage, error type, message, attempts, kind) in `failed_tasks.json` of `NEMO_CURATOR_FAILED_TASKS_DIR`, else of
+`<dir>/.nemo_curator_metadata/.failed_tasks/local_attempt_<hex>/`. `retry_failed=True` on a rerun redoes
+the sources listed there, even though they are recorded as completed.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from loguru import logger
+
+from nemo_curator.backends.failures import FailureRecord
+
+if TYPE_CHECKING:
+    from nemo_curator.stages.base import ProcessingStage
+    from nemo_curator.tasks import Task
+
+__all__ = [
+    "FAILED_TASKS_DIR_ENV",
+    "FAILED_TASKS_FILE",
+    "Checkpoint",
+    "active",
+    "assign_task_ids",
+    "completed_sources",
+    "failed_sources",
+    "read_failed_tasks",
+    "run_managed",
+]
+
+FAILED_TASKS_DIR_ENV = "NEMO_CURATOR_FAILED_TASKS_DIR"
+FAILED_TASKS_FILE = "failed_tasks.json"
+METADATA_DIR = ".nemo_curator_metadata"
+DB_NAME = b"completed_sources"
+_MAP_SIZE = 1 << 30
+#: Completions are committed (fsync) in groups, at most this long after they happen.
+COMMIT_INTERVAL_S = 0.2
+#: Task metadata keys: the source a task descends from, and (Ray Data) the credit it carries.
+SOURCE_KEY = "_source_id"
+CREDIT_KEY = "_ckpt_credit"
+#: Stage spec kinds that hold state across tasks (Curator marks them `is_resumable = False`).
+_STATEFUL_SPEC_KEYS = ("is_shuffle_stage", "is_lsh_stage", "is_raft_actor")
+
+_ACTIVE: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
+    "nemo_curator_checkpoint", default=None
+)
+#: Set while `run_managed` runs the executor, so that the executor's own call to it runs the plain way.
+_MANAGED: contextvars.ContextVar[bool] = contextvars.ContextVar("nemo_curator_managed_run", default=False)
+
+
+def active() -> Checkpoint | None:
+    """The checkpoint of the managed run in progress in this thread (None: plain run)."""
+    return _ACTIVE.get()
+
+
+# ------------------------------------------------------------------------------------------------ store
+def _metadata_dir(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute() / METADATA_DIR
+
+
+def _open_env(file: Path, *, readonly: bool) -> Any:
+    import lmdb
+
+    return lmdb.open(
+        str(file),
+        subdir=False,
+        lock=False,
+        readonly=readonly,
+        sync=True,
+        metasync=False,
+        map_size=_MAP_SIZE,
+        max_dbs=1,
+        create=not readonly,
+    )
+
+
+def completed_sources(path: str | os.PathLike[str]) -> set[str]:
+    """Source ids recorded as completed in checkpoint directory `path` (the union of every `*.mdb`)."""
+    done: set[str] = set()
+    directory = _metadata_dir(path)
+    if not directory.is_dir():
+        return done
+    for file in sorted(directory.glob("*.mdb")):
+        try:
+            env = _open_env(file, readonly=True)
+        except Exception as exc:  # another tool's file, or a torn one: the others still count
+            logger.warning(f"Skipping unreadable checkpoint file {file}: {exc}")
+            continue
+        try:
+            try:
+                db = env.open_db(DB_NAME, create=False)
+            except Exception:
+                continue  # no completion recorded in it yet
+            with env.begin(db=db) as txn:
+                done.update(key.decode() for key, _ in txn.cursor())
+        finally:
+            env.close()
+    return done
+
+
+class Checkpoint:
+    """The completed sources of one checkpoint directory; records new ones durably, in groups."""
+
+    def __init__(self, path: str | os.PathLike[str], *, retry_failed: bool = False) -> None:
+        if "://" in str(path):
+            raise ValueError(f"checkpoint_path must be a local or shared POSIX path, got {path!r}")
+        self.path = Path(path).absolute()
+        self.metadata_dir = _metadata_dir(self.path)
+        self.metadata_dir.mkdir(parents=True, exist_ok=True)
+        self.completed = completed_sources(self.path)
+        #: Manifests whose sources this run retries (renamed once the run has finished).
+        self.retried_manifests: list[Path] = []
+        if retry_failed:
+            self.retried_manifests = _manifests(self.path)
+            retry = failed_sources(self.path)
+            logger.info(f"Retrying {len(retry & self.completed)} source(s) with failed tasks")
+            self.completed -= retry
+        self._file = self.metadata_dir / f"{socket.gethostname()}-{os.getpid()}.mdb"
+        self._env: Any = None
+        self._db: Any = None
+        self.manifest = ManifestWriter(failed_tasks_dir(self.path))
+        #: Ray Data: credit received per open source.
+        self._credit: dict[str, Fraction] = {}
+        #: Actor pool: core root id -> source id.
+        self._roots: dict[int, str] = {}
+        self.recorded = 0
+        self._pending: list[str] = []
+        self._pending_failures: list[FailureRecord] = []
+        self._last_commit = time.monotonic()
+
+    # ---------------------------------------------------------------------------------- recording
+    def record(self, source_ids: Iterable[str], failures: Sequence[FailureRecord] = ()) -> None:
+        """Mark `source_ids` completed (their failed tasks in `failures`). Written as one group commit at most
+        `COMMIT_INTERVAL_S` later: an fsync per completion would cost more than tiny tasks do, and a source
+        whose record is lost to a crash is only redone."""
+        self._pending_failures.extend(failures)
+        for key in source_ids:
+            if key not in self.completed:
+                self.completed.add(key)
+                self._pending.append(key)
+        if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the failures first, then the completed sources, in one durable commit."""
+        self._last_commit = time.monotonic()
+        if self._pending_failures:
+            self.manifest.write(self._pending_failures)
+            self._pending_failures = []
+        if not self._pending:
+            return
+        if self._env is None:
+            self._env = _open_env(self._file, readonly=False)
+            self._db = self._env.open_db(DB_NAME, create=True)
+        with self._env.begin(write=True, db=self._db) as txn:
+            for key in self._pending:
+                txn.put(key.encode(), b"1")
+        self.recorded += len(self._pending)
+        self._pending = []
+
+    def close(self, *, finished: bool) -> None:
+        self.flush()
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+        self.manifest.close()
+        if finished:
+            # Their sources were redone: a later retry must not redo them again.
+            for manifest in self.retried_manifests:
+                if manifest.exists() and manifest.parent != self.manifest.directory:
+                    manifest.rename(manifest.with_name(FAILED_TASKS_FILE + ".retried"))
+
+    # ---------------------------------------------------------------------------------- actor pool
+    def bind_roots(self, root_ids: Sequence[int], tasks: Sequence[Task[Any]]) -> None:
+        for rid, task in zip(root_ids, tasks, strict=True):
+            self._roots[rid] = task._metadata.get(SOURCE_KEY, task.task_id)
+
+    def roots_completed(self, root_ids: Sequence[int], failures: Sequence[FailureRecord] = ()) -> None:
+        # Called every scheduling round, also with nothing new: that is when a pending group is committed.
+        self.record([self._roots.pop(r) for r in root_ids if r in self._roots], failures)
+
+    # ---------------------------------------------------------------------------------- Ray Data
+    def give_credit(self, tasks: Sequence[Task[Any]]) -> None:
+        for task in tasks:
+            task._metadata = {**task._metadata, CREDIT_KEY: {task._metadata[SOURCE_KEY]: (1, 1)}}
+
+    def take_block(self, tasks: Sequence[Task[Any]], block_failures: list[Any]) -> list[Any]:
+        """Count the credit of one final block; record what it completes; return the real failures."""
+        failures: list[Any] = []
+        got: dict[str, Fraction] = {}
+        for task in tasks:
+            credit = task._metadata.pop(CREDIT_KEY, None)
+            if credit:
+                _add(got, credit)
+        for entry in block_failures:
+            credit = entry.pop(CREDIT_KEY, None) if isinstance(entry, dict) else None
+            if credit:
+                _add(got, credit)
+            if not (isinstance(entry, dict) and not entry):
+                failures.append(entry)
+        done = []
+        for key, value in got.items():
+            total = self._credit.get(key, Fraction(0)) + value
+            if total >= 1:
+                self._credit.pop(key, None)
+                done.append(key)
+            else:
+                self._credit[key] = total
+        if done or failures:
+            self.record(done, [FailureRecord.from_dict(f) for f in failures])
+        return failures
+
+
+#: Credit as it travels: source id -> (numerator, denominator), plain ints (cheaper to pickle than Fraction).
+Credit = dict[str, tuple[int, int]]
+
+
+def _add(into: dict[str, Fraction], credit: Credit) -> None:
+    for key, (num, den) in credit.items():
+        into[key] = into.get(key, Fraction(0)) + Fraction(num, den)
+
+
+def _pack(credit: dict[str, Fraction]) -> Credit:
+    return {key: (value.numerator, value.denominator) for key, value in credit.items()}
+
+
+def split_credit(batch: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -> Credit | None:
+    """Ray Data stage hook: spread the batch's credit over `outputs`; the credit to hand back when there are
+    none (the batch's tasks ended here). None when the run carries no credit."""
+    if not batch or CREDIT_KEY not in batch[0]._metadata:
+        return None
+    if len(batch) == 1 and len(outputs) == 1:  # the common case: the credit passes on unchanged
+        if outputs[0] is not batch[0]:
+            outputs[0]._metadata = {**outputs[0]._metadata, CREDIT_KEY: batch[0]._metadata[CREDIT_KEY]}
+        return None
+    total: dict[str, Fraction] = {}
+    for task in batch:
+        _add(total, task._metadata.get(CREDIT_KEY) or {})
+    if not outputs:
+        return _pack(total)
+    share = _pack({key: value / len(outputs) for key, value in total.items()})
+    for task in outputs:
+        # A new dict: a stage may hand its input's metadata dict on to several outputs.
+        task._metadata = {**task._metadata, CREDIT_KEY: share}
+    return None
+
+
+def batch_credit(batch: Sequence[Task[Any]]) -> Credit | None:
+    """The credit of a batch that failed (handed back with its failure record)."""
+    if not batch or CREDIT_KEY not in batch[0]._metadata:
+        return None
+    total: dict[str, Fraction] = {}
+    for task in batch:
+        _add(total, task._metadata.get(CREDIT_KEY) or {})
+    return _pack(total)
+
+
+# ------------------------------------------------------------------------------------------------ task ids
+def assign_task_ids(inputs: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -> None:
+    """Curator v1.3's deterministic ids, for tasks of a checkpointed run (inputs carrying a source id)."""
+    if not inputs or not outputs or SOURCE_KEY not in inputs[0]._metadata:
+        return
+    n_in, n_out = len(inputs), len(outputs)
+    if n_in == 1:
+        parent_id, source = inputs[0].task_id, inputs[0]._metadata[SOURCE_KEY]
+        for j, task in enumerate(outputs):
+            _set(task, f"{parent_id}_{j}", source)
+    elif n_in == n_out:
+        # Read every parent first: a stage may hand an input back as another slot's output.
+        parents = [(t.task_id, t._metadata.get(SOURCE_KEY, "")) for t in inputs]
+        for (pid, psource), task in zip(parents, outputs, strict=True):
+            _set(task, f"{pid}_0", psource)
+    else:
+        sources = {t._metadata.get(SOURCE_KEY, "") for t in inputs}
+        source = sources.pop() if len(sources) == 1 else ""
+        for task in outputs:
+            _set(task, "r" + uuid.uuid4().hex, source)
+
+
+def _set(task: Task[Any], task_id: str, source: str) -> None:
+    task.task_id = task_id
+    if task._metadata.get(SOURCE_KEY) != source:
+        task._metadata = {**task._metadata, SOURCE_KEY: source}
+
+
+def source_of(task_id: str) -> str:
+    """The source id in a deterministic task id (`0_<source>_...`); "" when unknown (`r<hex>`)."""
+    parts = task_id.split("_")
+    return parts[1] if len(parts) > 1 and parts[0] == "0" else ""
+
+
+def _source_id(task: Task[Any], position: int) -> str:
+    get = getattr(task, "get_deterministic_id", None)
+    det = get() if callable(get) else None
+    if det is not None and "_" in str(det):
+        raise ValueError(f"Deterministic id {det!r} of task {task.task_id} must not contain '_'")
+    return str(det) if det is not None else str(position)
+
+
+def _mark_sources(tasks: Sequence[Task[Any]]) -> list[Task[Any]]:
+    seen: set[str] = set()
+    for position, task in enumerate(tasks):
+        source = _source_id(task, position)
+        if source in seen:
+            raise ValueError(
+                f"Two source tasks have the same source id {source!r}: a checkpoint cannot tell them apart"
+            )
+        seen.add(source)
+        task.task_id = f"0_{source}"
+        task._metadata = {**task._metadata, SOURCE_KEY: source}
+    return list(tasks)
+
+
+# ------------------------------------------------------------------------------------------------ manifest
+def failed_tasks_dir(checkpoint_path: str | os.PathLike[str] | None) -> Path | None:
+    """Where this run's manifest goes: `NEMO_CURATOR_FAILED_TASKS_DIR`, else a new attempt directory under
+    the checkpoint (as Curator v1.3's `configure_failed_task_manifest_dir`), else nowhere."""
+    env = os.environ.get(FAILED_TASKS_DIR_ENV)
+    if env:
+        return Path(env)
+    if checkpoint_path is None:
+        return None
+    return _metadata_dir(checkpoint_path) / ".failed_tasks" / f"local_attempt_{uuid.uuid4().hex}"
+
+
+class ManifestWriter:
+    """Appends failed tasks as JSON lines, flushed and synced before the sources they end are recorded."""
+
+    def __init__(self, directory: Path | None) -> None:
+        self.directory = directory
+        self._fh: Any = None
+
+    def write(self, failures: Sequence[FailureRecord]) -> None:
+        if self.directory is None or not failures:
+            return
+        if self._fh is None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.directory / FAILED_TASKS_FILE, "a", encoding="utf-8")
+        for failure in failures:
+            for task_id in failure.task_ids or ("",):
+                line = {
+                    "task_id": task_id,
+                    "source_id": source_of(task_id),
+                    "stage": failure.stage,
+                    "error_type": failure.error_type,
+                    "message": failure.message,
+                    "attempts": failure.attempts,
+                    "kind": failure.kind,
+                }
+                self._fh.write(json.dumps(line) + "\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def _manifests(checkpoint_path: str | os.PathLike[str]) -> list[Path]:
+    found = sorted((_metadata_dir(checkpoint_path) / ".failed_tasks").glob(f"**/{FAILED_TASKS_FILE}"))
+    env = os.environ.get(FAILED_TASKS_DIR_ENV)
+    if env and (Path(env) / FAILED_TASKS_FILE).exists() and Path(env) / FAILED_TASKS_FILE not in found:
+        found.append(Path(env) / FAILED_TASKS_FILE)
+    return found
+
+
+def read_failed_tasks(checkpoint_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Every failed task listed in the manifests of `checkpoint_path` (and `NEMO_CURATOR_FAILED_TASKS_DIR`)
+    that no retry has consumed yet."""
+    out: list[dict[str, Any]] = []
+    for manifest in _manifests(checkpoint_path):
+        with open(manifest, encoding="utf-8") as fh:
+            out.extend(json.loads(line) for line in fh if line.strip())
+    return out
+
+
+def failed_sources(checkpoint_path: str | os.PathLike[str]) -> set[str]:
+    """Source ids with a failed task in the manifests (what `retry_failed=True` redoes)."""
+    return {r["source_id"] for r in read_failed_tasks(checkpoint_path) if r.get("source_id")}
+
+
+# ------------------------------------------------------------------------------------------------ the run
+def check_resumable(stages: Sequence[ProcessingStage[Any, Any]]) -> None:
+    bad = [
+        s.name
+        for s in stages
+        if getattr(s, "is_resumable", True) is False
+        or any((s.ray_stage_spec() or {}).get(key) for key in _STATEFUL_SPEC_KEYS)
+    ]
+    if bad:
+        raise ValueError(
+            f"Stages {bad} cannot resume (is_resumable=False, or shuffle/LSH/RAFT stages that hold state across "
+            "tasks): run without checkpoint_path"
+        )
+
+
+def run_managed(
+    executor: Any,
+    stages: list[ProcessingStage[Any, Any]],
+    initial_tasks: list[Task[Any]] | None,
+    checkpoint_path: str | os.PathLike[str] | None,
+    *,
+    retry_failed: bool = False,
+) -> Any:
+    """An executor's `execute` with a checkpoint or a manifest; `NotImplemented` when neither applies (or
+    when called from inside the managed run), so the executor runs the plain way."""
+    if _MANAGED.get():
+        return NotImplemented
+    if checkpoint_path is None:
+        if retry_failed:
+            raise ValueError("retry_failed=True needs the checkpoint_path of the run to retry")
+        directory = failed_tasks_dir(None)
+        if directory is None:
+            return NotImplemented
+        managed = _MANAGED.set(True)
+        try:
+            return executor.execute(stages, initial_tasks)
+        finally:
+            _MANAGED.reset(managed)
+            writer = ManifestWriter(directory)
+            writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
+            writer.close()
+    if not stages:
+        return []
+    if os.environ.get("RAY_ADDRESS", "").startswith("ray://"):
+        # Through Ray Client the driver loop runs on the cluster, out of reach of this process's store.
+        raise NotImplementedError(
+            "checkpoint_path is not supported through Ray Client (RAY_ADDRESS=ray://...)"
+        )
+    from nemo_curator.backends.base import validate_stages
+
+    validate_stages(stages)
+    check_resumable(stages)
+    ckpt = Checkpoint(checkpoint_path, retry_failed=retry_failed)
+    sources, rest = _sources(stages, initial_tasks)
+    todo = [t for t in sources if t._metadata[SOURCE_KEY] not in ckpt.completed]
+    logger.info(
+        f"Checkpoint {ckpt.path}: {len(sources) - len(todo)} of {len(sources)} source(s) already completed"
+    )
+    if not rest:  # a one-stage pipeline: its outputs are the sources
+        ckpt.record([t._metadata[SOURCE_KEY] for t in todo])
+        ckpt.close(finished=True)
+        return todo
+    if not todo:
+        ckpt.close(finished=True)
+        executor.failures = []
+        return []
+    token, managed = _ACTIVE.set(ckpt), _MANAGED.set(True)
+    finished = False
+    try:
+        results = executor.execute(rest, todo)
+        finished = True
+    finally:
+        _MANAGED.reset(managed)
+        _ACTIVE.reset(token)
+        ckpt.close(finished=finished)
+    for task in results:
+        task._metadata.pop(CREDIT_KEY, None)
+    return results
+
+
+def _shallow_copy(task: Task[Any]) -> Task[Any]:
+    """A copy whose id, metadata and perf history can change without touching the caller's task; the
+    payload is shared (executors copy or pickle it anyway)."""
+    out = copy.copy(task)
+    out._stage_perf = list(task._stage_perf)
+    out._metadata = dict(task._metadata)
+    return out
+
+
+def _sources(
+    stages: list[ProcessingStage[Any, Any]], initial_tasks: list[Task[Any]] | None
+) -> tuple[list[Task[Any]], list[ProcessingStage[Any, Any]]]:
+    """The sources and the stages left to run on them. Starting from an empty task, the source stage (a
+    listing stage such as file partitioning) runs here, so that its outputs can be skipped one by one."""
+    from nemo_curator.backends.base import BaseStageAdapter, NodeInfo, WorkerMetadata, prepare_initial_tasks
+    from nemo_curator.tasks.tasks import _EmptyTask
+
+    tasks = prepare_initial_tasks(initial_tasks)
+    if not all(isinstance(t, _EmptyTask) for t in tasks):
+        return _mark_sources([_shallow_copy(t) for t in tasks]), stages
+    adapter = BaseStageAdapter(copy.deepcopy(stages[0]))
+    worker = WorkerMetadata(worker_id="driver")
+    adapter.setup_on_node(NodeInfo(node_id="driver"), worker)
+    adapter.setup(worker)
+    try:
+        outputs = [out for task in tasks for out in adapter.process_batch([task])]
+    finally:
+        adapter.teardown()
+    return _mark_sources(outputs), stages[1:]

@@ -1,0 +1,214 @@
+"""Resumable runs: the driver is SIGKILLed mid-run, the rerun with the same checkpoint finishes the job.
+
+Each executor runs `resume_job.py` in a subprocess (in its own process group, so the kill takes the Ray it
+started down too). The final files must equal a clean run's, and the rerun may redo only sources that
+were not recorded as completed when the driver died (at most what was in flight).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from nemo_curator.backends import checkpoint
+
+JOB = Path(__file__).with_name("resume_job.py")
+N_SOURCES = 24
+#: Sources a driver may have finished without recording when killed: those in flight (2 CPUs, packed calls
+#: and blocks of a few tasks) plus the last group commit.
+MAX_IN_FLIGHT = 12
+
+
+def _env(out: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update({"RESUME_N_SOURCES": str(N_SOURCES), "RESUME_OUT": str(out), **extra})
+    # A Ray temp dir of its own: `ray.init()` would join a cluster someone else started with `ray start`
+    # (it reads `<temp dir>/ray_current_cluster`); the executor must start its own here.
+    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(Path(checkpoint.__file__).parents[2]), env.get("PYTHONPATH")) if p
+    )
+    return env
+
+
+def _run(executor: str, ckpt: Path, out: Path, *args: str, **extra: str) -> str:
+    for _ in range(2):
+        proc = subprocess.run(
+            [sys.executable, str(JOB), executor, str(ckpt), str(out), *args],
+            env=_env(out, **extra),
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
+        # Ray gives its raylet 30 s to register, which a heavily loaded test machine can miss; the job
+        # did nothing yet then, so running it again changes nothing the test checks.
+        if proc.returncode == 0 or "timed out during startup" not in proc.stderr:
+            break
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout
+
+
+def _run_and_kill(executor: str, ckpt: Path, out: Path, after_outputs: int) -> None:
+    for _ in range(2):
+        log = out.parent / f"{out.name}.stderr"
+        with open(log, "w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, str(JOB), executor, str(ckpt), str(out)],
+                env=_env(out),
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,
+            )
+        try:
+            deadline = time.monotonic() + 180
+            # Killed once some outputs are written and a first completion is recorded (its file exists).
+            while len(_outputs(out)) < after_outputs or not list(
+                (ckpt / checkpoint.METADATA_DIR).glob("*.mdb")
+            ):
+                if proc.poll() is not None:
+                    break
+                assert time.monotonic() < deadline, "the job made no progress"
+                time.sleep(0.05)
+        finally:
+            with contextlib.suppress(ProcessLookupError):  # the group is gone when the job ended itself
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if proc.returncode == -signal.SIGKILL:
+            return
+        # See `_run`: a Ray start that timed out under load did nothing yet; try once more.
+        assert "timed out during startup" in log.read_text(), (
+            f"the job ended before it was killed: {log.read_text()[-3000:]}"
+        )
+    raise AssertionError("Ray did not start twice in a row")
+
+
+def _outputs(out: Path) -> dict[str, list[int]]:
+    found = {}
+    for path in out.glob("*.json"):
+        try:
+            found[path.stem] = json.loads(path.read_text())
+        except (json.JSONDecodeError, FileNotFoundError):  # being written
+            continue
+    return found
+
+
+def _worked(out: Path, skip: frozenset[Path] = frozenset()) -> list[int]:
+    """Sources the work stage started, from the logs of every run but those in `skip`."""
+    return [
+        int(line) for log in out.glob("work-*.log") if log not in skip for line in log.read_text().split()
+    ]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
+    root = tmp_path_factory.mktemp("clean")
+    _run("in_process", root / "ckpt", root / "out")
+    return _outputs(root / "out")
+
+
+@pytest.mark.parametrize("executor", ["in_process", "ray_actor_pool", "ray_data"])
+def test_sigkill_then_resume(executor: str, clean: dict[str, list[int]], tmp_path: Path) -> None:
+    ckpt, out1, out2 = tmp_path / "ckpt", tmp_path / "out1", tmp_path / "out2"
+    _run_and_kill(executor, ckpt, out1, after_outputs=6)
+    done = checkpoint.completed_sources(ckpt)
+    assert 0 < len(done) < N_SOURCES, f"killed too early or too late: {len(done)} completed"
+    worked_before = set(_worked(out1))
+    # The rerun writes into the same directory as a real job would; its work log goes next to it.
+    out2.mkdir()
+    for path in out1.glob("*.json"):
+        (out2 / path.name).write_text(path.read_text())
+    log = _run(executor, ckpt, out2)
+
+    # Same final files, same rows: nothing lost, nothing written twice under another name.
+    final = _outputs(out2)
+    assert final == clean, log[-3000:]
+    rows = [r for data in final.values() for r in data]
+    assert len(rows) == len(set(rows))
+    # Only sources not recorded completed were redone, each once; of those, at most the in-flight ones
+    # had already been worked on before the kill.
+    redone = _worked(out2)
+    assert len(redone) == len(set(redone))
+    assert set(redone) == {int(s) for s in map(str, range(N_SOURCES)) if s not in done}
+    assert len(set(redone) & worked_before) <= MAX_IN_FLIGHT
+    assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}
+
+
+def test_rerun_of_a_finished_run_does_nothing(tmp_path: Path) -> None:
+    _run("in_process", tmp_path / "ckpt", tmp_path / "out1")
+    assert "RESULTS 0" in _run("in_process", tmp_path / "ckpt", tmp_path / "out2")
+    assert _worked(tmp_path / "out2") == []
+
+
+@pytest.mark.parametrize("executor", ["in_process", "ray_data"])
+def test_failed_task_manifest_and_retry(executor: str, clean: dict[str, list[int]], tmp_path: Path) -> None:
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    _run(executor, ckpt, out, RESUME_FAIL_SOURCES="7,11")
+    failed = checkpoint.read_failed_tasks(ckpt)
+    assert sorted(r["source_id"] for r in failed) == ["11", "7"]
+    assert {r["task_id"] for r in failed} == {"0_7", "0_11"}
+    for record in failed:
+        assert record["stage"] == "work"
+        assert record["error_type"] == "RuntimeError"
+        assert "is broken" in record["message"]
+        assert record["attempts"] >= 1
+    # Failed tasks end their source: a plain rerun skips it, a retry redoes just those.
+    assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}
+    first_run = frozenset(out.glob("work-*.log"))
+    _run(executor, ckpt, out, "--retry-failed", RESUME_HEAL="1")
+    assert sorted(_worked(out, first_run)) == [7, 11]
+    assert _outputs(out) == clean
+    assert checkpoint.read_failed_tasks(ckpt) == []
+
+
+def test_manifest_from_env_without_checkpoint(tmp_path: Path) -> None:
+    from nemo_curator.backends.in_process import InProcessExecutor
+    from nemo_curator.pipeline import Pipeline
+
+    sys.path.insert(0, str(JOB.parent))
+    try:
+        import resume_job
+    finally:
+        sys.path.pop(0)
+    os.environ["RESUME_OUT"] = str(tmp_path)
+    resume_job.FAIL_SOURCES = {2}
+    try:
+        os.environ[checkpoint.FAILED_TASKS_DIR_ENV] = str(tmp_path / "manifest")
+        Pipeline("p", stages=[resume_job.ListSources(), resume_job.Work()]).run(
+            InProcessExecutor({"ignore_failures": True})
+        )
+    finally:
+        del os.environ[checkpoint.FAILED_TASKS_DIR_ENV]
+        resume_job.FAIL_SOURCES = set()
+    lines = (tmp_path / "manifest" / checkpoint.FAILED_TASKS_FILE).read_text().splitlines()
+    assert len(lines) == 1
+    assert json.loads(lines[0])["stage"] == "work"
+
+
+def test_stage_that_cannot_resume_is_rejected(tmp_path: Path) -> None:
+    from nemo_curator.backends.in_process import InProcessExecutor
+    from nemo_curator.pipeline import Pipeline
+
+    sys.path.insert(0, str(JOB.parent))
+    try:
+        import resume_job
+    finally:
+        sys.path.pop(0)
+
+    class Dedup(resume_job.Work):
+        name = "dedup"
+        is_resumable = False
+
+    with pytest.raises(ValueError, match=r"\['dedup'\] cannot resume"):
+        Pipeline("p", stages=[resume_job.ListSources(), Dedup()]).run(
+            InProcessExecutor(), checkpoint_path=str(tmp_path / "ckpt")
+        )
+    assert not (tmp_path / "ckpt").exists()
