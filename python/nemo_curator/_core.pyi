@@ -167,6 +167,8 @@ class Scheduler:
     def actor_failed(self, actor: int, user_error: bool, message: str) -> None:
         """The actor is gone: its setup raised (`user_error`, aborts the run) or it died (its batches
         are retried and it is replaced). Calls still outstanding on it must not be reported."""
+    def node_lost(self, node: int) -> None:
+        """The node (index into the run's nodes) left the cluster: no actor is placed there again."""
     def batches_done(
         self,
         batch_ids: list[int],

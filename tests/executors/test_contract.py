@@ -436,6 +436,42 @@ def test_a_bad_batch_size_fails_before_running(make_any: Callable[[], BaseExecut
     assert count_markers(tmp_path, "setup_on_node") == 0 and count_markers(tmp_path, "setup") == 0
 
 
+@pytest.mark.parametrize(
+    ("cpus", "gpus"),
+    [(float("nan"), 0.0), (-1.0, 0.0), (float("inf"), 0.0), (1.0, float("nan")), (1.0, -0.5)],
+    ids=["nan_cpus", "negative_cpus", "inf_cpus", "nan_gpus", "negative_gpus"],
+)
+def test_bad_resources_fail_before_running_naming_the_stage(
+    make_any: Callable[[], BaseExecutor], tmp_path: Path, cpus: float, gpus: float
+) -> None:
+    from nemo_curator.testing.stages import StageWithSetup, count_markers
+
+    bad = RaiseOn("never", name="bad_resources").with_(resources=Resources(cpus=cpus, gpus=gpus))
+    with pytest.raises(ValueError, match=r"bad_resources.*resources\.(cpus|gpus)"):
+        make_any().execute([StageWithSetup(marker_dir=str(tmp_path)), bad], numbered_tasks(1))
+    assert count_markers(tmp_path, "setup") == 0
+
+
+@dataclass
+class _Workers(ProcessingStage[Task[Any], Task[Any]]):
+    workers: Any = None
+    name: str = "bad_workers"
+
+    def num_workers(self) -> Any:
+        return self.workers
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        return task
+
+
+@pytest.mark.parametrize("workers", [-1, 2.5, float("nan"), "3", True, 10**30])
+def test_bad_num_workers_fail_before_running_naming_the_stage(
+    make_any: Callable[[], BaseExecutor], workers: Any
+) -> None:
+    with pytest.raises(ValueError, match=r"bad_workers.*num_workers"):
+        make_any().execute([_Workers(workers)], numbered_tasks(1))
+
+
 @dataclass
 class _SpecStage(ProcessingStage[Task[Any], Task[Any]]):
     spec: dict[str, Any]
@@ -505,6 +541,9 @@ def test_an_unknown_config_key_is_an_error_listing_the_valid_ones(executor: str)
         ("ray_actor_pool", "call_timeout_s", float("nan")),
         ("ray_data", "reserved_cpus", float("nan")),
         ("ray_data", "max_retries", 10**30),
+        ("ray_data", "stall_timeout_s", float("nan")),
+        ("ray_data", "pool_size", 10**30),
+        ("ray_actor_pool", "max_retries", -1),
         ("xenna", "autoscale_interval_s", float("inf")),
         ("xenna", "logging_interval", float("nan")),
         ("xenna", "queue_max_tasks", 10**30),

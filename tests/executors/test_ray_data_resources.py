@@ -151,3 +151,31 @@ def test_a_run_that_cannot_start_fails_naming_its_stages() -> None:
         [AddConstantStage(value=1), ActorAdd(value=10)], make_int_tasks(3)
     )
     assert _values(out) == [i + 11 for i in range(3)]
+
+
+@dataclass
+class FailingActorAdd(ActorAdd):
+    """An actor stage whose batches all raise after a moment (the actors are up by then)."""
+
+    name: str = "failing_actor_add"
+
+    def process(self, task: IntTask) -> IntTask:
+        time.sleep(0.5)
+        raise ValueError("boom")
+
+
+def test_a_failed_run_gives_its_actors_cpus_back_at_once() -> None:
+    from nemo_curator.backends.experimental.ray_data import StageFailedError
+
+    with pytest.raises(StageFailedError, match="failing_actor_add"):
+        RayDataExecutor(config={"pool_size": 2, "show_progress": False}).execute(
+            [FailingActorAdd()], make_int_tasks(8)
+        )
+    # Killed by the executor, not collected later: both CPUs are free within Ray's resource-view
+    # refresh (Ray Data's own release after a failure takes 10-30 s).
+    deadline = time.monotonic() + 5.0
+    while ray.available_resources().get("CPU", 0.0) < 2 - 1e-6 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert ray.available_resources().get("CPU", 0.0) == pytest.approx(2.0)
+    holder = _hold(2.0)  # a new 2-CPU actor fits at once
+    _release(holder)

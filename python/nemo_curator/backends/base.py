@@ -7,6 +7,7 @@ give every executor the same errors for the same mistakes.
 
 from __future__ import annotations
 
+import math
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Sequence
@@ -185,6 +186,7 @@ def validate_stages(stages: Sequence[ProcessingStage]) -> None:
             )
             raise TypeError(msg)
         resolve_batch_size(stage, warn=False)
+        _check_resources_and_workers(stage)
         spec = stage.ray_stage_spec()
         if spec:
             if valid_keys is None:
@@ -196,6 +198,33 @@ def validate_stages(stages: Sequence[ProcessingStage]) -> None:
                         f"valid keys: {sorted(valid_keys)}"
                     )
                     raise ValueError(msg)
+
+
+# More workers than any cluster runs: a number this large is a mistake, not a plan.
+_MAX_WORKERS = 1_000_000
+
+
+def _check_resources_and_workers(stage: ProcessingStage) -> None:
+    """``ValueError`` naming the stage for resources that are not finite numbers >= 0, or a
+    ``num_workers()`` that is not None or an int in [0, 1e6]."""
+    res = stage.resources
+    for key in ("cpus", "gpus"):
+        value = getattr(res, key, 0.0)
+        ok = isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool)
+        if not ok or not math.isfinite(value) or value < 0:
+            msg = (
+                f"Stage '{stage.name}' has invalid resources.{key}={value!r}: it must be a finite number >= 0"
+            )
+            raise ValueError(msg)
+    n = stage.num_workers()
+    if n is None:
+        return
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or not 0 <= n <= _MAX_WORKERS:
+        msg = (
+            f"Stage '{stage.name}' has invalid num_workers() {n!r}: it must be None or an int "
+            f"from 0 to {_MAX_WORKERS}"
+        )
+        raise ValueError(msg)
 
 
 def resolve_batch_size(stage: ProcessingStage, *, warn: bool = True) -> int:

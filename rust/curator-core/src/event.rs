@@ -38,6 +38,9 @@ pub enum Event {
         kind: FailureKind,
         message: String,
     },
+    /// The node (index into the scheduler's nodes) left the cluster: no actor is placed there again.
+    /// Its actors are reported one by one (`ActorFailed`), as their calls fail.
+    NodeLost { node: usize },
 }
 
 /// One `process_batch` call's worth of tasks.

@@ -186,6 +186,9 @@ impl NodeCap {
 pub(crate) struct Cluster {
     nodes: Vec<NodeCap>,
     empty: Vec<NodeCap>,
+    /// Nodes that left the cluster: nothing is placed there again, and what their actors held is
+    /// not given back.
+    lost: Vec<bool>,
 }
 
 impl Cluster {
@@ -193,8 +196,26 @@ impl Cluster {
         let nodes: Vec<NodeCap> = nodes.iter().map(NodeCap::new).collect();
         Self {
             empty: nodes.clone(),
+            lost: vec![false; nodes.len()],
             nodes,
         }
+    }
+
+    /// The node left the cluster: it offers nothing from now on. Returns false when it was already
+    /// lost (or is not one of the run's nodes).
+    pub fn lose(&mut self, node: usize) -> bool {
+        if node >= self.nodes.len() || self.lost[node] {
+            return false;
+        }
+        self.lost[node] = true;
+        let gone = NodeCap {
+            cpus: 0,
+            devices: vec![0; self.nodes[node].devices.len()],
+            device_cap: self.nodes[node].device_cap.clone(),
+        };
+        self.nodes[node] = gone.clone();
+        self.empty[node] = gone;
+        true
     }
 
     /// `Infeasible` when no node, even empty, can hold one actor of the stage.
@@ -231,6 +252,9 @@ impl Cluster {
     }
 
     pub fn release(&mut self, grant: &Grant) {
+        if self.lost[grant.node] {
+            return;
+        }
         self.nodes[grant.node].give_back(grant);
     }
 

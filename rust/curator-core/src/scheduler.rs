@@ -459,7 +459,22 @@ impl Scheduler {
                 kind,
                 message,
             } => self.batch_failed(batch, Some(attempt), kind, &message),
+            Event::NodeLost { node } => self.node_lost(node),
         }
+    }
+
+    /// `handle(NodeLost)`: the node's capacity is gone for the rest of the run; pools refill elsewhere.
+    fn node_lost(&mut self, node: usize) -> CoreResult<()> {
+        if node >= self.nodes.len() {
+            return Err(CoreError::Protocol(format!(
+                "node {node} is not one of the run's {} nodes",
+                self.nodes.len()
+            )));
+        }
+        if self.cluster.lose(node) {
+            self.dirty = true;
+        }
+        Ok(())
     }
 
     /// `handle(BatchDone)` for the batch's current attempt, returning the ids given to the outputs

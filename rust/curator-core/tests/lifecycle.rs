@@ -388,3 +388,66 @@ fn batches_on_a_worker_that_could_not_load_the_stage_are_not_lost() {
     }
     assert_eq!(s.poll().last(), Some(&Command::Finish));
 }
+
+#[test]
+fn after_a_node_is_lost_its_actors_are_replaced_on_the_nodes_left() {
+    let spec = StageSpec {
+        pool: curator_core::PoolSize::Fixed(2),
+        ..stage("s", 1)
+    };
+    let nodes = vec![NodeSpec::new("a", 1.0, 0.0), NodeSpec::new("b", 2.0, 0.0)];
+    let config = SchedulerConfig {
+        actor_start_secs: 0.0,
+        ..SchedulerConfig::default()
+    };
+    let mut s = Scheduler::new(vec![spec], nodes, config).unwrap();
+    s.add_tasks(&metas(4)).unwrap();
+    s.close_input();
+    let cmds = s.poll();
+    ready_all(&mut s, &cmds);
+    let on_b: Vec<ActorId> = cmds
+        .iter()
+        .filter_map(|c| match c {
+            Command::CreateActor { actor, node: 1, .. } => Some(*actor),
+            _ => None,
+        })
+        .collect();
+    assert!(!on_b.is_empty(), "{cmds:?}");
+    let calls = submits(&s.poll());
+    s.handle(Event::NodeLost { node: 1 }).unwrap();
+    s.handle(Event::NodeLost { node: 1 }).unwrap(); // reported twice: no change
+    assert!(s.handle(Event::NodeLost { node: 7 }).is_err());
+    for actor in &on_b {
+        s.handle(Event::ActorFailed {
+            actor: *actor,
+            kind: FailureKind::Infra,
+            message: "node died".into(),
+        })
+        .unwrap();
+    }
+    let cmds = s.poll();
+    // Replacements go to node 0 only (node 1's freed CPUs are not given back).
+    for c in &cmds {
+        if let Command::CreateActor { node, .. } = c {
+            assert_eq!(*node, 0, "{cmds:?}");
+        }
+    }
+    // The lost batches are not lost: every task still ends.
+    let mut done = 0;
+    let mut pending: Vec<(ActorId, Batch)> = calls
+        .into_iter()
+        .filter(|(a, _)| !on_b.contains(a))
+        .collect();
+    ready_all(&mut s, &cmds);
+    for _ in 0..20 {
+        pending.extend(submits(&s.poll()));
+        let Some((_, b)) = pending.pop() else { break };
+        s.batch_done(b.id, &[], 0.0).unwrap();
+        done += 1;
+        if s.is_finished() {
+            break;
+        }
+    }
+    let _ = s.poll();
+    assert!(s.is_finished(), "done {done}");
+}

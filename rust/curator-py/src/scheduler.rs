@@ -489,6 +489,14 @@ impl PyScheduler {
         Ok(self.inner.handle(event).map_err(PyCoreError)?)
     }
 
+    /// The node (index into the run's nodes) left the cluster: no actor is placed there again.
+    fn node_lost(&mut self, node: usize) -> PyResult<()> {
+        Ok(self
+            .inner
+            .handle(Event::NodeLost { node })
+            .map_err(PyCoreError)?)
+    }
+
     #[pyo3(signature = (batch, user_error, message, attempt = None))]
     fn batch_failed(
         &mut self,

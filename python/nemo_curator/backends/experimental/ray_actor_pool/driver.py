@@ -22,6 +22,15 @@ from nemo_curator.backends.experimental.ray_actor_pool.config import (
     StageOptions,
     call_timeouts,
 )
+from nemo_curator.backends.experimental.ray_actor_pool.recovery import (
+    LostError,
+    Origin,
+    Producer,
+    Remaker,
+    alive_nodes,
+    lost_refs,
+    named_lost,
+)
 from nemo_curator.backends.experimental.ray_actor_pool.worker import (
     INLINE,
     SetupFailedError,
@@ -70,6 +79,8 @@ class _Call:
     #: The attempt of each batch, as the core submitted it (results carry it back: a late result of an
     #: attempt the core gave up is ignored there).
     attempts: dict[int, int] = field(default_factory=dict)
+    #: Per batch, its input payloads with the origin of each stored one (to make its outputs again).
+    inputs: dict[int, list[tuple[Any, Origin | None]]] = field(default_factory=dict)
 
 
 class ActorPoolDriver:
@@ -166,6 +177,16 @@ class ActorPoolDriver:
         self._payloads: dict[int, Any] = {}  # core task id -> Task or ObjectRef
         self._ref_task_ids: dict[int, str] = {}  # task_id strings of payloads held as refs or bytes
         self._results: list[Any] = []
+        #: Lineage of stored outputs still in use (by core task id; by index into `_results` once
+        #: emitted), so that outputs lost with a node can be made again.
+        self._origins: dict[int, Origin] = {}
+        self._result_origins: dict[int, Origin] = {}
+        self._lost_nodes: set[str] = set()
+        self._remaker = Remaker(
+            self._stage_refs,
+            [(float(s.resources.cpus), float(s.resources.gpus)) for s in stages],
+            config.inline_bytes,
+        )
         self.failures: list[FailureRecord] = []
         # The user's error and input task ids per failed batch, until the core decides its fate.
         self._user_errors: dict[int, tuple[dict[str, str], list[str]]] = {}
@@ -277,13 +298,19 @@ class ActorPoolDriver:
             self._submit(cmd[1], cmd[2])
         elif kind == "emit":
             pop, forget = self._payloads.pop, self._ref_task_ids.pop
+            origins = self._origins
             for t in cmd[1]:
+                if origins:
+                    origin = origins.pop(t, None)
+                    if origin is not None:
+                        self._result_origins[len(self._results)] = origin
                 self._results.append(pop(t))
                 forget(t, None)
         elif kind == "drop":
             for t in cmd[1]:
                 self._payloads.pop(t, None)
                 self._ref_task_ids.pop(t, None)
+                self._origins.pop(t, None)
         elif kind == "create":
             self._create(cmd[1], cmd[2], cmd[3])
         elif kind == "kill":
@@ -400,6 +427,7 @@ class ActorPoolDriver:
             [t for b in batches for t in b[1]],
             started,
             {b[0]: b[2] for b in batches},
+            {b[0]: [(payloads[t], self._origins.get(t)) for t in b[1]] for b in batches},
         )
         actor.calls.append(ref)
 
@@ -512,6 +540,9 @@ class ActorPoolDriver:
             self._actor_failed(actor, user, str(cause) if isinstance(cause, SetupFailedError) else str(exc))
             return
         except ray.exceptions.RayError as exc:
+            self._check_nodes()
+            if actor_id not in self._actors:
+                return  # it was on a node that left
             # A constructor that raised (e.g. the stage cannot be unpickled on the worker) fails the same
             # way on every retry: it is the user's error, not the cluster's.
             self._actor_failed(actor, bool(getattr(exc, "actor_init_failed", False)), str(exc))
@@ -583,6 +614,7 @@ class ActorPoolDriver:
         out_items: list[int] = []
         busy: list[float] = []
         placed_all: list[tuple[list[Any], list[Any], list[str]]] = []
+        producers: list[Producer] = []
         user_failures: list[tuple[int, dict[str, Any], list[str], int]] = []
         for (call, yielded, _), value in zip(metas, values, strict=True):
             if isinstance(value, BaseException):
@@ -599,28 +631,45 @@ class ActorPoolDriver:
                     out_items.append(sum(items))
                     busy.append(busy_s)
                     placed_all.append((placed, yielded, ids))
+                    producers.append(Producer(actor.stage if actor else -1, call.inputs[batch_id]))
                 else:
                     stage_idx = actor.stage if actor else -1
                     user_failures.append((res[0], res[3], res[4], stage_idx, call.attempts[res[0]]))
         if done_ids:
             firsts = self.scheduler.batch_results(done_ids, attempts, n_out, out_bytes, out_items, busy)
             payloads = self._payloads
-            for first, (placed, yielded, ids) in zip(firsts, placed_all, strict=True):
+            for first, (placed, yielded, ids), producer in zip(firsts, placed_all, producers, strict=True):
                 if first is None:
                     # Ignored by the core (a given-up attempt, or the run ended earlier in this round,
                     # e.g. a setup failed): these outputs have no ids and nothing will consume them.
                     continue
-                for tid, ((where, what), task_id) in enumerate(zip(placed, ids, strict=True), first):
+                for k, (tid, ((where, what), task_id)) in enumerate(
+                    enumerate(zip(placed, ids, strict=True), first)
+                ):
                     # Pickled bytes or an object ref: either way the task id is kept beside it.
-                    payloads[tid] = what if where == INLINE else yielded[what]
+                    if where == INLINE:
+                        payloads[tid] = what
+                    else:
+                        payloads[tid] = yielded[what]
+                        self._origins[tid] = Origin(producer, k)
                     self._ref_task_ids[tid] = task_id
         for batch_id, err, task_ids, _stage_idx, attempt in user_failures:
             stale = self.scheduler.stale_results
             self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}", attempt)
             if self.scheduler.stale_results == stale:
                 self._user_errors[batch_id] = (err, task_ids)
+        if dead:
+            self._check_nodes(" ".join(str(exc) for _, exc in dead))
         for call, exc in dead:
             actor = self._actors.get(call.actor_id)
+            refs = [p for b in call.inputs.values() for p, _ in b if isinstance(p, ray.ObjectRef)]
+            if actor is not None and named_lost(refs, str(exc)):
+                # An input was lost with a node (now made again): the actor is fine, the batches retry.
+                for batch_id in call.batch_ids:
+                    self.scheduler.batch_failed(
+                        batch_id, False, f"an input was lost with its node: {exc}", call.attempts[batch_id]
+                    )
+                continue
             if actor is not None:
                 # A stage (or task type) its workers cannot load fails the same way on every retry:
                 # the user's error, handled like a failed setup.
@@ -630,6 +679,52 @@ class ActorPoolDriver:
                     or _cannot_load(exc)
                 )
                 self._actor_failed(actor, user, str(exc))
+
+    # ---------------------------------------------------------------------------- node loss
+    def _check_nodes(self, errors: str = "") -> set[str]:
+        """After a death: when a node of the run has left, tell the core (nothing is placed there
+        again), fail its actors (their batches are retried elsewhere) and make again the stored outputs
+        that were only there, or that `errors` (the text of failed calls) name as lost. Returns the
+        live nodes."""
+        alive = alive_nodes()
+        gone = [
+            i
+            for i, n in enumerate(self.nodes)
+            if n.node_id not in alive and n.node_id not in self._lost_nodes
+        ]
+        if not gone and not self._lost_nodes:
+            return alive
+        for i in gone:
+            node_id = self.nodes[i].node_id
+            self._lost_nodes.add(node_id)
+            logger.warning(f"node {node_id} left the cluster: its work runs again on the nodes left")
+            self.scheduler.node_lost(i)
+            for actor in [a for a in self._actors.values() if a.node.node_id == node_id]:
+                self._actor_failed(actor, False, f"node {node_id} left the cluster")
+        stored = {t: p for t, p in self._payloads.items() if isinstance(p, ray.ObjectRef)}
+        # Copies left on live nodes may be partial: Ray's own word that it could not get one wins.
+        lost = lost_refs(list(stored.values()), alive) | named_lost(stored.values(), errors)
+        for tid, ref in stored.items():
+            if ref in lost:
+                new = self._remade(self._origins.get(tid), alive, self._task_id_of(tid))
+                if new is not None:
+                    self._payloads[tid] = new
+        return alive
+
+    def _remade(self, origin: Origin | None, alive: set[str], task_id: str) -> Any:
+        """A new payload for a lost output; None when it cannot be made (the batches that need it
+        then fail as their retries run out, naming the task)."""
+        if origin is None:
+            logger.error(f"task {task_id} was held only in the store of a node that left: it is lost")
+            return None
+        try:
+            payload = self._remaker.remake(origin, alive)
+        except (LostError, ray.exceptions.RayError) as exc:
+            logger.error(f"task {task_id} was lost with its node and could not be made again: {exc}")
+            return None
+        stage = self.stages[origin.producer.stage].name
+        logger.warning(f"task {task_id} was lost with its node; made again by stage '{stage}'")
+        return payload
 
     # ------------------------------------------------------------------------------ failures
     def _describe_failure(self, failure: dict[str, Any]) -> FailureRecord:
@@ -686,16 +781,53 @@ class ActorPoolDriver:
     def _fetch_results(self) -> list[Task[Any]]:
         out: list[Task[Any]] = []
         results = self._results
+        if self._result_origins and any(n.node_id not in alive_nodes() for n in self.nodes):
+            self._remake_results()
         for start in range(0, len(results), _FETCH_CHUNK):
             chunk = results[start : start + _FETCH_CHUNK]
             idx = [i for i, r in enumerate(chunk) if isinstance(r, ray.ObjectRef)]
             if idx:
-                fetched = ray.get([chunk[i] for i in idx])
+                fetched = self._get_results(chunk, idx, start)
                 for i, value in zip(idx, fetched, strict=True):
                     chunk[i] = value
             out.extend(loads(r) if isinstance(r, bytes) else r for r in chunk)
         self._results = []
+        self._result_origins.clear()
         return out
+
+    def _get_results(self, chunk: list[Any], idx: list[int], start: int) -> list[Any]:
+        """`ray.get` of the stored results in `chunk`; ones Ray says it lost are made again first."""
+        for _ in range(3):
+            try:
+                return ray.get([chunk[i] for i in idx])
+            except ray.exceptions.ObjectLostError as exc:
+                named = named_lost([chunk[i] for i in idx], str(exc))
+                if not named or not self._result_origins:
+                    raise
+                alive = alive_nodes()
+                for i in idx:
+                    if chunk[i] in named:
+                        new = self._remade(
+                            self._result_origins.get(start + i), alive, f"<output {start + i}>"
+                        )
+                        if new is None:
+                            raise
+                        chunk[i] = self._results[start + i] = new
+        return ray.get([chunk[i] for i in idx])
+
+    def _remake_results(self) -> None:
+        """Final outputs lost with a node after their stage finished are made again before the fetch."""
+        alive = alive_nodes()
+        held = {i: r for i, r in enumerate(self._results) if isinstance(r, ray.ObjectRef)}
+        lost = lost_refs(list(held.values()), alive)
+        for i, ref in held.items():
+            if ref in lost:
+                new = self._remade(self._result_origins.get(i), alive, f"<output {i}>")
+                if new is None:
+                    raise StageFailedError(
+                        f"final output {i} was lost with its node and could not be made again"
+                    )
+                self._results[i] = new
 
 
 _LOAD_ERRORS = ("ModuleNotFoundError", "No module named", "ImportError", "Can't get attribute")

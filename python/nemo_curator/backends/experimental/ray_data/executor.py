@@ -55,6 +55,7 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
 from nemo_curator.backends.experimental.ray_data.observe import LedgerView
+from nemo_curator.backends.experimental.ray_data.release import StageActors
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
@@ -606,6 +607,7 @@ class _Bundles:
         self._timeout = stall_timeout_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._executor: Any = None
+        self._actors = StageActors()
         try:  # Ray Data's own executor, for its operators' progress and to stop it on a stall
             self._executor = ds._create_executor()
             source: Any = ds._build_bundle_iterator(self._executor)
@@ -627,6 +629,7 @@ class _Bundles:
     def _progress(self) -> tuple[Any, ...]:
         if self._executor is None:
             return ()
+        self._actors.note(self._executor)
         try:
             return tuple(
                 (
@@ -699,6 +702,7 @@ class _Bundles:
                     yield None
                     continue
                 if kind == "end":
+                    self._actors.forget()
                     return
                 if kind == "error":
                     raise item
@@ -709,6 +713,8 @@ class _Bundles:
                 # Stop Ray Data's execution (its actors and pending tasks) before leaving.
                 self._executor.shutdown(force=True)
                 self._thread.join(timeout=10.0)
+            # A run that failed or was interrupted: its actors go now, not when Ray collects them.
+            self._actors.kill()
 
 
 def _apply_controls(
