@@ -1,5 +1,7 @@
 //! The Ray Data plan: examples, then properties over random pipelines and busy clusters.
 
+mod fixed_seed;
+
 use curator_core::planning::cut_blocks;
 use curator_core::{
     plan_ray_data, CoreError, PlanNode, PlanSettings, PlanStage, RayDataPlan, Resources,
@@ -253,7 +255,7 @@ fn worker_units(cpus: f64, gpus: f64) -> (u64, u64) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    #![proptest_config(fixed_seed::config(256))]
 
     #[test]
     fn plans_fit_cover_and_respect_batches(

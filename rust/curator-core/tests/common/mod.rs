@@ -169,6 +169,9 @@ struct SimActor {
     isolated: bool,
     /// Batches handed to it so far.
     given: u64,
+    /// Spent its `max_batches_per_actor` budget, or ran a batch that failed in user code with
+    /// `replace_actor_on_failure`: takes no new call and is killed once its calls are done.
+    retiring: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -268,6 +271,12 @@ impl Sim {
             Scheduler::new(specs.clone(), nodes.clone(), cfg.clone()).expect("valid pipeline");
         let n = specs.len();
         assert_eq!(p.fanouts.len(), n);
+        // Which actor ages out when depends on the scheduler's restart clock, which the model does
+        // not follow: its check of the fair spread would count that actor's idle slots.
+        assert!(
+            specs.iter().all(|s| s.max_actor_age_secs.is_none()),
+            "the simulator does not model max_actor_age_secs"
+        );
         Self {
             sched,
             rng: Rng::new(p.seed),
@@ -755,6 +764,11 @@ impl Sim {
             return;
         }
         if self.rng.chance(self.p.p_user_fail) {
+            if let BatchState::InFlight { actor, .. } = batch.state {
+                let a = &mut self.actors[actor as usize];
+                a.retiring |=
+                    self.specs[s].replace_actor_on_failure && a.state == ActorState::Ready;
+            }
             let sim = self.batches.get_mut(&b).unwrap();
             if sim.user_failures < self.specs[s].max_user_retries {
                 sim.user_failures += 1;
@@ -947,6 +961,14 @@ impl Sim {
                 .iter()
                 .find(|c| matches!(c, AbortCause::Setup(_)));
             assert!(setup.is_none(), "no Abort after a failed setup: {setup:?}");
+            let idle_retired = self
+                .actors
+                .iter()
+                .position(|a| a.retiring && a.state == ActorState::Ready && a.calls == 0);
+            assert!(
+                idle_retired.is_none(),
+                "retiring actor {idle_retired:?} has no call left but was not killed"
+            );
             self.check_balance();
             if self.p.strict_queue_bound {
                 self.check_queue_bound();
@@ -975,6 +997,7 @@ impl Sim {
             calls: 0,
             isolated: false,
             given: 0,
+            retiring: false,
         });
         self.stats.creates += 1;
     }
@@ -1032,6 +1055,7 @@ impl Sim {
             !a.isolated,
             "actor {actor} runs a lone retry but got another call"
         );
+        assert!(!a.retiring, "actor {actor} is retiring but got a call");
         if batches.iter().any(|b| self.lone.contains(&b.id)) {
             assert_eq!(k, 1, "a retry after an actor death must run alone");
             assert_eq!(
@@ -1042,12 +1066,16 @@ impl Sim {
             self.actors[actor as usize].isolated = true;
             self.fair_bound[s] = None;
         } else {
-            // The scheduler sizes the calls of one dispatch pass from the state at its start.
+            // The scheduler sizes the calls of one dispatch pass from the state at its start, spread
+            // over the free slots of the actors that may take a call: a retiring actor may not, so
+            // its idle slots do not thin the calls.
             let bound = *self.fair_bound[s].get_or_insert_with(|| {
                 let free: usize = self
                     .actors
                     .iter()
-                    .filter(|a| a.stage == s && a.state == ActorState::Ready && !a.isolated)
+                    .filter(|a| {
+                        a.stage == s && a.state == ActorState::Ready && !a.isolated && !a.retiring
+                    })
                     .map(|a| spec.slots_per_actor - a.calls)
                     .sum();
                 let avail = self.retry[s].len() + self.fresh[s].len().div_ceil(spec.batch_size);
@@ -1168,7 +1196,10 @@ impl Sim {
             self.stats.batches += 1;
         }
         self.calls.insert(call, k);
-        self.actors[actor as usize].calls += 1;
+        let a = &mut self.actors[actor as usize];
+        a.calls += 1;
+        // Its budget is spent with this call (the bound above is checked before the call counts).
+        a.retiring |= spec.max_batches_per_actor.is_some_and(|most| given >= most);
         self.stats.submits += 1;
         if k > 1 {
             self.stats.packed_calls += 1;
