@@ -28,7 +28,7 @@ def plot_timeline(report: RunReport, path: str | Path) -> Path:
     for i, name in enumerate(names):
         done = [s["done"][i] for s in samples]
         ax_done.plot(ts, done, label=name)
-        rate = [0.0] + [
+        rate = [0.0][: len(ts)] + [
             (done[k] - done[k - 1]) / (ts[k] - ts[k - 1]) if ts[k] > ts[k - 1] else 0.0
             for k in range(1, len(ts))
         ]
