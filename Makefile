@@ -17,13 +17,13 @@ all: test
 
 $(VENV)/.deps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "maturin>=1.9.4,<2"
+	$(BIN)/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "uv>=0.4"
 	touch $@
 
-# Release build of the extension into the venv, with runtime and dev dependencies.
+# Release build of the extension into the venv, with runtime and dev dependencies (installed by uv:
+# resolving Ray's dependency tree with pip takes minutes on a fresh machine, uv seconds).
 $(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
-	$(BIN)/maturin develop --release --extras dev,plot --quiet
+	$(BIN)/maturin develop --uv --release --extras dev,plot --quiet
 	touch $@
 
 venv: $(VENV)/.deps
@@ -49,7 +49,8 @@ test: $(VENV)/.built test-rust lint test-python
 # this package on top (the extension `make develop` built, repackaged as a wheel: no second Rust build);
 # then Curator's exports and that pipeline on every executor of this package, against the reference.
 # On the way, README's account of `pip uninstall nemo-curator-rs` is checked.
-# The wheels are fetched (or built) once into target/compat-wheels, again when the requirements change.
+# Curator's dependencies go in with uv (seconds, not minutes); every install of Curator or of this package,
+# and the uninstall, use the venv's own pip, as a user would. Curator's wheel is fetched once.
 COMPAT_VENV ?= .venv-compat
 COMPAT_WHEELS := target/compat-wheels
 COMPAT_ENV := env VIRTUAL_ENV=$(abspath $(COMPAT_VENV)) PATH="$(abspath $(COMPAT_VENV))/bin:$$PATH"
@@ -58,16 +59,15 @@ COMPAT_PIP := $(COMPAT_PY) -m pip install --quiet --disable-pip-version-check --
 COMPAT_WORK := $(abspath $(COMPAT_VENV))/work
 CURATOR_SPEC := nemo-curator==1.1.0
 
-$(COMPAT_WHEELS)/.downloaded: tests/compat/requirements.txt
+$(COMPAT_WHEELS)/.downloaded:
 	rm -rf $(COMPAT_WHEELS)
-	$(PYTHON) -m pip wheel --quiet --disable-pip-version-check -w $(COMPAT_WHEELS) -r $<
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check -d $(COMPAT_WHEELS) --no-deps $(CURATOR_SPEC)
 	touch $@
 
 test-compat: $(VENV)/.built $(COMPAT_WHEELS)/.downloaded
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)
-	$(COMPAT_PIP) --no-index -r tests/compat/requirements.txt
+	$(BIN)/uv pip install --quiet --python $(abspath $(COMPAT_VENV))/bin/python -r tests/compat/requirements.txt
 	$(COMPAT_PIP) --no-index --no-deps $(CURATOR_SPEC)
 	$(COMPAT_PY) tests/compat/make_reference.py $(COMPAT_WORK)
 	$(PY) tests/compat/repack_wheel.py $(COMPAT_VENV)/wheel
