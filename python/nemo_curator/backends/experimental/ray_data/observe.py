@@ -23,7 +23,10 @@ the dataset is exhausted: nothing is left), actor states, slots, backpressure.
 
 from __future__ import annotations
 
+import time
 from typing import Any
+
+import ray
 
 from nemo_curator import _core
 from nemo_curator.observability.metrics import RunMetrics
@@ -66,3 +69,36 @@ class LedgerView:
                 self.num_initial, self.emitted, self.failure_records, self.finished, self.names
             )
         )
+
+
+class RunningCalls:
+    """Per stage, the first task of its oldest running batch and how long it has run, as the workers
+    report batches that run long to the job's `InputStore` (asked at most every `every_s`; the answer
+    is read when it is there, so the driver never waits for it)."""
+
+    def __init__(self, store: Any, run_id: str, fresh_s: float, every_s: float = 0.5) -> None:
+        self._store, self._run_id, self._fresh_s, self._every_s = store, run_id, fresh_s, every_s
+        self._ref: Any = None
+        self._asked = float("-inf")
+        self._latest: dict[int, tuple[str, float]] = {}
+
+    def __call__(self) -> dict[int, tuple[str, float]]:
+        if self._ref is not None and ray.wait([self._ref], timeout=0)[0]:
+            try:
+                self._latest = ray.get(self._ref)
+            except ray.exceptions.RayError:  # the store went away: keep the last answer
+                pass
+            self._ref = None
+        if self._ref is None and time.monotonic() - self._asked >= self._every_s:
+            self._asked = time.monotonic()
+            self._ref = self._store.oldest.remote(self._run_id, self._fresh_s)
+        now = time.time()
+        return {
+            stage: (task_id, max(0.0, now - started)) for stage, (task_id, started) in self._latest.items()
+        }
+
+    def describe(self, names: list[str]) -> str:
+        """ "; oldest running: <stage> <task> (<age> s), ..." or "" when nothing runs long."""
+        oldest = self()
+        parts = [f"{names[i]} {task} ({age:.0f} s)" for i, (task, age) in sorted(oldest.items())]
+        return "; oldest running: " + ", ".join(parts) if parts else ""
