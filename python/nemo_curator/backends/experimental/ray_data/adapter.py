@@ -1,17 +1,11 @@
 """What runs inside Ray Data's workers: a segment of stages over codec blocks.
 
-Each `map_batches` call gets a block of tasks and runs a segment (one or more consecutive stages)
-on it: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
-it receives, and the last stage's outputs go back as one block. The block's ledger (what every
-upstream call did) is merged with this call's counts and travels on; so do failure records.
-
-Actor segments are a class Ray Data instantiates once per actor; task segments are a function whose
-stage instances are kept per worker process, so `setup` runs once per process and each stage timer
-measures idle time between calls (Curator builds a new adapter per task).
-
-`setup_on_node` runs once per (stage, node) through a small registry actor: the first worker of a
-stage on a node asks for it and every worker of that stage on that node waits for it before its
-`setup`.
+Each `map_batches` call gets a block of tasks and runs a segment (consecutive stages) on it, each stage
+calling `process_batch` on slices of exactly `batch_size`; the outputs go back as blocks with the
+merged ledger and failure records. Actor segments are a class per actor; task segments keep their
+stage instances per worker process, so `setup` runs once per process. `setup_on_node` runs once per
+(stage, node) through `NodeSetups`. A watchdog thread per worker reports long batches and enforces
+`call_timeout_s`.
 """
 
 from __future__ import annotations
@@ -325,6 +319,7 @@ class StageRunner:
         wall_start = time.time()
         start = time.perf_counter()
         failed: FailureRecord | None = None
+        cause: BaseException | None = None
         outputs: list[Any] = []
         expired = self.timed_out.get((plan.index, ids)) if self.timed_out else None
         try:
@@ -347,12 +342,10 @@ class StageRunner:
                 finally:
                     _WATCHDOG.stop()
         except Exception as exc:
-            failed = FailureRecord.from_exception(plan.name, ids, exc)
-            if not plan.ignore_failures:
-                raise StageFailedError(str(failed), failed) from exc
+            failed, cause = FailureRecord.from_exception(plan.name, ids, exc), exc
         if failed is not None:
             if not plan.ignore_failures:
-                raise StageFailedError(str(failed), failed)
+                raise StageFailedError(str(failed), failed) from cause
             logger.warning(failed.describe() + " (skipped: ignore_failures=True)")
             failures.append(failed)
             if (credit := checkpoint.batch_credit(batch)) is not None:

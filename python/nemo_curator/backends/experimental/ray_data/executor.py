@@ -1,26 +1,11 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
-One row is one task (the task codec of `nemo_curator._core`), so Ray Data's row counts are task
-counts and its byte counts are the payloads' real sizes. The plan comes from the core
-(`_core.plan_ray_data`, `rust/curator-core/src/planning.rs`: segments, pool sizes with the actor
-pool's feasibility rules, repartitions, initial blocks); this module turns it into Ray Data calls,
-one `map_batches` per segment (consecutive task stages with the same resources share one; a stage
-with per-worker state is an actor pool of its own). Each stage calls `process_batch` on slices of
-exactly `batch_size` of the tasks a call gets (`adapter.py`); `exact_batches` repartitions for full
-batches everywhere but the last.
-
-After a fan-out with few parents, a strict repartition gives each block one row, and the fan-out
-packs its children into rows of growing size (`SegmentPlan.pack`): a few children still reach every
-worker, a huge fan-out makes blocks of many children (at most `max_tasks_per_block` rows or
-`target_block_bytes`), not one block per child.
-
-The driver streams the final blocks, decodes them (Arrow payloads are not copied) and merges the
-per-call ledgers into one `_core.Ledger` whose balance check proves that every input task was
-output, filtered or reported as failed; the same `RunMonitor` as the actor pool's reads it
-(`observe.py`) for progress and `executor.last_run`. Runs of one process see each other's
-reservations and wait for room; a run that cannot go on (no progress while no waiting stage has room
-for a worker) warns, then fails after `stall_timeout_s`. `ignore_head_node` keeps the run off the
-head node with a Ray label selector and limits Ray Data's budget to the other nodes.
+One row is one task (`_core`'s task codec), so Ray Data counts tasks and their real bytes. The core
+plans the run (`_core.plan_ray_data`: segments, pools, repartitions, initial blocks, fan-out packing);
+this module turns the plan into one `map_batches` per segment and streams the final blocks, whose
+merged ledgers (`observe.py`) prove every input task was output, filtered or failed. Runs of one
+process see each other's reservations (`_core.Claims`); a run that makes no progress while no waiting
+stage has room warns, then fails after `stall_timeout_s` (`_core.StallClock`).
 """
 
 from __future__ import annotations
@@ -58,7 +43,6 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
 from nemo_curator.backends.experimental.ray_data.observe import LedgerView, RunningCalls
-from nemo_curator.backends.experimental.ray_data.release import StageActors
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
@@ -140,6 +124,9 @@ class RayDataExecutor(BaseExecutor):
             ckpt.give_credit(tasks)
         specs = [self._stage_spec(stage) for stage in stages]
         s = self.settings
+        limits = per_stage("call_timeout_s", s.call_timeout_s, [st.name for st in stages])
+        for spec, limit in zip(specs, limits, strict=True):
+            spec["timeout_s"] = limit  # not read by the core
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             started = (time.perf_counter(), time.time())  # the report's clock: from here
             token = uuid.uuid4().hex
@@ -281,7 +268,6 @@ class RayDataExecutor(BaseExecutor):
     ) -> list[Task[Any]]:
         s = self.settings
         run_id = uuid.uuid4().hex
-        timeouts = per_stage("call_timeout_s", s.call_timeout_s, [stage.name for stage in stages])
         stage_plans = [
             StagePlan(
                 index=i,
@@ -291,7 +277,7 @@ class RayDataExecutor(BaseExecutor):
                 batch_size=specs[i]["batch_size"],
                 ignore_failures=s.ignore_failures,
                 node_setups=setups if needs_node_setup[i] else None,
-                timeout_s=timeouts[i],
+                timeout_s=specs[i]["timeout_s"],
             )
             for i, stage in enumerate(stages)
         ]
@@ -596,7 +582,9 @@ class _Bundles:
         self._timeout = stall_timeout_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._executor: Any = None
-        self._actors = StageActors()
+        # Ray Data's actor pools' handles, noted as the run goes: after an error Ray Data drops them
+        # and lets reference counting end the actors (10-30 s holding their CPUs); this kills them.
+        self._actors: dict[Any, None] = {}
         try:  # Ray Data's own executor, for its operators' progress and to stop it on a stall
             self._executor = ds._create_executor()
             source: Any = ds._build_bundle_iterator(self._executor)
@@ -617,9 +605,13 @@ class _Bundles:
 
     def _progress(self) -> list[int]:
         """A fingerprint of what the operators did so far (inputs, outputs, tasks, completion)."""
-        self._actors.note(self._executor)
         try:
             ops = list(self._executor._topology or {})
+            for pool in (getattr(op, "_actor_pool", None) for op in ops):
+                if pool is not None:
+                    self._actors.update(
+                        dict.fromkeys([*pool._running_actors, *pool._pending_actors.values()])
+                    )
             counts = (
                 "num_inputs_received",
                 "num_task_outputs_generated",
@@ -680,7 +672,7 @@ class _Bundles:
                     yield None
                     continue
                 if kind == "end":
-                    self._actors.forget()
+                    self._actors.clear()
                     return
                 if kind == "error":
                     raise item
@@ -692,7 +684,11 @@ class _Bundles:
                 self._executor.shutdown(force=True)
                 self._thread.join(timeout=10.0)
             # A run that failed or was interrupted: its actors go now, not when Ray collects them.
-            self._actors.kill()
+            for handle in self._actors:
+                try:
+                    ray.kill(handle, no_restart=True)
+                except Exception as exc:  # an actor already gone
+                    logger.debug(f"kill of a stage actor failed: {exc}")
 
 
 def _apply_controls(

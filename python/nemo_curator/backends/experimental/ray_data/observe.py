@@ -1,24 +1,13 @@
-"""What a Ray Data run shows: the merged ledger as the same typed metrics the actor pool's scheduler gives.
+"""What a Ray Data run shows: the merged ledger as the typed metrics the actor pool's scheduler gives.
 
-The `RunMonitor` (progress display, timeline samples, run report) reads a `MetricsSource`: typed
-`metrics()` and `balance()`. `LedgerView` is one, over the ledger the driver merges as result blocks
-stream in, so both executors report alike. The ledger's counts are the core's `StageCounts`, the
-struct behind the scheduler's metrics.
-
-What the driver knows is what came back with the final blocks: a ledger travels with the last
-output block of each worker call, so the counts cover the tasks whose results reached the driver
-(each stage's numbers for them are complete), not work still inside the pipeline. Per stage:
-
-- `tasks_in` is what reached the stage: the initial tasks for the first stage, the previous stage's
-  outputs (as far as known) for the others; `tasks_done` / `tasks_failed` what it ran, successfully
-  or not (the rest is `pending`: waiting or running, which of the two is not known);
-- items, bytes, batches, calls, busy seconds and the first start / last end as the workers measured
-  them (clocks: seconds since the run started);
-- `actors_created`: distinct actors that ran batches of an actor stage (0 for stages run in Ray
-  tasks); Ray Data's retries of dead workers are not visible (`retries`, `actors_died` stay 0).
-
-Gauges Ray Data does not expose are None: the queues and work in flight while the run goes on (0 once
-the dataset is exhausted: nothing is left), actor states, slots, backpressure.
+The driver knows what came back with the final blocks (a ledger travels with the last output block
+of each worker call), so the counts cover tasks whose results reached the driver, not work still in
+the pipeline. Per stage: `tasks_in` is what reached it, `tasks_done` / `tasks_failed` what it ran
+(the rest is `pending`); items, bytes, batches, calls, busy seconds and first start / last end as the
+workers measured them; `actors_created` counts distinct actors of an actor stage. Ray Data's retries
+are not visible (`retries`, `actors_died` stay 0); gauges it does not expose (queues, in flight, actor
+states, backpressure) are None. The oldest running batch per stage comes from the workers' reports
+(`RunningCalls`).
 """
 
 from __future__ import annotations
