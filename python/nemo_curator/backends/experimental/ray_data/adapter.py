@@ -131,7 +131,7 @@ def input_store() -> Any:
     key = (ctx.get_job_id(), ctx.get_node_id())
     if _INPUT_STORE is None or _INPUT_STORE[0] != key:
         # On the driver's node: it outlives the loss of any other node (so do the lists it holds).
-        here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=True)
+        here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=False)
         handle = InputStore.options(  # type: ignore[attr-defined]
             name=input_store_name(), get_if_exists=True, scheduling_strategy=here
         ).remote()

@@ -138,7 +138,7 @@ class RayDataExecutor(BaseExecutor):
                 setups = (
                     NodeSetups.options(  # type: ignore[attr-defined]
                         scheduling_strategy=NodeAffinitySchedulingStrategy(
-                            ray.get_runtime_context().get_node_id(), soft=True
+                            ray.get_runtime_context().get_node_id(), soft=False
                         )
                     ).remote(stage_refs, [st.name for st in stages])
                     if any(needs_node_setup)
