@@ -11,15 +11,18 @@ use pyo3::types::{PyDict, PyTuple};
 
 use crate::errors::PyCoreError;
 
+/// A run's bookkeeping and the refs of its initial task lists (None once released).
+type Run = (CallBook, Vec<Option<Py<PyAny>>>);
+
 /// Per run of a Ray job: its initial task lists (object refs) and what its workers report.
 #[pyclass(module = "nemo_curator._core")]
 #[derive(Default)]
 pub struct RunBook {
-    runs: HashMap<String, (CallBook, Vec<Option<Py<PyAny>>>)>,
+    runs: HashMap<String, Run>,
 }
 
 impl RunBook {
-    fn run(&mut self, run_id: &str) -> &mut (CallBook, Vec<Option<Py<PyAny>>>) {
+    fn run(&mut self, run_id: &str) -> &mut Run {
         self.runs.entry(run_id.to_string()).or_default()
     }
 }

@@ -217,14 +217,14 @@ class _Watchdog:
 
     def stop(self) -> None:
         call, self.call = self.call, None
-        if call is not None and call.reported is not None:
+        if call is not None and call.reported is not None and call.store is not None:
             call.store.running.remote(call.run_id, call.plan.index, call.worker, None, 0.0)
 
     def _watch(self) -> None:
         while True:
             time.sleep(0.1)
             call = self.call
-            if call is None:
+            if call is None or call.store is None:
                 continue
             age = time.monotonic() - call.started
             limit = call.plan.timeout_s
@@ -232,13 +232,11 @@ class _Watchdog:
                 self._expire(call, limit)
             if age >= _REPORT_AFTER_S and (call.reported is None or age - call.reported >= _REPORT_S):
                 call.reported = age
-                call.store.running.remote(
-                    call.run_id,
-                    call.plan.index,
-                    call.worker,
-                    call.task_ids[0] if call.task_ids else "",
-                    call.epoch,
-                )
+                first = call.task_ids[0] if call.task_ids else ""
+                try:
+                    call.store.running.remote(call.run_id, call.plan.index, call.worker, first, call.epoch)
+                except Exception as exc:  # the store is gone (the run ended): nothing to report to
+                    logger.debug(f"cannot report a long call: {exc!r}")
 
     @staticmethod
     def _expire(call: _Call, limit: float) -> None:
