@@ -156,9 +156,6 @@ class NodeSetups:
             self._started[key] = ref
         await ref
 
-    def started(self) -> list[tuple[int, str]]:
-        return sorted(self._started)
-
 
 def _worker_number(worker_id: str) -> int | None:
     """A 64-bit number for a Ray worker id (hex), to count distinct workers in the ledger."""
