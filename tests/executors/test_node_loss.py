@@ -146,12 +146,6 @@ def test_actor_pool_survives_losing_a_node(cluster: Cluster, tmp_path: Path) -> 
     assert not executor.failures
 
 
-@pytest.mark.xfail(
-    reason="known gap: Ray rebuilds a lost block by re-running its task, but the initial task list it "
-    "read was already released from the InputStore ('initial task list N was already processed and "
-    "released'), so the run fails after max_retries",
-    strict=False,
-)
 def test_ray_data_survives_losing_a_node(cluster: Cluster, tmp_path: Path) -> None:
     from nemo_curator.backends.experimental.ray_data import RayDataExecutor
 
@@ -160,3 +154,4 @@ def test_ray_data_survives_losing_a_node(cluster: Cluster, tmp_path: Path) -> No
     executor = RayDataExecutor(config={"pool_size": 2, "max_tasks_per_block": 1})
     out = _run_and_kill(cluster, nodes, executor, tmp_path, n)
     _check_exactly_once(out, n)
+    assert not executor.failures

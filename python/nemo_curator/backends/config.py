@@ -17,7 +17,15 @@ from loguru import logger
 
 from nemo_curator.backends.ray_utils.checks import is_int, is_number
 
-__all__ = ["ExecutorConfig", "check_known_keys", "config_error", "is_int", "is_number", "parse_runtime_env"]
+__all__ = [
+    "ExecutorConfig",
+    "check_known_keys",
+    "config_error",
+    "is_int",
+    "is_number",
+    "parse_runtime_env",
+    "per_stage",
+]
 
 _NOSET_CUDA = "RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES"
 
@@ -32,6 +40,17 @@ def check_known_keys(owner: str, given: Iterable[str], known: Iterable[str], *, 
 
 def config_error(owner: str, key: str, want: str, value: Any) -> ValueError:
     return ValueError(f"{owner} config '{key}' must be {want}, got {value!r}")
+
+
+def per_stage(key: str, value: Any, stage_names: list[str]) -> list[Any]:
+    """Each stage's value of a setting given as one value or a dict of stage name -> value with an optional
+    "default" entry (e.g. `call_timeout_s`); a dict naming no stage of the pipeline is an error."""
+    if not isinstance(value, dict):
+        return [value for _ in stage_names]
+    unknown = sorted(set(value) - set(stage_names) - {"default"})
+    if unknown:
+        raise ValueError(f"{key} names no stage of this pipeline: {unknown}; stages are {stage_names}")
+    return [value.get(name, value.get("default")) for name in stage_names]
 
 
 def parse_runtime_env(runtime_env: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -102,6 +121,14 @@ class ExecutorConfig:
             if not is_number(value) or (value <= low if open_low else value < low):
                 want = f"a number {'>' if open_low else '>='} {low:g}"
                 raise self._bad(key, want + (" or None" if optional else ""))
+
+    def _require_per_stage_number(self, key: str) -> None:
+        """A number > 0, a dict of stage name -> number > 0 (see `per_stage`), or None."""
+        value = getattr(self, key)
+        values = list(value.values()) if isinstance(value, dict) else [value]
+        names_ok = not isinstance(value, dict) or all(isinstance(k, str) for k in value)
+        if value is not None and not (names_ok and all(is_number(v) and v > 0 for v in values)):
+            raise self._bad(key, "a number > 0, a dict of stage name -> number > 0, or None")
 
     def _require_dict(self, key: str, want: str = "a dict") -> None:
         if not isinstance(getattr(self, key), dict):

@@ -14,15 +14,17 @@ mod placement;
 pub mod planning;
 mod scheduler;
 pub mod spec;
+pub mod watch;
 
 pub use errors::{CoreError, CoreResult};
 pub use event::{Batch, Command, Event, Failure, FailureKind};
 pub use lineage::{Balance, LiveRecords};
 pub use metrics::{RunMetrics, StageCounts, StageMetrics, STAGE_COUNTERS};
 pub use planning::{
-    plan_ray_data, PlanNode, PlanSettings, PlanStage, PoolPlan, RayDataPlan, SegmentPlan,
+    plan_ray_data, Pack, PlanNode, PlanSettings, PlanStage, PoolPlan, RayDataPlan, SegmentPlan,
 };
 pub use scheduler::Scheduler;
 pub use spec::{
     ActorId, BatchId, NodeSpec, PoolSize, Resources, SchedulerConfig, StageSpec, TaskId, TaskMeta,
 };
+pub use watch::{starved, CallBook, Claims, NodeRoom, Stall, StallClock};

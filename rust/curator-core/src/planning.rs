@@ -142,6 +142,48 @@ pub struct SegmentPlan {
     pub batch_size: Option<usize>,
     /// Rows per block of a strict repartition before this segment; None: no repartition.
     pub repartition: Option<usize>,
+    /// Set when the segment ends with a fan-out whose children the next segment re-blocks one row
+    /// per block (few parents): its children go out packed, see [`Pack`].
+    pub pack: Option<Pack>,
+}
+
+/// How a fan-out call packs its children into rows: `spread` groups of `batch` first (so few parents
+/// still give every worker a block), then groups twice as large each time, up to `max_rows` (a
+/// multiple of `batch`) or `max_bytes`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pack {
+    pub spread: usize,
+    pub batch: usize,
+    pub max_rows: usize,
+    pub max_bytes: u64,
+}
+
+impl Pack {
+    /// Children in the next row, when `packed` rows went out before it.
+    pub fn rows(&self, packed: usize) -> usize {
+        let doublings = (packed + 1).saturating_sub(self.spread).min(30);
+        self.max_rows.min(self.batch << doublings)
+    }
+}
+
+/// The [`Pack`] of each segment (see [`SegmentPlan::pack`]).
+fn packs(segments: &mut [SegmentPlan], stages: &[PlanStage], settings: &PlanSettings, cpus: usize) {
+    if settings.fanout_tasks_per_block.is_some() {
+        return;
+    }
+    for k in 0..segments.len().saturating_sub(1) {
+        let last = *segments[k].stages.last().expect("a segment has stages");
+        let next = &segments[k + 1];
+        if next.repartition == Some(1) && stages[last].fanout {
+            let batch = stages[next.stages[0]].batch_size;
+            segments[k].pack = Some(Pack {
+                spread: cpus.max(1),
+                batch,
+                max_rows: batch.max(settings.max_tasks_per_block / batch * batch),
+                max_bytes: settings.target_block_bytes,
+            });
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -340,6 +382,8 @@ pub fn plan_ray_data(
             plain
         }
     };
+    let mut plan = plan;
+    packs(&mut plan.segments, stages, settings, total_cpus);
     let first_batch = plan.segments[0].stages.iter().fold(1usize, |acc, &i| {
         lcm_capped(acc, stages[i].batch_size, task_sizes.len().max(1))
     });
@@ -558,6 +602,7 @@ impl<'a> Planner<'a> {
                     pool: pools[k],
                     batch_size: by_batch.then_some(head),
                     repartition: repartitions[k],
+                    pack: None,
                 }
             })
             .collect();

@@ -149,6 +149,13 @@ fn repartitions_and_ray_data_batches() {
         "few parents: one child per block"
     );
     assert_eq!(p.segments[1].batch_size, None);
+    // The fan-out packs its children for that repartition: 4 groups of one (one per CPU), then more.
+    let pack = p.segments[0].pack.expect("packed children");
+    assert_eq!((pack.spread, pack.batch, pack.max_rows), (4, 1, 1024));
+    let rows: Vec<usize> = (0..7).map(|k| pack.rows(k)).collect();
+    assert_eq!(rows, vec![1, 1, 1, 1, 2, 4, 8]);
+    assert_eq!(pack.rows(100), 1024);
+    assert_eq!(p.segments[1].pack, None);
     let exact = PlanSettings {
         exact_batches: true,
         ..PlanSettings::default()
@@ -159,6 +166,7 @@ fn repartitions_and_ray_data_batches() {
     // Many parents: their children stay in their own blocks.
     let p = plan(&stages, &[node(4.0, 0.0, 4.0, 0.0)], 64);
     assert_eq!(p.segments[1].repartition, None);
+    assert_eq!(p.segments[0].pack, None);
 }
 
 #[test]
@@ -322,6 +330,16 @@ proptest! {
             }
         }
         prop_assert_eq!(p.segments[0].repartition, None);
+        // Children are packed exactly when a fan-out feeds a one-row-per-block repartition.
+        for (k, seg) in p.segments.iter().enumerate() {
+            let feeds = p.segments.get(k + 1).is_some_and(|n| n.repartition == Some(1));
+            let fan = stages[*seg.stages.last().unwrap()].fanout;
+            prop_assert_eq!(seg.pack.is_some(), feeds && fan && settings.fanout_tasks_per_block.is_none());
+            if let Some(pack) = seg.pack {
+                prop_assert!(pack.max_rows % pack.batch == 0 && pack.max_rows >= pack.batch);
+                prop_assert!((0..64).all(|k| pack.rows(k) >= pack.batch && pack.rows(k) <= pack.max_rows));
+            }
+        }
 
         // The reservations fit the free resources, node by node, when the plan says it fits,
         // and add up to one worker per task segment, the pools' minima and a repartition CPU.

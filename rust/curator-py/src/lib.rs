@@ -6,6 +6,7 @@
 //! - `codec`: the Ray Data executor's task codec (tasks <-> one Arrow block, one row per task),
 //! - `ledger`: the per-block count ledger of the Ray Data executor,
 //! - `planning`: the Ray Data executor's plan (segments, pools, blocks),
+//! - `watch`: the Ray Data executor's run bookkeeping (worker calls, stalls, claims),
 //! - `errors`: the one mapping from core errors to Python exceptions.
 
 use pyo3::prelude::*;
@@ -16,6 +17,7 @@ mod errors;
 mod ledger;
 mod planning;
 mod scheduler;
+mod watch;
 
 /// True when this extension was compiled with optimisations.
 const RELEASE_BUILD: bool = !cfg!(debug_assertions);
@@ -29,5 +31,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     codec::register(m)?;
     ledger::register(m)?;
     planning::register(m)?;
+    watch::register(m)?;
     Ok(())
 }

@@ -85,7 +85,8 @@ fn positive(key: &str, value: i64) -> PyResult<usize> {
 /// `cpus`, `gpus`, `actor`, `fanout`, `num_workers`, `min_workers`, `max_workers`,
 /// `initial_workers`); `nodes` are `(id, cpus, gpus, free_cpus, free_gpus)`; `task_sizes` the bytes
 /// of each initial task. Returns a dict: `segments` (dicts: `stages`, `actor`, `cpus`, `gpus`,
-/// `pool` as `(min, max, initial)` or None, `batch_size`, `repartition`), `blocks` (`(start, end)`),
+/// `pool` as `(min, max, initial)` or None, `batch_size`, `repartition`, `pack` as `(spread, batch,
+/// max_rows, max_bytes)` or None), `blocks` (`(start, end)`),
 /// `claims` (`(cpus, gpus)` per node), `fits`, `fused`, `warnings`.
 #[pyfunction]
 #[pyo3(signature = (
@@ -135,6 +136,11 @@ fn plan_ray_data<'py>(
         d.set_item("pool", seg.pool.map(|p| (p.min, p.max, p.initial)))?;
         d.set_item("batch_size", seg.batch_size)?;
         d.set_item("repartition", seg.repartition)?;
+        d.set_item(
+            "pack",
+            seg.pack
+                .map(|p| (p.spread, p.batch, p.max_rows, p.max_bytes)),
+        )?;
         segments.append(d)?;
     }
     let out = PyDict::new(py);

@@ -1,30 +1,27 @@
 """What runs inside Ray Data's workers: a segment of stages over codec blocks.
 
-Each `map_batches` call gets a block of tasks and runs a segment (one or more consecutive stages)
-on it: each stage calls `process_batch` on consecutive slices of exactly `batch_size` of the tasks
-it receives, and the last stage's outputs go back as one block. The block's ledger (what every
-upstream call did) is merged with this call's counts and travels on; so do failure records.
-
-Actor segments are a class Ray Data instantiates once per actor; task segments are a function whose
-stage instances are kept per worker process, so `setup` runs once per process and each stage timer
-measures idle time between calls (Curator builds a new adapter per task).
-
-`setup_on_node` runs once per (stage, node) through a small registry actor: the first worker of a
-stage on a node asks for it and every worker of that stage on that node waits for it before its
-`setup`.
+Each `map_batches` call gets a block of tasks and runs a segment (consecutive stages) on it, each stage
+calling `process_batch` on slices of exactly `batch_size`; the outputs go back as blocks with the
+merged ledger and failure records. Actor segments are a class per actor; task segments keep their
+stage instances per worker process, so `setup` runs once per process. `setup_on_node` runs once per
+(stage, node) through `NodeSetups`. A watchdog thread per worker reports long batches and enforces
+`call_timeout_s`.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
 import ray
 from loguru import logger
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
 from nemo_curator.backends import checkpoint
@@ -46,6 +43,7 @@ class StagePlan:
     batch_size: int
     ignore_failures: bool
     node_setups: Any  # handle of the run's `NodeSetups` actor; None: the stage has no setup_on_node
+    timeout_s: float | None = None  # `call_timeout_s` of the stage
 
 
 @dataclass(frozen=True)
@@ -55,7 +53,9 @@ class SegmentPlan:
     run_id: str
     index: int
     stages: tuple[StagePlan, ...]
-    input_store: Any = None  # first segment: handle of the run's `InputStore` (initial task lists)
+    input_store: Any = None  # handle of the job's `InputStore` (initial task lists, call reports)
+    release_inputs: bool = True  # first segment: a call lets the initial lists it read go
+    max_retries: int = 3  # attempts of a call whose worker died, when the segment has a timeout
     chunk_bytes: int = 4 * 1024 * 1024  # outputs are encoded and handed over in chunks of this size
     #: A fan-out segment whose outputs are re-blocked into one row per block: its children go out
     #: packed (`Children`), `spread` groups of `batch` first (so few parents still give every worker
@@ -69,43 +69,48 @@ class SegmentPlan:
 
 @ray.remote(num_cpus=0)
 class InputStore:
-    """Holds the refs of each run's initial task lists and lets each go once the first segment read it.
+    """Per Ray job (`input_store()`): each run's initial task lists, and what its workers report.
 
-    Ray Data keeps every input block of a dataset until the run ends (for lineage). The dataset's
-    first blocks therefore only point at task lists stored apart, whose only holder is this actor:
-    when the call that read list `k` has handed all its outputs to Ray Data, the list leaves the
-    object store, and outputs take its place instead of adding to it. One actor serves every run
-    of a Ray job (`input_store()`), so a run does not wait for an actor to start.
+    Ray Data keeps a dataset's input blocks until the run ends (lineage), so the first blocks only
+    point at lists held here. On one node a list goes once the call that read it handed over its
+    outputs (`release`); on several, lists stay for the run, so Ray can re-run the calls whose
+    outputs a lost node held (the driver put the lists: they live on its node). Workers report long
+    batches (`running`), batches past `call_timeout_s` (`timed_out`) and call attempts (`begin`);
+    the bookkeeping is `_core.RunBook`.
     """
 
     def __init__(self) -> None:
-        self._runs: dict[str, list[Any]] = {}
+        self._book = _core.RunBook()
 
     def put(self, run_id: str, refs: list[Any]) -> None:
-        self._runs[run_id] = list(refs)
+        self._book.put(run_id, refs)
 
     def take(self, run_id: str, index: int) -> list[Any]:
         """`[ref]` of list `index` (in a list, so Ray hands over the ref, not the value)."""
-        refs = self._runs.get(run_id, [])
-        ref = refs[index] if 0 <= index < len(refs) else None
-        if ref is None:
-            raise RuntimeError(
-                f"initial task list {index} was already processed and released (a call was retried "
-                "after it had handed over all its outputs)"
-            )
-        return [ref]
+        return [self._book.take(run_id, index)]
 
     def release(self, run_id: str, indices: list[int]) -> None:
-        refs = self._runs.get(run_id)
-        for index in indices if refs is not None else ():
-            refs[index] = None
+        self._book.release(run_id, indices)
 
     def drop(self, run_id: str) -> None:
-        self._runs.pop(run_id, None)
+        self._book.drop_run(run_id)
 
     def held(self) -> dict[str, int]:
-        """Lists not released yet, per run."""
-        return {run: sum(r is not None for r in refs) for run, refs in self._runs.items()}
+        return self._book.held()
+
+    def running(self, run_id: str, stage: int, worker: str, task_id: str | None, started: float) -> None:
+        self._book.report(run_id, stage, worker, task_id, started, time.time())
+
+    def oldest(self, run_id: str, fresh_s: float) -> dict[int, tuple[str, float]]:
+        return self._book.oldest(run_id, time.time(), fresh_s)
+
+    def timed_out(self, run_id: str, stage: int, task_ids: tuple[str, ...], limit: float, call: str) -> None:
+        self._book.timed_out(run_id, stage, list(task_ids), limit, call)
+
+    def begin(
+        self, run_id: str, call: str
+    ) -> tuple[int, dict[tuple[int, tuple[str, ...]], tuple[int, float]]]:
+        return self._book.begin(run_id, call)
 
 
 def input_store_name() -> str:
@@ -125,7 +130,11 @@ def input_store() -> Any:
     # The job id alone repeats across Ray sessions; the driver's node id does not.
     key = (ctx.get_job_id(), ctx.get_node_id())
     if _INPUT_STORE is None or _INPUT_STORE[0] != key:
-        handle = InputStore.options(name=input_store_name(), get_if_exists=True).remote()  # type: ignore[attr-defined]
+        # On the driver's node: it outlives the loss of any other node (so do the lists it holds).
+        here = NodeAffinitySchedulingStrategy(ctx.get_node_id(), soft=False)
+        handle = InputStore.options(  # type: ignore[attr-defined]
+            name=input_store_name(), get_if_exists=True, scheduling_strategy=here
+        ).remote()
         _INPUT_STORE = (key, handle)
     return _INPUT_STORE[1]
 
@@ -147,9 +156,6 @@ class NodeSetups:
             self._started[key] = ref
         await ref
 
-    def started(self) -> list[tuple[int, str]]:
-        return sorted(self._started)
-
 
 def _worker_number(worker_id: str) -> int | None:
     """A 64-bit number for a Ray worker id (hex), to count distinct workers in the ledger."""
@@ -168,6 +174,89 @@ def _size(task: Any) -> tuple[int, int]:
     return items, payload_nbytes(task)
 
 
+# A batch running at least this long is reported to the run's store (seconds), then every
+# `_REPORT_S` while it runs; the driver forgets reports older than `REPORT_FRESH_S`.
+_REPORT_AFTER_S = 1.0
+_REPORT_S = 2.0
+REPORT_FRESH_S = 3 * _REPORT_S
+
+
+@dataclass
+class _Call:
+    """The batch a worker process runs now."""
+
+    store: Any
+    run_id: str
+    plan: StagePlan
+    worker: str
+    task_ids: tuple[str, ...]
+    call: str  # Ray task id of the `map_batches` call
+    started: float = field(default_factory=time.monotonic)
+    epoch: float = field(default_factory=time.time)
+    reported: float | None = None
+
+
+class _Watchdog:
+    """One thread per worker process that watches the batch it runs: reports long ones to the run's
+    store and ends the process when one outlives its stage's `call_timeout_s`. A hung Python call
+    cannot be stopped from another thread; ending the process makes Ray re-run the block (see
+    `InputStore.begin`), and the batch's next attempt knows it timed out."""
+
+    def __init__(self) -> None:
+        self.call: _Call | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, call: _Call) -> None:
+        self.call = call
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._watch, daemon=True, name="curator-call-watchdog")
+            self._thread.start()
+
+    def stop(self) -> None:
+        call, self.call = self.call, None
+        if call is not None and call.reported is not None and call.store is not None:
+            call.store.running.remote(call.run_id, call.plan.index, call.worker, None, 0.0)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.1)
+            call = self.call
+            if call is None or call.store is None:
+                continue
+            age = time.monotonic() - call.started
+            limit = call.plan.timeout_s
+            if limit is not None and age > limit:
+                self._expire(call, limit)
+            if age >= _REPORT_AFTER_S and (call.reported is None or age - call.reported >= _REPORT_S):
+                call.reported = age
+                first = call.task_ids[0] if call.task_ids else ""
+                try:
+                    call.store.running.remote(call.run_id, call.plan.index, call.worker, first, call.epoch)
+                except Exception as exc:  # the store is gone (the run ended): nothing to report to
+                    logger.debug(f"cannot report a long call: {exc!r}")
+
+    @staticmethod
+    def _expire(call: _Call, limit: float) -> None:
+        logger.error(
+            f"Stage '{call.plan.name}': {timeout_message(limit, call.task_ids)}; ending this worker process "
+            "so that Ray re-runs its block"
+        )
+        try:
+            ray.get(
+                call.store.timed_out.remote(call.run_id, call.plan.index, call.task_ids, limit, call.call),
+                timeout=30,
+            )
+        finally:
+            os._exit(1)
+
+
+_WATCHDOG = _Watchdog()
+
+
+def timeout_message(limit: float, task_ids: Any) -> str:
+    return f"call timed out after {limit:g} s (call_timeout_s) on task(s) {list(task_ids)}"
+
+
 class StageRunner:
     """One stage instance in one worker process: `setup` once, then batches of exactly `batch_size`."""
 
@@ -181,6 +270,12 @@ class StageRunner:
         self.worker = _worker_number(self.metadata.worker_id)
         self._torn_down = False
         self._call: Any = None  # the ledger of the call that ran the last batch
+        # Set by `SegmentRunner` per call: where to report, the Ray task id, timed-out batches.
+        self.store: Any = None
+        self.run_id = ""
+        self.call_id = ""
+        self.timed_out: dict[tuple[int, tuple[str, ...]], tuple[int, float]] = {}
+        self.max_retries = 0
         phase = "setup_on_node"
         try:
             if plan.node_setups is not None:
@@ -215,25 +310,43 @@ class StageRunner:
         previous stage of the segment): inputs are looked up there, outputs are added to it."""
         plan = self.plan
         sizes = [measured.pop(id(t), None) or _size(t) for t in batch]
+        ids = tuple(str(t.task_id) for t in batch)
         wall_start = time.time()
         start = time.perf_counter()
         failed: FailureRecord | None = None
+        cause: BaseException | None = None
+        outputs: list[Any] = []
+        expired = self.timed_out.get((plan.index, ids)) if self.timed_out else None
         try:
-            outputs = self.adapter.process_batch(batch)
+            if expired is not None and expired[0] > self.max_retries:
+                # Timed out on every attempt it had: not run again.
+                failed = FailureRecord(
+                    plan.name,
+                    ids,
+                    "CallTimeout",
+                    timeout_message(expired[1], ids),
+                    attempts=expired[0],
+                    kind="infra",
+                )
+            else:
+                _WATCHDOG.start(
+                    _Call(self.store, self.run_id, plan, self.metadata.worker_id, ids, self.call_id)
+                )
+                try:
+                    outputs = self.adapter.process_batch(batch)
+                finally:
+                    _WATCHDOG.stop()
         except Exception as exc:
-            outputs = []
-            failed = FailureRecord.from_exception(plan.name, [t.task_id for t in batch], exc)
+            failed, cause = FailureRecord.from_exception(plan.name, ids, exc), exc
+        if failed is not None:
             if not plan.ignore_failures:
-                raise StageFailedError(str(failed), failed) from exc
+                raise StageFailedError(str(failed), failed) from cause
             logger.warning(failed.describe() + " (skipped: ignore_failures=True)")
             failures.append(failed)
             if (credit := checkpoint.batch_credit(batch)) is not None:
                 failures.append({checkpoint.CREDIT_KEY: credit})  # the failed tasks ended: credit goes back
-        else:
-            if (credit := checkpoint.split_credit(batch, outputs)) is not None:
-                failures.append(
-                    {checkpoint.CREDIT_KEY: credit}
-                )  # filtered: the credit rides back with the block
+        elif (credit := checkpoint.split_credit(batch, outputs)) is not None:
+            failures.append({checkpoint.CREDIT_KEY: credit})  # filtered: the credit rides back with the block
         busy = time.perf_counter() - start
         out_sizes = [_size(t) for t in outputs]
         measured.update(zip(map(id, outputs), out_sizes, strict=True))
@@ -332,6 +445,7 @@ class SegmentRunner:
         call holds about one output block, not one copy of its tasks per stage."""
         for runner in self.runners:
             runner.check_setup()
+        self._begin()
         # Initial task lists read for this call only: stages mutate the tasks they get, so a list is
         # never reused by a later call (a retry must start from the stored state).
         stored: dict[int, Any] = {}
@@ -345,9 +459,31 @@ class SegmentRunner:
         read = list(stored)
         stored.clear()
         yield from self._run(_unpack(tasks), ledgers, failures)
-        if read:
+        if read and self.plan.release_inputs:
             # Every output of this call is with Ray Data now: the lists it read may go.
             self.plan.input_store.release.remote(self.plan.run_id, read)
+
+    def _begin(self) -> None:
+        """Tell the stage runners about this call; in a segment with a call timeout, count its attempt
+        (Ray re-runs it without limit there: the retries of dying workers are bounded here)."""
+        plan = self.plan
+        call_id = ray.get_runtime_context().get_task_id() or ""
+        timed_out: dict[Any, tuple[int, float]] = {}
+        if any(stage.timeout_s is not None for stage in plan.stages):
+            died, timed_out = ray.get(plan.input_store.begin.remote(plan.run_id, call_id))
+            if died > plan.max_retries:
+                names = [stage.name for stage in plan.stages]
+                failure = FailureRecord(
+                    names[0] if len(names) == 1 else "",
+                    error_type="WorkerDied",
+                    message=f"a worker running stage(s) {names} died {died} time(s) (max_retries={plan.max_retries})",
+                    attempts=died,
+                    kind="infra",
+                )
+                raise StageFailedError(failure.describe(), failure)
+        for runner in self.runners:
+            runner.store, runner.run_id, runner.call_id = plan.input_store, plan.run_id, call_id
+            runner.timed_out, runner.max_retries = timed_out, plan.max_retries
 
     def _run(self, tasks: list[Any], ledgers: list[bytes], failures: list[Any]) -> Iterator[pa.Table]:
         if not tasks and not ledgers and not failures:
@@ -400,7 +536,7 @@ class SegmentRunner:
 
     def _stored_list(self, index: int) -> Any:
         """Initial task list `index` (read from the object store; its Arrow buffers are not copied)."""
-        if self.plan.input_store is None:
+        if self.plan.index != 0:
             raise _core.CodecError(f"segment '{self.plan.label}' got a row of initial task list {index}")
         (ref,) = ray.get(self.plan.input_store.take.remote(self.plan.run_id, index))
         return ray.get(ref)

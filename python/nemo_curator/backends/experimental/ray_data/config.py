@@ -73,6 +73,14 @@ class RayDataConfig(ExecutorConfig):
     #: waiting (other work holds the resources) before it fails with an error naming those stages;
     #: a warning is logged after a quarter of this (at most a minute).
     stall_timeout_s: float = 600.0
+    #: A `process_batch` call running longer than this ends its worker process (a hung call cannot be
+    #: stopped otherwise); Ray re-runs the block and the batch is tried again up to `max_retries` times,
+    #: then failed naming the stage and tasks (a failure record under `ignore_failures`). A number for
+    #: every stage, or a dict of stage name -> seconds with an optional "default" entry. None: no limit.
+    call_timeout_s: float | dict[str, float] | None = None
+    #: Seconds between status tables in the log (per stage: counts and the oldest running task). None:
+    #: none.
+    status_interval_s: float | None = None
     #: Other `ray.data.DataContext` attributes to set for the run's datasets, e.g.
     #: `{"target_min_block_size": 1 << 20}`; unknown names are errors.
     data_context: dict[str, Any] = field(default_factory=dict)
@@ -93,6 +101,8 @@ class RayDataConfig(ExecutorConfig):
         self._require_int("max_tasks_per_block", "target_block_bytes", "output_block_bytes", low=1)
         self._require_number("reserved_cpus", "reserved_gpus", low=0.0)
         self._require_number("progress_interval_s", "stall_timeout_s", low=0.0, open_low=True)
+        self._require_number("status_interval_s", low=0.0, open_low=True, optional=True)
+        self._require_per_stage_number("call_timeout_s")
         self._require_dict("runtime_env")
         self._require_dict("data_context", "a dict of ray.data.DataContext attributes")
         self._check_data_context()

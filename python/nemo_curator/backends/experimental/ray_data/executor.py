@@ -1,26 +1,11 @@
 """`RayDataExecutor`: a pipeline as one streaming Ray Data dataset over blocks of encoded tasks.
 
-One row is one task (the task codec of `nemo_curator._core`), so Ray Data's row counts are task
-counts and its byte counts are the payloads' real sizes. The plan comes from the core
-(`_core.plan_ray_data`, `rust/curator-core/src/planning.rs`: segments, pool sizes with the actor
-pool's feasibility rules, repartitions, initial blocks); this module turns it into Ray Data calls,
-one `map_batches` per segment (consecutive task stages with the same resources share one; a stage
-with per-worker state is an actor pool of its own). Each stage calls `process_batch` on slices of
-exactly `batch_size` of the tasks a call gets (`adapter.py`); `exact_batches` repartitions for full
-batches everywhere but the last.
-
-After a fan-out with few parents, a strict repartition gives each block one row, and the fan-out
-packs its children into rows of growing size (`SegmentPlan.pack`): a few children still reach every
-worker, a huge fan-out makes blocks of many children (at most `max_tasks_per_block` rows or
-`target_block_bytes`), not one block per child.
-
-The driver streams the final blocks, decodes them (Arrow payloads are not copied) and merges the
-per-call ledgers into one `_core.Ledger` whose balance check proves that every input task was
-output, filtered or reported as failed; the same `RunMonitor` as the actor pool's reads it
-(`observe.py`) for progress and `executor.last_run`. Runs of one process see each other's
-reservations and wait for room; a run that cannot go on (no progress while no waiting stage has room
-for a worker) warns, then fails after `stall_timeout_s`. `ignore_head_node` keeps the run off the
-head node with a Ray label selector and limits Ray Data's budget to the other nodes.
+One row is one task (`_core`'s task codec), so Ray Data counts tasks and their real bytes. The core
+plans the run (`_core.plan_ray_data`: segments, pools, repartitions, initial blocks, fan-out packing);
+this module turns the plan into one `map_batches` per segment and streams the final blocks, whose
+merged ledgers (`observe.py`) prove every input task was output, filtered or failed. Runs of one
+process see each other's reservations (`_core.Claims`); a run that makes no progress while no waiting
+stage has room warns, then fails after `stall_timeout_s` (`_core.StallClock`).
 """
 
 from __future__ import annotations
@@ -36,6 +21,7 @@ from typing import Any
 
 import ray
 from loguru import logger
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
 from nemo_curator.backends import checkpoint
@@ -45,7 +31,9 @@ from nemo_curator.backends.base import (
     resolve_batch_size,
     validate_stages,
 )
+from nemo_curator.backends.config import per_stage
 from nemo_curator.backends.experimental.ray_data.adapter import (
+    REPORT_FRESH_S,
     NodeSetups,
     SegmentPlan,
     StagePlan,
@@ -54,8 +42,7 @@ from nemo_curator.backends.experimental.ray_data.adapter import (
     task_function_for,
 )
 from nemo_curator.backends.experimental.ray_data.config import RayDataConfig, _parse_runtime_env
-from nemo_curator.backends.experimental.ray_data.observe import LedgerView
-from nemo_curator.backends.experimental.ray_data.release import StageActors
+from nemo_curator.backends.experimental.ray_data.observe import LedgerView, RunningCalls
 from nemo_curator.backends.experimental.ray_data.utils import is_actor_stage
 from nemo_curator.backends.experimental.utils import RayStageSpecKeys
 from nemo_curator.backends.failures import FailureRecord, StageFailedError
@@ -82,24 +69,18 @@ _FETCH_INTERVAL_S = 0.25
 # lags), and waits for it when they leave no room, instead of both taking half and waiting for
 # each other forever.
 _ACTIVE = threading.Condition()
-_CLAIMS: dict[str, dict[str, tuple[float, float]]] = {}
+_CLAIMS = _core.Claims()
 
 
 class RayDataExecutor(BaseExecutor):
     """Runs a pipeline as one Ray Data dataset whose rows are tasks (see the module docs).
 
-    Config keys: see `RayDataConfig` (`ignore_failures`, `max_retries`, `pool_size`, `reserved_cpus`,
-    `reserved_gpus`, `runtime_env`, `max_tasks_per_block`, `target_block_bytes`, `output_block_bytes`,
-    `fanout_tasks_per_block`, `exact_batches`, `force_actors`, `preserve_order`, `show_progress`,
-    `progress_interval_s`, `ray_data_progress_bars`, `stall_timeout_s`, `data_context`). Unknown keys raise `ValueError`.
-    A stage's `ray_stage_spec()` may also size its actor pool with `min_workers` / `max_workers` /
-    `initial_workers`.
+    Config keys: the fields of `RayDataConfig`; unknown keys raise `ValueError`. A stage's
+    `ray_stage_spec()` may also size its actor pool (`min_workers` / `max_workers` / `initial_workers`).
 
-    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s:
-    stage, task ids, error type, message, traceback); `last_run` is the run's `RunReport` (per stage tasks, items and
-    bytes in/out, batches, calls, busy and wall time, actors; failures; count balance; timeline; see
-    `observe.py` for what the counts cover), also after a run that failed; `last_run_stats` has the
-    ledger's counts per stage as dicts.
+    After `execute()`: `failures` lists the batches skipped under `ignore_failures` (`FailureRecord`s);
+    `last_run` is the run's `RunReport` (see `observe.py` for what the counts cover), also after a run
+    that failed; `last_run_stats` has the ledger's counts per stage as dicts.
     """
 
     def __init__(self, config: dict[str, Any] | None = None, ignore_head_node: bool = False) -> None:
@@ -143,6 +124,9 @@ class RayDataExecutor(BaseExecutor):
             ckpt.give_credit(tasks)
         specs = [self._stage_spec(stage) for stage in stages]
         s = self.settings
+        limits = per_stage("call_timeout_s", s.call_timeout_s, [st.name for st in stages])
+        for spec, limit in zip(specs, limits, strict=True):
+            spec["timeout_s"] = limit  # not read by the core
         with RaySession(runtime_env=_parse_runtime_env(s.runtime_env)):
             started = (time.perf_counter(), time.time())  # the report's clock: from here
             token = uuid.uuid4().hex
@@ -152,7 +136,11 @@ class RayDataExecutor(BaseExecutor):
                 # Only stages with real per-node work need the per-node registry (an actor).
                 needs_node_setup = [needs_setup_on_node(stage) for stage in stages]
                 setups = (
-                    NodeSetups.remote(stage_refs, [st.name for st in stages])  # type: ignore[attr-defined]
+                    NodeSetups.options(  # type: ignore[attr-defined]
+                        scheduling_strategy=NodeAffinitySchedulingStrategy(
+                            ray.get_runtime_context().get_node_id(), soft=False
+                        )
+                    ).remote(stage_refs, [st.name for st in stages])
                     if any(needs_node_setup)
                     else None
                 )
@@ -176,7 +164,7 @@ class RayDataExecutor(BaseExecutor):
                         self._input_run = None
             finally:
                 with _ACTIVE:
-                    _CLAIMS.pop(token, None)
+                    _CLAIMS.remove(token)
                     _ACTIVE.notify_all()
         logger.info(f"Pipeline completed. Final results: {len(results)} tasks")
         if s.show_progress and self.last_run is not None:
@@ -234,7 +222,11 @@ class RayDataExecutor(BaseExecutor):
                 reserved_gpus=s.reserved_gpus,
             )
             with _ACTIVE:
-                free = _less_claims(nodes, _CLAIMS.values())
+                room = _CLAIMS.free([(n.node_id, n.cpus, n.gpus, n.total_cpus, n.total_gpus) for n in nodes])
+                free = [
+                    ClusterNode(n.node_id, n.is_head, c, g, n.total_cpus, n.total_gpus)
+                    for n, (c, g) in zip(nodes, room, strict=True)
+                ]
                 plan = _core.plan_ray_data(
                     specs,
                     [(n.node_id, n.total_cpus, n.total_gpus, n.cpus, n.gpus) for n in free],
@@ -246,9 +238,7 @@ class RayDataExecutor(BaseExecutor):
                     target_block_bytes=s.target_block_bytes,
                 )
                 if plan["fits"] or not _CLAIMS:
-                    _CLAIMS[token] = {
-                        n.node_id: claim for n, claim in zip(nodes, plan["claims"], strict=True)
-                    }
+                    _CLAIMS.add(token, {n.node_id: c for n, c in zip(nodes, plan["claims"], strict=True)})
                     break
                 logger.info("RayDataExecutor: waiting for another run of this process to free resources")
                 _ACTIVE.wait(timeout=5.0)
@@ -287,6 +277,7 @@ class RayDataExecutor(BaseExecutor):
                 batch_size=specs[i]["batch_size"],
                 ignore_failures=s.ignore_failures,
                 node_setups=setups if needs_node_setup[i] else None,
+                timeout_s=specs[i]["timeout_s"],
             )
             for i, stage in enumerate(stages)
         ]
@@ -313,9 +304,13 @@ class RayDataExecutor(BaseExecutor):
                 run_id=run_id,
                 index=k,
                 stages=tuple(stage_plans[i] for i in members),
-                input_store=store if k == 0 else None,
+                input_store=store,
+                # On several nodes the initial lists stay for the run: a lost node's blocks are made
+                # again from them (see `InputStore`).
+                release_inputs=len({n.node_id for n in nodes}) <= 1,
+                max_retries=s.max_retries,
                 chunk_bytes=max(1, s.output_block_bytes // 2),
-                pack=self._pack(specs, segments, k, nodes),
+                pack=segment["pack"],
             )
             args = self._map_args([stages[i] for i in members], segment, segment_plan)
             if len(members) == 1:  # stages with controls of their own are segments of their own
@@ -333,23 +328,8 @@ class RayDataExecutor(BaseExecutor):
                 f"{'actors ' + str(segment['pool']) if segment['actor'] else 'tasks'}, "
                 f"batch sizes {[specs[i]['batch_size'] for i in members]}"
             )
-        return self._stream(ds, [st.name for st in stages], plan, len(tasks), started)
-
-    def _pack(
-        self, specs: list[dict[str, Any]], segments: list[dict[str, Any]], k: int, nodes: list[ClusterNode]
-    ) -> tuple[int, int, int, int] | None:
-        """`SegmentPlan.pack` of segment `k`: when it ends with a fan-out whose children the plan
-        re-blocks one row per block (few parents), pack them into rows of many children."""
-        s = self.settings
-        after = segments[k + 1] if k + 1 < len(segments) else None
-        if after is None or after["repartition"] != 1 or s.fanout_tasks_per_block is not None:
-            return None
-        if not specs[segments[k]["stages"][-1]]["fanout"]:
-            return None
-        batch = specs[after["stages"][0]]["batch_size"]
-        max_rows = max(batch, s.max_tasks_per_block // batch * batch)
-        spread = max(1, int(sum(n.total_cpus for n in nodes)))
-        return (spread, batch, max_rows, s.target_block_bytes)
+        running = RunningCalls(store, run_id, REPORT_FRESH_S)
+        return self._stream(ds, [st.name for st in stages], plan, len(tasks), started, running)
 
     def _map_args(
         self, stages: list[ProcessingStage[Any, Any]], segment: dict[str, Any], plan: SegmentPlan
@@ -362,6 +342,8 @@ class RayDataExecutor(BaseExecutor):
             "batch_size": segment["batch_size"],
         }
         retries = self.settings.max_retries
+        if any(stage.timeout_s is not None for stage in plan.stages):
+            retries = -1  # a timeout ends the worker: the call's attempts are counted by the adapter
         if segment["actor"]:
             args["fn"] = actor_class_for(stages)
             # Ray Data restarts dead actors and retries their calls forever by default.
@@ -427,6 +409,7 @@ class RayDataExecutor(BaseExecutor):
         plan: dict[str, Any],
         num_initial: int,
         started: tuple[float, float, float],
+        running: RunningCalls,
     ) -> list[Task[Any]]:
         s = self.settings
         start, epoch0, offset = started
@@ -440,6 +423,7 @@ class RayDataExecutor(BaseExecutor):
             names,
             progress="auto" if s.show_progress else "off",
             progress_interval_s=s.progress_interval_s,
+            status_interval_s=s.status_interval_s,
         )
         monitor.clock_offset_s = offset
         results: list[Task[Any]] = []
@@ -451,13 +435,16 @@ class RayDataExecutor(BaseExecutor):
                 (udf, names, float(seg["cpus"]) or 1.0, float(seg["gpus"]))
                 for (udf, names), seg in zip(self._segment_udfs, plan["segments"], strict=True)
             ]
-            for bundle in _Bundles(ds, watch, self.ignore_head_node, s.stall_timeout_s):
+            stall = _Bundles(
+                ds, watch, self.ignore_head_node, s.stall_timeout_s, lambda: running.describe(names)
+            )
+            for bundle in stall:
                 if bundle is None:  # nothing new: keep the display going
                     if pending and time.perf_counter() - last_fetch >= _FETCH_INTERVAL_S:
                         self._take(pending, view, results, failures)
                         pending = []
                         last_fetch = time.perf_counter()
-                    monitor.on_round(view, time.perf_counter() - start)
+                    monitor.on_round(view, time.perf_counter() - start, running)
                     continue
                 pending.extend(zip((e.ref for e in bundle.blocks), bundle.slices, strict=True))
                 now = time.perf_counter()
@@ -465,7 +452,7 @@ class RayDataExecutor(BaseExecutor):
                     self._take(pending, view, results, failures)
                     pending = []
                     last_fetch = now
-                    monitor.on_round(view, time.perf_counter() - start)
+                    monitor.on_round(view, time.perf_counter() - start, running)
             self._take(pending, view, results, failures)
             view.finished = True
         except ray.exceptions.RayTaskError as exc:
@@ -573,26 +560,12 @@ def _dataset_of(tables: list[Any]) -> ray.data.Dataset:
     return MaterializedDataset(LogicalPlan(FromArrow(refs, metadata), context), context, stats)
 
 
-def _less_claims(nodes: list[ClusterNode], claims: Any) -> list[ClusterNode]:
-    """`nodes` with what other runs of this process reserved taken off their free resources (Ray's
-    view may not show the workers they are starting yet; those it shows are not counted twice)."""
-    out = []
-    for n in nodes:
-        held_c = sum(c.get(n.node_id, (0.0, 0.0))[0] for c in claims)
-        held_g = sum(c.get(n.node_id, (0.0, 0.0))[1] for c in claims)
-        cpus = max(0.0, min(n.cpus, n.total_cpus - held_c))
-        gpus = max(0.0, min(n.gpus, n.total_gpus - held_g))
-        out.append(ClusterNode(n.node_id, n.is_head, cpus, gpus, n.total_cpus, n.total_gpus))
-    return out
-
-
 class _Bundles:
     """The dataset's result bundles, read by a thread so the driver can notice a run that stopped.
 
-    Yields each bundle as it arrives and `None` every `_FETCH_INTERVAL_S` without one. When Ray
-    Data's operators make no progress (no inputs taken, no outputs, no task finished) while the
-    cluster has no room for a worker of any segment that is still waiting, it logs a warning at a
-    quarter of `stall_timeout_s` (at most a minute) and fails the run at `stall_timeout_s`.
+    Yields each bundle as it arrives and `None` every `_FETCH_INTERVAL_S` without one. When Ray Data's
+    operators make no progress while no segment still waiting has room for a worker, it warns, then
+    fails the run after `stall_timeout_s` (`_core.StallClock`).
     """
 
     def __init__(
@@ -601,13 +574,17 @@ class _Bundles:
         segments: list[tuple[str, list[str], float, float]],
         ignore_head_node: bool,
         stall_timeout_s: float,
+        running: Any = lambda: "",
     ) -> None:
+        self._running = running  # "; oldest running: ..." for the messages
         self._segments = segments  # each segment's UDF name, stages and request per worker
         self._ignore_head_node = ignore_head_node
         self._timeout = stall_timeout_s
         self._queue: queue.Queue[Any] = queue.Queue()
         self._executor: Any = None
-        self._actors = StageActors()
+        # Ray Data's actor pools' handles, noted as the run goes: after an error Ray Data drops them
+        # and lets reference counting end the actors (10-30 s holding their CPUs); this kills them.
+        self._actors: dict[Any, None] = {}
         try:  # Ray Data's own executor, for its operators' progress and to stop it on a stall
             self._executor = ds._create_executor()
             source: Any = ds._build_bundle_iterator(self._executor)
@@ -626,42 +603,39 @@ class _Bundles:
         except BaseException as exc:  # handed to the driver thread
             self._queue.put(("error", exc))
 
-    def _progress(self) -> tuple[Any, ...]:
-        if self._executor is None:
-            return ()
-        self._actors.note(self._executor)
+    def _progress(self) -> list[int]:
+        """A fingerprint of what the operators did so far (inputs, outputs, tasks, completion)."""
         try:
-            return tuple(
-                (
-                    m.num_inputs_received,
-                    m.num_task_outputs_generated,
-                    m.num_tasks_finished,
-                    m.num_outputs_taken,
-                    op.has_completed(),
-                )
-                for op in list(self._executor._topology or {})
-                for m in [op.metrics]
+            ops = list(self._executor._topology or {})
+            for pool in (getattr(op, "_actor_pool", None) for op in ops):
+                if pool is not None:
+                    self._actors.update(
+                        dict.fromkeys([*pool._running_actors, *pool._pending_actors.values()])
+                    )
+            counts = (
+                "num_inputs_received",
+                "num_task_outputs_generated",
+                "num_tasks_finished",
+                "num_outputs_taken",
             )
-        except Exception:  # pragma: no cover - Ray internals changed
-            return ()
-
-    def _waiting(self) -> list[tuple[str, list[str], float, float]]:
-        """Segments whose operator has not completed."""
-        try:
-            open_ops = [op.name for op in list(self._executor._topology or {}) if not op.has_completed()]
-        except Exception:
-            return self._segments
-        return [seg for seg in self._segments if any(seg[0] in name for name in open_ops)]
+            return [int(getattr(op.metrics, c)) for op in ops for c in counts] + [
+                op.has_completed() for op in ops
+            ]
+        except Exception:  # pragma: no cover - Ray internals changed (or no executor)
+            return []
 
     def _starved(self) -> str | None:
         """Why the waiting segments cannot run (None: one of them has room for a worker)."""
-        waiting = self._waiting()
-        if not waiting:
-            return None
+        try:
+            open_ops = [op.name for op in list(self._executor._topology or {}) if not op.has_completed()]
+            waiting = [seg for seg in self._segments if any(seg[0] in name for name in open_ops)]
+        except Exception:
+            waiting = self._segments
         nodes = cluster_nodes(ignore_head_node=self._ignore_head_node, settle_s=0.0)
-        for _, _, cpus, gpus in waiting:
-            if any(n.cpus >= cpus - 1e-9 and n.gpus >= gpus - 1e-9 for n in nodes):
-                return None
+        if not waiting or not _core.starved(
+            [(c, g) for *_, c, g in waiting], [(n.cpus, n.gpus) for n in nodes]
+        ):
+            return None
         free = (sum(n.cpus for n in nodes), sum(n.gpus for n in nodes))
         total = (sum(n.total_cpus for n in nodes), sum(n.total_gpus for n in nodes))
         needs = ", ".join(
@@ -675,38 +649,34 @@ class _Bundles:
 
     def __iter__(self) -> Iterator[Any]:
         self._thread.start()
-        warn_after = min(60.0, self._timeout / 4)
-        last = self._progress()
-        since = time.monotonic()
-        warned = False
+        clock = _core.StallClock(self._timeout, time.monotonic())
         try:
             while True:
                 try:
                     kind, item = self._queue.get(timeout=_FETCH_INTERVAL_S)
                 except queue.Empty:
-                    now, progress = time.monotonic(), self._progress()
-                    if progress != last:
-                        last, since, warned = progress, now, False
-                    elif now - since >= warn_after and (not warned or now - since >= self._timeout):
-                        why = self._starved()
-                        if why is None:
-                            since = now  # busy, not starved
-                        elif now - since >= self._timeout:
-                            raise RuntimeError(
-                                f"RayDataExecutor made no progress for {now - since:.0f}s: {why}. "
-                                "Free resources or raise 'stall_timeout_s' to wait longer."
-                            ) from None
-                        else:
-                            warned = True
-                            logger.warning(f"RayDataExecutor: no progress for {now - since:.0f}s: {why}")
+                    now = time.monotonic()
+                    verdict = clock.quiet(self._progress(), now)
+                    why = self._starved() if verdict != "wait" else None
+                    if verdict != "wait" and why is None:
+                        clock.busy(now)  # busy, not starved
+                    elif verdict == "fail":
+                        raise RuntimeError(
+                            f"RayDataExecutor made no progress for {clock.idle(now):.0f}s: {why}"
+                            f"{self._running()}. Free resources or raise 'stall_timeout_s' to wait longer."
+                        ) from None
+                    elif verdict == "warn":
+                        logger.warning(
+                            f"RayDataExecutor: no progress for {clock.idle(now):.0f}s: {why}{self._running()}"
+                        )
                     yield None
                     continue
                 if kind == "end":
-                    self._actors.forget()
+                    self._actors.clear()
                     return
                 if kind == "error":
                     raise item
-                last, since, warned = self._progress(), time.monotonic(), False
+                clock.progress(self._progress(), time.monotonic())
                 yield item
         finally:
             if self._executor is not None and self._thread.is_alive():
@@ -714,7 +684,11 @@ class _Bundles:
                 self._executor.shutdown(force=True)
                 self._thread.join(timeout=10.0)
             # A run that failed or was interrupted: its actors go now, not when Ray collects them.
-            self._actors.kill()
+            for handle in self._actors:
+                try:
+                    ray.kill(handle, no_restart=True)
+                except Exception as exc:  # an actor already gone
+                    logger.debug(f"kill of a stage actor failed: {exc}")
 
 
 def _apply_controls(
