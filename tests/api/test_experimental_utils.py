@@ -168,3 +168,21 @@ def test_execute_setup_on_node_propagates_errors(ray_session: None) -> None:
     # A marker "directory" that is a file makes setup_on_node fail inside the Ray task.
     with pytest.raises(Exception, match=r"FileExistsError|File exists"):
         execute_setup_on_node([StageWithSetup(marker_dir=__file__)])
+
+
+def test_ray_data_actor_concurrency_as_curator_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    from unittest.mock import Mock
+
+    from nemo_curator.backends.experimental.ray_data import utils as rd_utils
+    from nemo_curator.stages.resources import Resources
+
+    monkeypatch.setattr(rd_utils, "get_available_cpu_gpu_resources", lambda **_: (7, 2))
+    stage = Mock(num_workers=lambda: 3, resources=Resources(cpus=1.0))
+    assert rd_utils.calculate_concurrency_for_actors_for_stage(stage) == 3
+    stage = Mock(num_workers=lambda: None, resources=Resources(cpus=2.0))
+    assert rd_utils.calculate_concurrency_for_actors_for_stage(stage) == (1, 3)
+    stage = Mock(num_workers=lambda: None, resources=Resources(cpus=1.0, gpus=1.0))
+    assert rd_utils.calculate_concurrency_for_actors_for_stage(stage) == (1, 2)
+    stage = Mock(num_workers=lambda: None, resources=Resources(cpus=0.0))
+    with pytest.raises(OverflowError):
+        rd_utils.calculate_concurrency_for_actors_for_stage(stage)
