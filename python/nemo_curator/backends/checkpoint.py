@@ -36,15 +36,16 @@ from __future__ import annotations
 
 import contextvars
 import copy
+import functools
 import json
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
@@ -63,11 +64,15 @@ __all__ = [
     "completed_sources",
     "failed_sources",
     "read_failed_tasks",
+    "resumable",
     "run_managed",
 ]
 
 FAILED_TASKS_DIR_ENV = "NEMO_CURATOR_FAILED_TASKS_DIR"
 FAILED_TASKS_FILE = "failed_tasks.json"
+#: A manifest whose sources a retry is redoing, then one they were redone from.
+RETRYING_SUFFIX = ".retrying"
+RETRIED_SUFFIX = ".retried"
 METADATA_DIR = ".nemo_curator_metadata"
 DB_NAME = b"completed_sources"
 _MAP_SIZE = 1 << 30
@@ -82,8 +87,7 @@ _STATEFUL_SPEC_KEYS = ("is_shuffle_stage", "is_lsh_stage", "is_raft_actor")
 _ACTIVE: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "nemo_curator_checkpoint", default=None
 )
-#: Set while `run_managed` runs the executor, so that the executor's own call to it runs the plain way.
-_MANAGED: contextvars.ContextVar[bool] = contextvars.ContextVar("nemo_curator_managed_run", default=False)
+_E = TypeVar("_E")
 
 
 def active() -> Checkpoint | None:
@@ -149,10 +153,12 @@ class Checkpoint:
         #: Manifests whose sources this run retries (renamed once the run has finished).
         self.retried_manifests: list[Path] = []
         if retry_failed:
-            self.retried_manifests = _manifests(self.path)
             retry = failed_sources(self.path)
             logger.info(f"Retrying {len(retry & self.completed)} source(s) with failed tasks")
             self.completed -= retry
+            # Set aside before this run writes its own manifest (under NEMO_CURATOR_FAILED_TASKS_DIR that is
+            # the same file name): still found by a later retry if this one dies, consumed when it finishes.
+            self.retried_manifests = [_set_aside(m) for m in _manifests(self.path)]
         self._file = self.metadata_dir / f"{socket.gethostname()}-{os.getpid()}.mdb"
         self._env: Any = None
         self._db: Any = None
@@ -205,8 +211,8 @@ class Checkpoint:
         if finished:
             # Their sources were redone: a later retry must not redo them again.
             for manifest in self.retried_manifests:
-                if manifest.exists() and manifest.parent != self.manifest.directory:
-                    manifest.rename(manifest.with_name(FAILED_TASKS_FILE + ".retried"))
+                if manifest.exists():
+                    manifest.replace(manifest.with_name(FAILED_TASKS_FILE + RETRIED_SUFFIX))
 
     # ---------------------------------------------------------------------------------- actor pool
     def bind_roots(self, root_ids: Sequence[int], tasks: Sequence[Task[Any]]) -> None:
@@ -396,11 +402,34 @@ class ManifestWriter:
 
 
 def _manifests(checkpoint_path: str | os.PathLike[str]) -> list[Path]:
-    found = sorted((_metadata_dir(checkpoint_path) / ".failed_tasks").glob(f"**/{FAILED_TASKS_FILE}"))
+    """The manifests not consumed yet: `failed_tasks.json` (and `failed_tasks.json.retrying`, set aside by a
+    retry that has not finished) in the checkpoint's attempt directories and in NEMO_CURATOR_FAILED_TASKS_DIR."""
+    dirs = [_metadata_dir(checkpoint_path) / ".failed_tasks"]
     env = os.environ.get(FAILED_TASKS_DIR_ENV)
-    if env and (Path(env) / FAILED_TASKS_FILE).exists() and Path(env) / FAILED_TASKS_FILE not in found:
-        found.append(Path(env) / FAILED_TASKS_FILE)
+    if env:
+        dirs.append(Path(env))
+    found: list[Path] = []
+    for directory, pattern in zip(dirs, ("**/", ""), strict=False):
+        for name in (FAILED_TASKS_FILE, FAILED_TASKS_FILE + RETRYING_SUFFIX):
+            for file in sorted(directory.glob(pattern + name)):
+                if file.absolute() not in found:
+                    found.append(file.absolute())
     return found
+
+
+def _set_aside(manifest: Path) -> Path:
+    if manifest.name == FAILED_TASKS_FILE:
+        aside = manifest.with_name(FAILED_TASKS_FILE + RETRYING_SUFFIX)
+        if aside.exists():  # a retry before this one died: keep both lists
+            with open(aside, "a", encoding="utf-8") as out:
+                out.write(manifest.read_text(encoding="utf-8"))
+                out.flush()
+                os.fsync(out.fileno())
+            manifest.unlink()
+        else:
+            manifest.replace(aside)
+        return aside
+    return manifest
 
 
 def read_failed_tasks(checkpoint_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -433,32 +462,59 @@ def check_resumable(stages: Sequence[ProcessingStage[Any, Any]]) -> None:
         )
 
 
+def resumable(
+    execute: Callable[[_E, list[ProcessingStage[Any, Any]], list[Task[Any]] | None], list[Task[Any]]],
+) -> Callable[..., list[Task[Any]]]:
+    """Decorator for an executor's `execute(self, stages, initial_tasks=None)`: adds the keyword arguments
+    `checkpoint_path` and `retry_failed` (and the failed-task manifest of `NEMO_CURATOR_FAILED_TASKS_DIR`),
+    running the decorated method the plain way on the sources still to do."""
+
+    @functools.wraps(execute)
+    def wrapper(
+        self: _E,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        retry_failed: bool = False,
+    ) -> list[Task[Any]]:
+        return run_managed(
+            self,
+            functools.partial(execute, self),
+            stages,
+            initial_tasks,
+            checkpoint_path,
+            retry_failed=retry_failed,
+        )
+
+    # `inspect.signature` (and help()) show the arguments callers pass, not the decorated method's.
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
 def run_managed(
     executor: Any,
+    run: Callable[[list[ProcessingStage[Any, Any]], list[Task[Any]] | None], list[Task[Any]]],
     stages: list[ProcessingStage[Any, Any]],
     initial_tasks: list[Task[Any]] | None,
     checkpoint_path: str | os.PathLike[str] | None,
     *,
     retry_failed: bool = False,
-) -> Any:
-    """An executor's `execute` with a checkpoint or a manifest; `NotImplemented` when neither applies (or
-    when called from inside the managed run), so the executor runs the plain way."""
-    if _MANAGED.get():
-        return NotImplemented
+) -> list[Task[Any]]:
+    """`executor`'s run (`run(stages, initial_tasks)`, its plain `execute`) with a checkpoint or a manifest."""
     if checkpoint_path is None:
         if retry_failed:
             raise ValueError("retry_failed=True needs the checkpoint_path of the run to retry")
         directory = failed_tasks_dir(None)
-        if directory is None:
-            return NotImplemented
-        managed = _MANAGED.set(True)
+        # A plain run inside a checkpointed one (a stage that runs a pipeline) must not see the outer one.
+        token = _ACTIVE.set(None)
         try:
-            return executor.execute(stages, initial_tasks)
+            return run(stages, initial_tasks)
         finally:
-            _MANAGED.reset(managed)
-            writer = ManifestWriter(directory)
-            writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
-            writer.close()
+            _ACTIVE.reset(token)
+            if directory is not None:
+                writer = ManifestWriter(directory)
+                writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
+                writer.close()
     if not stages:
         return []
     if os.environ.get("RAY_ADDRESS", "").startswith("ray://"):
@@ -484,13 +540,12 @@ def run_managed(
         ckpt.close(finished=True)
         executor.failures = []
         return []
-    token, managed = _ACTIVE.set(ckpt), _MANAGED.set(True)
+    token = _ACTIVE.set(ckpt)
     finished = False
     try:
-        results = executor.execute(rest, todo)
+        results = run(rest, todo)
         finished = True
     finally:
-        _MANAGED.reset(managed)
         _ACTIVE.reset(token)
         ckpt.close(finished=finished)
     for task in results:

@@ -62,18 +62,8 @@ class InProcessExecutor(BaseExecutor):
         self.last_run: RunReport | None = None
         self._first_call: float | None = None
 
-    def execute(
-        self,
-        stages: list[ProcessingStage],
-        initial_tasks: list[Task] | None = None,
-        checkpoint_path: str | None = None,
-        retry_failed: bool = False,
-    ) -> list[Task]:
-        managed = checkpoint.run_managed(
-            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
-        )
-        if managed is not NotImplemented:
-            return managed
+    @checkpoint.resumable
+    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
         validate_stages(stages)
         self.failures = []
         self.last_run_stats = []
