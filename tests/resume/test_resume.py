@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -212,3 +213,63 @@ def test_stage_that_cannot_resume_is_rejected(tmp_path: Path) -> None:
             InProcessExecutor(), checkpoint_path=str(tmp_path / "ckpt")
         )
     assert not (tmp_path / "ckpt").exists()
+
+
+def _job_module() -> Any:
+    sys.path.insert(0, str(JOB.parent))
+    try:
+        import resume_job
+    finally:
+        sys.path.pop(0)
+    return resume_job
+
+
+def test_manifest_in_env_dir_and_retry_from_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nemo_curator.backends.base import StageFailedError
+    from nemo_curator.backends.in_process import InProcessExecutor
+    from nemo_curator.pipeline import Pipeline
+
+    job = _job_module()
+    ckpt, out, failed_dir = tmp_path / "ckpt", tmp_path / "out", tmp_path / "failed"
+    out.mkdir()
+    monkeypatch.setenv("RESUME_OUT", str(out))
+    monkeypatch.setenv(checkpoint.FAILED_TASKS_DIR_ENV, str(failed_dir))
+    monkeypatch.setattr(job, "FAIL_SOURCES", {7, 11})
+    pipeline = Pipeline("p", stages=[job.ListSources(), job.Work(), job.Write()])
+
+    def run(*, retry: bool, ignore: bool = True) -> list[int]:
+        log = out / f"work-{os.getpid()}.log"
+        before = len(log.read_text().split()) if log.exists() else 0
+        try:
+            pipeline.run(
+                InProcessExecutor({"ignore_failures": ignore}), checkpoint_path=str(ckpt), retry_failed=retry
+            )
+        finally:
+            worked = [int(x) for x in log.read_text().split()[before:]] if log.exists() else []
+        return worked
+
+    run(retry=False)
+    manifest = failed_dir / checkpoint.FAILED_TASKS_FILE
+    assert sorted(json.loads(line)["source_id"] for line in manifest.read_text().splitlines()) == ["11", "7"]
+    assert not (ckpt / checkpoint.METADATA_DIR / ".failed_tasks").exists(), "the variable wins"
+    assert sorted(r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)) == ["11", "7"]
+
+    # A retry that dies: the list it was retrying is kept (set aside) for the next retry.
+    with pytest.raises(StageFailedError):
+        run(retry=True, ignore=False)
+    assert not manifest.exists()
+    assert manifest.with_name(checkpoint.FAILED_TASKS_FILE + checkpoint.RETRYING_SUFFIX).exists()
+    assert sorted(r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)) == ["11", "7"]
+
+    # A retry that still fails on one source: the old list is consumed, the new one names just that source.
+    monkeypatch.setattr(job, "FAIL_SOURCES", {11})
+    assert sorted(run(retry=True)) == [7, 11]
+    assert [r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)] == ["11"]
+    assert manifest.with_name(checkpoint.FAILED_TASKS_FILE + checkpoint.RETRIED_SUFFIX).exists()
+
+    monkeypatch.setattr(job, "FAIL_SOURCES", set())
+    assert run(retry=True) == [11]
+    assert checkpoint.read_failed_tasks(ckpt) == []
+    assert run(retry=True) == [], "nothing left to retry"
+    assert run(retry=False) == []
+    assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}
