@@ -18,8 +18,12 @@ Storage: LMDB, in Curator v1.3's layout so that either can resume the other's ch
 `<dir>/.nemo_curator_metadata/<hostname>-<pid>.mdb`, single-file environments, one named DB
 `completed_sources` with source id -> b"1". A run writes only its own file and starts from the union of all
 files in the directory. LMDB is embedded (no server, no Ray actor, so it works with any Ray session or none),
-each commit is durable (`sync=True`); completions are committed in groups at most `COMMIT_INTERVAL_S` after
-they happen, which keeps the cost small (a source whose record a crash loses is only redone).
+completions are committed in groups at most `COMMIT_INTERVAL_S` after they happen. A commit reaches the
+operating system (so it survives the driver's death: SIGKILL, OOM, Ctrl-C) but is not fsynced; the file is
+fsynced every `SYNC_INTERVAL_S` and when the run ends. An fsync per group cost more than tiny tasks do; a
+machine crash loses at most the completions since the last fsync (LMDB without fsync can then also tear
+the file: it is skipped with a warning and its sources are redone). A source whose record is lost is only
+redone; a source recorded is always complete.
 
 Source ids (Curator's `get_source_id()`): a task's `get_deterministic_id()` when it has one (a file group:
 a hash of its paths), else its position. Deterministic task ids: a source gets `0_<source id>`; below it
@@ -76,8 +80,10 @@ RETRIED_SUFFIX = ".retried"
 METADATA_DIR = ".nemo_curator_metadata"
 DB_NAME = b"completed_sources"
 _MAP_SIZE = 1 << 30
-#: Completions are committed (fsync) in groups, at most this long after they happen.
+#: Completions are committed in groups, at most this long after they happen (see the module docstring).
 COMMIT_INTERVAL_S = 0.2
+#: The checkpoint file is fsynced at most this long after a commit, and when the run ends.
+SYNC_INTERVAL_S = 5.0
 #: Task metadata keys: the source a task descends from, and (Ray Data) the credit it carries.
 SOURCE_KEY = "_source_id"
 CREDIT_KEY = "_ckpt_credit"
@@ -108,7 +114,8 @@ def _open_env(file: Path, *, readonly: bool) -> Any:
         subdir=False,
         lock=False,
         readonly=readonly,
-        sync=True,
+        # The writer fsyncs itself, every SYNC_INTERVAL_S (see `Checkpoint.flush`).
+        sync=readonly,
         metasync=False,
         map_size=_MAP_SIZE,
         max_dbs=1,
@@ -171,6 +178,8 @@ class Checkpoint:
         self._pending: list[str] = []
         self._pending_failures: list[FailureRecord] = []
         self._last_commit = time.monotonic()
+        self._last_sync = self._last_commit
+        self._unsynced = False
 
     # ---------------------------------------------------------------------------------- recording
     def record(self, source_ids: Iterable[str], failures: Sequence[FailureRecord] = ()) -> None:
@@ -185,25 +194,29 @@ class Checkpoint:
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the failures first, then the completed sources, in one durable commit."""
-        self._last_commit = time.monotonic()
+    def flush(self, *, sync: bool = False) -> None:
+        """Write the failures first (synced), then the completed sources in one commit; fsync the commits
+        when `sync` or `SYNC_INTERVAL_S` after the last fsync."""
+        now = self._last_commit = time.monotonic()
         if self._pending_failures:
             self.manifest.write(self._pending_failures)
             self._pending_failures = []
-        if not self._pending:
-            return
-        if self._env is None:
-            self._env = _open_env(self._file, readonly=False)
-            self._db = self._env.open_db(DB_NAME, create=True)
-        with self._env.begin(write=True, db=self._db) as txn:
-            for key in self._pending:
-                txn.put(key.encode(), b"1")
-        self.recorded += len(self._pending)
-        self._pending = []
+        if self._pending:
+            if self._env is None:
+                self._env = _open_env(self._file, readonly=False)
+                self._db = self._env.open_db(DB_NAME, create=True)
+            with self._env.begin(write=True, db=self._db) as txn:
+                for key in self._pending:
+                    txn.put(key.encode(), b"1")
+            self.recorded += len(self._pending)
+            self._pending = []
+            self._unsynced = True
+        if self._unsynced and (sync or now - self._last_sync >= SYNC_INTERVAL_S):
+            self._env.sync(True)
+            self._last_sync, self._unsynced = now, False
 
     def close(self, *, finished: bool) -> None:
-        self.flush()
+        self.flush(sync=True)
         if self._env is not None:
             self._env.close()
             self._env = None
