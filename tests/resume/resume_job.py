@@ -98,7 +98,10 @@ class Write(ProcessingStage[Rows, Rows]):
 
 
 def make_executor(name: str) -> Any:
-    config = {"ignore_failures": True}
+    config: dict[str, Any] = {"ignore_failures": True}
+    if os.environ.get("RAY_ADDRESS"):
+        # Workers of a cluster started elsewhere do not inherit this process's environment.
+        config["runtime_env"] = {"env_vars": {k: v for k, v in os.environ.items() if k.startswith("RESUME_")}}
     if name == "in_process":
         from nemo_curator.backends.in_process import InProcessExecutor
 

@@ -33,7 +33,11 @@ checkpointed runs only, so the ids stages choose themselves (v1.1.0 behaviour) a
 Failed-task manifest: under `ignore_failures`, each failed task becomes one JSON line (task id, source id,
 stage, error type, message, attempts, kind) in `failed_tasks.json` of `NEMO_CURATOR_FAILED_TASKS_DIR`, else of
 `<dir>/.nemo_curator_metadata/.failed_tasks/local_attempt_<hex>/`. `retry_failed=True` on a rerun redoes
-the sources listed there, even though they are recorded as completed.
+the sources listed there, even though they are recorded as completed; it renames those lists
+`failed_tasks.json.retrying` first (the variable's directory gets the retry's own `failed_tasks.json`), and
+`failed_tasks.json.retried` once it has finished.
+
+Executors opt in with the `resumable` decorator on `execute`.
 """
 
 from __future__ import annotations
