@@ -23,6 +23,8 @@ from nemo_curator.tasks import Task
 N_SOURCES = int(os.environ.get("RESUME_N_SOURCES", "24"))
 WORK_S = float(os.environ.get("RESUME_WORK_S", "0.15"))
 FAIL_SOURCES = {int(x) for x in os.environ.get("RESUME_FAIL_SOURCES", "").split(",") if x}
+#: Rows (after the work stage) whose writing fails.
+FAIL_ROWS = {int(x) for x in os.environ.get("RESUME_FAIL_ROWS", "").split(",") if x}
 #: Add an N -> K stage (`Regroup`) before the writer.
 REGROUP = os.environ.get("RESUME_REGROUP") == "1"
 
@@ -90,6 +92,8 @@ class Write(ProcessingStage[Rows, Rows]):
     def process(self, task: Rows) -> Rows:
         # Named after the content when ids are random (REGROUP): a rerun writes the same file again.
         name = f"row{task.data[0]}" if REGROUP else task.task_id
+        if set(task.data) & FAIL_ROWS and os.environ.get("RESUME_HEAL") != "1":
+            raise RuntimeError(f"rows {task.data} are broken")
         path = os.path.join(os.environ["RESUME_OUT"], f"{name}.json")
         with open(path + ".tmp", "w") as fh:
             json.dump(task.data, fh)

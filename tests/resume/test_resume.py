@@ -209,6 +209,25 @@ def test_failed_task_manifest_and_retry(executor: str, clean: dict[str, list[int
     assert checkpoint.read_failed_tasks(ckpt) == []
 
 
+def test_retry_of_a_failed_task_with_a_random_id(tmp_path: Path) -> None:
+    # The writer fails on a task made by an N -> K stage: its id names no source, the manifest lists the
+    # sources of its batch (from the credit it carried), and a retry redoes them.
+    clean = clean_run(tmp_path / "clean", RESUME_REGROUP="1")
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    _run("ray_data", ckpt, out, RESUME_REGROUP="1", RESUME_FAIL_ROWS="1402")  # source 7's second row
+    failed = checkpoint.read_failed_tasks(ckpt)
+    assert [r["stage"] for r in failed] == ["write"]
+    # Usually a random id (a batch of three tasks); a batch Ray Data made of one task gives `0_7_0_<j>`.
+    sources = {failed[0]["source_id"]} - {""} or set(failed[0]["source_ids"])
+    assert "7" in sources
+    assert "row1402.json" not in {p.name for p in out.glob("*.json")}
+    first_run = frozenset(out.glob("work-*.log"))
+    _run("ray_data", ckpt, out, "--retry-failed", RESUME_REGROUP="1", RESUME_HEAL="1")
+    assert sorted(_worked(out, first_run)) == sorted(int(s) for s in sources)
+    assert _outputs(out) == clean
+    assert checkpoint.read_failed_tasks(ckpt) == []
+
+
 def test_manifest_from_env_without_checkpoint(tmp_path: Path) -> None:
     from nemo_curator.backends.in_process import InProcessExecutor
     from nemo_curator.pipeline import Pipeline

@@ -50,7 +50,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -165,6 +165,16 @@ class Checkpoint:
         self.retried_manifests: list[Path] = []
         if retry_failed:
             retry = failed_sources(self.path)
+            unknown = [
+                r["task_id"]
+                for r in read_failed_tasks(self.path)
+                if not r.get("source_id") and not r.get("source_ids")
+            ]
+            if unknown:
+                logger.warning(
+                    f"{len(unknown)} failed task(s) name no source (random ids after an N -> K stage, e.g. "
+                    f"{unknown[0]}): they cannot be retried"
+                )
             logger.info(f"Retrying {len(retry & self.completed)} source(s) with failed tasks")
             self.completed -= retry
             # Set aside before this run writes its own manifest (under NEMO_CURATOR_FAILED_TASKS_DIR that is
@@ -180,17 +190,23 @@ class Checkpoint:
         self._roots: dict[int, str] = {}
         self.recorded = 0
         self._pending: list[str] = []
-        self._pending_failures: list[FailureRecord] = []
+        #: Failures to write, each with the sources it is known to descend from (when its ids do not say).
+        self._pending_failures: list[tuple[FailureRecord, Collection[str]]] = []
         self._last_commit = time.monotonic()
         self._last_sync = self._last_commit
         self._unsynced = False
 
     # ---------------------------------------------------------------------------------- recording
-    def record(self, source_ids: Iterable[str], failures: Sequence[FailureRecord] = ()) -> None:
+    def record(
+        self,
+        source_ids: Iterable[str],
+        failures: Sequence[FailureRecord] = (),
+        failure_sources: Sequence[Collection[str]] | None = None,
+    ) -> None:
         """Mark `source_ids` completed (their failed tasks in `failures`). Written as one group commit at most
         `COMMIT_INTERVAL_S` later: an fsync per completion would cost more than tiny tasks do, and a source
         whose record is lost to a crash is only redone."""
-        self._pending_failures.extend(failures)
+        self._pending_failures.extend(zip(failures, failure_sources or [()] * len(failures), strict=True))
         for key in source_ids:
             if key not in self.completed:
                 self.completed.add(key)
@@ -253,12 +269,22 @@ class Checkpoint:
             credit = task._metadata.pop(CREDIT_KEY, None)
             if credit:
                 _add(got, credit)
+        sources: list[Collection[str]] = []
+        after_failure = False
         for entry in block_failures:
             credit = entry.pop(CREDIT_KEY, None) if isinstance(entry, dict) else None
             if credit:
                 _add(got, credit)
-            if not (isinstance(entry, dict) and not entry):
+            if isinstance(entry, dict) and not entry:
+                # Credit alone. Right after a failure it is the failed batch's (the stage adapter hands it
+                # back there): its sources are what a retry redoes when the ids are random (N -> K).
+                if credit and after_failure:
+                    sources[-1] = list(credit)
+                after_failure = False
+            else:
                 failures.append(entry)
+                sources.append(list(credit or ()))
+                after_failure = True
         done = []
         for key, value in got.items():
             total = self._credit.get(key, Fraction(0)) + value
@@ -268,7 +294,7 @@ class Checkpoint:
             else:
                 self._credit[key] = total
         if done or failures:
-            self.record(done, [FailureRecord.from_dict(f) for f in failures])
+            self.record(done, [FailureRecord.from_dict(f) for f in failures], sources)
         return failures
 
 
@@ -391,23 +417,28 @@ class ManifestWriter:
         self.directory = directory
         self._fh: Any = None
 
-    def write(self, failures: Sequence[FailureRecord]) -> None:
+    def write(self, failures: Sequence[FailureRecord | tuple[FailureRecord, Collection[str]]]) -> None:
+        """Each failure, or (failure, the sources it descends from: used when its task ids name none)."""
         if self.directory is None or not failures:
             return
         if self._fh is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.directory / FAILED_TASKS_FILE, "a", encoding="utf-8")
-        for failure in failures:
+        for item in failures:
+            failure, known = item if isinstance(item, tuple) else (item, ())
             for task_id in failure.task_ids or ("",):
-                line = {
+                source = source_of(task_id)
+                line: dict[str, Any] = {
                     "task_id": task_id,
-                    "source_id": source_of(task_id),
+                    "source_id": source or (next(iter(known)) if len(known) == 1 else ""),
                     "stage": failure.stage,
                     "error_type": failure.error_type,
                     "message": failure.message,
                     "attempts": failure.attempts,
                     "kind": failure.kind,
                 }
+                if not source and len(known) > 1:
+                    line["source_ids"] = sorted(known)
                 self._fh.write(json.dumps(line) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -461,7 +492,10 @@ def read_failed_tasks(checkpoint_path: str | os.PathLike[str]) -> list[dict[str,
 
 def failed_sources(checkpoint_path: str | os.PathLike[str]) -> set[str]:
     """Source ids with a failed task in the manifests (what `retry_failed=True` redoes)."""
-    return {r["source_id"] for r in read_failed_tasks(checkpoint_path) if r.get("source_id")}
+    out: set[str] = set()
+    for r in read_failed_tasks(checkpoint_path):
+        out.update([r["source_id"]] if r.get("source_id") else r.get("source_ids") or ())
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the run
