@@ -203,9 +203,10 @@ class Checkpoint:
         failures: Sequence[FailureRecord] = (),
         failure_sources: Sequence[Collection[str]] | None = None,
     ) -> None:
-        """Mark `source_ids` completed (their failed tasks in `failures`). Written as one group commit at most
-        `COMMIT_INTERVAL_S` later: an fsync per completion would cost more than tiny tasks do, and a source
-        whose record is lost to a crash is only redone."""
+        """Mark `source_ids` completed (their failed tasks in `failures`, with the sources each descends from
+        in `failure_sources` when known). Written as one group commit at most `COMMIT_INTERVAL_S` later: a
+        commit per completion would cost more than tiny tasks do, and a source whose record is lost to a crash
+        is only redone."""
         self._pending_failures.extend(zip(failures, failure_sources or [()] * len(failures), strict=True))
         for key in source_ids:
             if key not in self.completed:
