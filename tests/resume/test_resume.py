@@ -145,12 +145,12 @@ def kill_and_resume(
     executor: str,
     clean: dict[str, list[int]],
     tmp_path: Path,
-    max_started: int = MAX_IN_FLIGHT,
+    max_in_flight: int = MAX_IN_FLIGHT,
     **extra: str,
 ) -> None:
     """Kill `executor`'s run once it wrote some outputs and recorded a completion, rerun it, and check the
-    result against `clean` and the redone work against what was recorded. `max_started`: how many sources
-    the rerun may redo that the first run had started (a scheduler that runs stages ahead starts more)."""
+    result against `clean` and the redone work against what was recorded. `max_in_flight`: how many sources
+    the first run may have started, or finished without recording yet, when it was killed."""
     ckpt, out1, out2 = tmp_path / "ckpt", tmp_path / "out1", tmp_path / "out2"
     worked_before, written = _run_and_kill(executor, ckpt, out1, after_outputs=6, **extra)
     done = checkpoint.completed_sources(ckpt)
@@ -161,7 +161,7 @@ def kill_and_resume(
     unfinished = {s for name, srcs in sources_of.items() if name not in written for s in srcs}
     finished = set(range(N_SOURCES)) - unfinished  # a filtered source has no outputs to wait for
     assert {str(s) for s in finished} >= done, "a source recorded before all its outputs were written"
-    assert len(finished) - len(done) <= MAX_IN_FLIGHT, f"{finished=} but only {done=} recorded"
+    assert len(finished) - len(done) <= max_in_flight, f"{finished=} but only {done=} recorded"
     # The rerun writes into the same directory as a real job would; its work log goes next to it.
     out2.mkdir()
     for path in out1.glob("*.json"):
@@ -178,7 +178,7 @@ def kill_and_resume(
     redone = _worked(out2)
     assert len(redone) == len(set(redone))
     assert set(redone) == {int(s) for s in map(str, range(N_SOURCES)) if s not in done}
-    assert len(set(redone) & worked_before) <= max_started
+    assert len(set(redone) & worked_before) <= max_in_flight
     assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}
 
 
