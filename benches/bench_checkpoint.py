@@ -5,8 +5,8 @@ Two workloads, each given as initial tasks (the sources) so that both runs do th
 - arrow: 48 tasks of ~1 MB Arrow tables through two stages that touch every row.
 Rounds alternate plain and checkpointed runs on a warm Ray (fresh checkpoint directory per run); medians.
 
-`pytest benches/bench_checkpoint.py` (pytest-benchmark) or `python benches/bench_checkpoint.py` (a quick
-table).
+`pytest benches/bench_checkpoint.py` (pytest-benchmark) or `python benches/bench_checkpoint.py [EXECUTOR ...]
+[--kind tiny|arrow] [--rounds N]` (a quick table; rounds alternate which run goes first).
 """
 
 from __future__ import annotations
