@@ -127,7 +127,7 @@ def _count(stage: ProcessingStage[Any, Any], key: str, value: Any, low: int) -> 
 def _cpus(stage: ProcessingStage[Any, Any], value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         # 0 would let Ray run any number of workers on a node at once; a small fraction bounds them.
         raise _error(stage, "ray_stage_spec 'ray_num_cpus'", f"must be a number > 0, got {value!r}")
     return float(value)
