@@ -5,8 +5,8 @@ Two workloads, each given as initial tasks (the sources) so that both runs do th
 - arrow: 48 tasks of ~1 MB Arrow tables through two stages that touch every row.
 Rounds alternate plain and checkpointed runs on a warm Ray (fresh checkpoint directory per run); medians.
 
-`pytest benches/bench_checkpoint.py` (pytest-benchmark) or `python benches/bench_checkpoint.py` (a quick
-table).
+`pytest benches/bench_checkpoint.py` (pytest-benchmark) or `python benches/bench_checkpoint.py [EXECUTOR ...]
+[--kind tiny|arrow] [--rounds N]` (a quick table; rounds alternate which run goes first).
 """
 
 from __future__ import annotations
@@ -96,11 +96,12 @@ def run_once(name: str, kind: str, checkpoint: bool) -> float:
 
 def measure(name: str, kind: str, rounds: int = ROUNDS) -> tuple[float, float]:
     run_once(name, kind, False)  # warm-up: worker processes, imports
-    plain, ckpt = [], []
-    for _ in range(rounds):
-        plain.append(run_once(name, kind, False))
-        ckpt.append(run_once(name, kind, True))
-    return statistics.median(plain), statistics.median(ckpt)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        # Alternate which goes first: on a shared machine the load drifts within a round.
+        for checkpoint in (False, True) if i % 2 == 0 else (True, False):
+            times[checkpoint].append(run_once(name, kind, checkpoint))
+    return statistics.median(times[False]), statistics.median(times[True])
 
 
 @pytest.mark.parametrize("kind", ["tiny", "arrow"])
@@ -119,13 +120,24 @@ def main() -> None:
     os.environ.setdefault("RAY_TMPDIR", tempfile.mkdtemp(prefix="rb", dir="/tmp"))
     from nemo_curator.testing import ray_env
 
-    names = sys.argv[1:] or list(EXECUTORS)
+    # `python benches/bench_checkpoint.py [EXECUTOR ...] [--kind tiny|arrow] [--rounds N]`
+    args = sys.argv[1:]
+    kinds, rounds = ["tiny", "arrow"], ROUNDS
+    if "--kind" in args:
+        at = args.index("--kind")
+        kinds = [args[at + 1]]
+        del args[at : at + 2]
+    if "--rounds" in args:
+        at = args.index("--rounds")
+        rounds = int(args[at + 1])
+        del args[at : at + 2]
+    names = args or list(EXECUTORS)
     if any(n != "in_process" for n in names):
         ray_env.ensure_local_ray(num_cpus=2, object_store_memory=512 * 2**20)
     print(f"{'executor':16} {'workload':8} {'plain s':>8} {'ckpt s':>8} {'ratio':>6}")
     for name in names:
-        for kind in ("tiny", "arrow"):
-            plain, ckpt = measure(name, kind)
+        for kind in kinds:
+            plain, ckpt = measure(name, kind, rounds)
             print(f"{name:16} {kind:8} {plain:8.3f} {ckpt:8.3f} {ckpt / plain:6.3f}", flush=True)
     ray_env.shutdown_local_ray()
 

@@ -261,3 +261,37 @@ def test_num_workers_is_exact(make: Callable[..., BaseExecutor], tmp_path: Path)
     probe = WorkerProbeWithSetup(str(tmp_path), workers=3, await_setups=3)
     _run(make(), [probe], 2)
     assert _setups(tmp_path) == 3
+
+
+# ------------------------------------------------------------------------------------- ray_num_cpus
+@pytest.mark.parametrize("actor", [False, True], ids=["tasks", "actors"])
+def test_ray_num_cpus_is_what_ray_data_reserves(tmp_path: Path, ray_session: None, actor: bool) -> None:
+    from nemo_curator.stages.resources import Resources
+
+    probe = WorkerProbe(str(tmp_path), spec={"is_actor_stage": actor, "ray_num_cpus": 0.25}).with_(
+        resources=Resources(cpus=1.0)
+    )
+    _run(_ray_data(), [probe], 3)
+    assert {r["cpus"] for r in _calls(tmp_path, probe.name)} == {0.25}
+
+
+@pytest.mark.parametrize("make_pool", [_actor_pool, _xenna], ids=["ray_actor_pool", "xenna"])
+def test_ray_num_cpus_is_for_ray_data_only(
+    make_pool: Callable[..., BaseExecutor], tmp_path: Path, ray_session: None
+) -> None:
+    # As in Curator: the actor pool sizes and places its actors from `resources`.
+    from nemo_curator.stages.resources import Resources
+
+    probe = WorkerProbe(str(tmp_path), spec={"is_actor_stage": True, "ray_num_cpus": 0.25}).with_(
+        resources=Resources(cpus=1.0)
+    )
+    _run(make_pool(), [probe], 2)
+    assert {r["cpus"] for r in _calls(tmp_path, probe.name)} == {1.0}
+
+
+@pytest.mark.parametrize("value", [0, -1.0, "1", True])
+def test_bad_ray_num_cpus_is_rejected(make: Callable[..., BaseExecutor], tmp_path: Path, value: Any) -> None:
+    probe = WorkerProbe(str(tmp_path), name="cpus", spec={"ray_num_cpus": value})
+    with pytest.raises(ValueError, match=r"Stage 'cpus'.*ray_num_cpus.*> 0"):
+        make().execute([probe], numbered_tasks(1))
+    assert not read_records(tmp_path), "rejected before any work"

@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -31,9 +32,10 @@ MAX_IN_FLIGHT = 12
 def _env(out: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     env.update({"RESUME_N_SOURCES": str(N_SOURCES), "RESUME_OUT": str(out), **extra})
-    # A Ray temp dir of its own: `ray.init()` would join a cluster someone else started with `ray start`
-    # (it reads `<temp dir>/ray_current_cluster`); the executor must start its own here.
-    env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rs", dir="/tmp")
+    if "RAY_ADDRESS" not in extra:
+        # A Ray temp dir of its own: `ray.init()` would join a cluster someone else started with `ray start`
+        # (it reads `<temp dir>/ray_current_cluster`); the executor must start its own here.
+        env["RAY_TMPDIR"] = tempfile.mkdtemp(prefix="rs", dir="/tmp")
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(Path(checkpoint.__file__).parents[2]), env.get("PYTHONPATH")) if p
     )
@@ -57,13 +59,17 @@ def _run(executor: str, ckpt: Path, out: Path, *args: str, **extra: str) -> str:
     return proc.stdout
 
 
-def _run_and_kill(executor: str, ckpt: Path, out: Path, after_outputs: int) -> None:
+def _run_and_kill(
+    executor: str, ckpt: Path, out: Path, after_outputs: int, **extra: str
+) -> tuple[set[int], dict[str, list[int]]]:
+    """Run the job and SIGKILL it mid-run; the sources its work stage had started by then, and the
+    outputs it had written."""
     for _ in range(2):
         log = out.parent / f"{out.name}.stderr"
         with open(log, "w") as stderr:
             proc = subprocess.Popen(
                 [sys.executable, str(JOB), executor, str(ckpt), str(out)],
-                env=_env(out),
+                env=_env(out, **extra),
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,
@@ -82,8 +88,10 @@ def _run_and_kill(executor: str, ckpt: Path, out: Path, after_outputs: int) -> N
             with contextlib.suppress(ProcessLookupError):  # the group is gone when the job ended itself
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+            # Read now: on a cluster started elsewhere the job's workers go on for a moment.
+            worked, written = set(_worked(out)), _outputs(out)
         if proc.returncode == -signal.SIGKILL:
-            return
+            return worked, written
         # See `_run`: a Ray start that timed out under load did nothing yet; try once more.
         assert "timed out during startup" in log.read_text(), (
             f"the job ended before it was killed: {log.read_text()[-3000:]}"
@@ -108,25 +116,57 @@ def _worked(out: Path, skip: frozenset[Path] = frozenset()) -> list[int]:
     ]
 
 
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
-    root = tmp_path_factory.mktemp("clean")
-    _run("in_process", root / "ckpt", root / "out")
+def clean_run(root: Path, **extra: str) -> dict[str, list[int]]:
+    _run("in_process", root / "ckpt", root / "out", **extra)
     return _outputs(root / "out")
 
 
-@pytest.mark.parametrize("executor", ["in_process", "ray_actor_pool", "ray_data"])
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[int]]:
+    return clean_run(tmp_path_factory.mktemp("clean"))
+
+
+@pytest.mark.parametrize("executor", ["in_process", "ray_actor_pool", "ray_data", "xenna"])
 def test_sigkill_then_resume(executor: str, clean: dict[str, list[int]], tmp_path: Path) -> None:
+    kill_and_resume(executor, clean, tmp_path)
+
+
+@pytest.mark.parametrize("executor", ["in_process", "ray_actor_pool", "ray_data"])
+def test_sigkill_then_resume_with_random_ids(executor: str, tmp_path: Path) -> None:
+    # An N -> K stage gives its outputs random ids that name no source: completion comes from the lineage
+    # (the core's roots on the actor pool, credit on Ray Data), and a source completes only once every row
+    # that came from it, in whatever mixed batch, has been written.
+    clean = clean_run(tmp_path / "clean", RESUME_REGROUP="1")
+    assert len(clean) == 3 * (N_SOURCES - 1)  # one file per row; source 3 is filtered
+    kill_and_resume(executor, clean, tmp_path, RESUME_REGROUP="1")
+
+
+def kill_and_resume(
+    executor: str,
+    clean: dict[str, list[int]],
+    tmp_path: Path,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    **extra: str,
+) -> None:
+    """Kill `executor`'s run once it wrote some outputs and recorded a completion, rerun it, and check the
+    result against `clean` and the redone work against what was recorded. `max_in_flight`: how many sources
+    the first run may have started, or finished without recording yet, when it was killed."""
     ckpt, out1, out2 = tmp_path / "ckpt", tmp_path / "out1", tmp_path / "out2"
-    _run_and_kill(executor, ckpt, out1, after_outputs=6)
+    worked_before, written = _run_and_kill(executor, ckpt, out1, after_outputs=6, **extra)
     done = checkpoint.completed_sources(ckpt)
     assert 0 < len(done) < N_SOURCES, f"killed too early or too late: {len(done)} completed"
-    worked_before = set(_worked(out1))
+    # Recording lags completion by at most a commit group and a driver round: few sources were written out
+    # in full but not recorded. (Rows are source * 200 + 2k after the work stage.)
+    sources_of = {name: {row // 200 for row in rows} for name, rows in clean.items()}
+    unfinished = {s for name, srcs in sources_of.items() if name not in written for s in srcs}
+    finished = set(range(N_SOURCES)) - unfinished  # a filtered source has no outputs to wait for
+    assert {str(s) for s in finished} >= done, "a source recorded before all its outputs were written"
+    assert len(finished) - len(done) <= max_in_flight, f"{finished=} but only {done=} recorded"
     # The rerun writes into the same directory as a real job would; its work log goes next to it.
     out2.mkdir()
     for path in out1.glob("*.json"):
         (out2 / path.name).write_text(path.read_text())
-    log = _run(executor, ckpt, out2)
+    log = _run(executor, ckpt, out2, **extra)
 
     # Same final files, same rows: nothing lost, nothing written twice under another name.
     final = _outputs(out2)
@@ -138,7 +178,7 @@ def test_sigkill_then_resume(executor: str, clean: dict[str, list[int]], tmp_pat
     redone = _worked(out2)
     assert len(redone) == len(set(redone))
     assert set(redone) == {int(s) for s in map(str, range(N_SOURCES)) if s not in done}
-    assert len(set(redone) & worked_before) <= MAX_IN_FLIGHT
+    assert len(set(redone) & worked_before) <= max_in_flight
     assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}
 
 
@@ -165,6 +205,25 @@ def test_failed_task_manifest_and_retry(executor: str, clean: dict[str, list[int
     first_run = frozenset(out.glob("work-*.log"))
     _run(executor, ckpt, out, "--retry-failed", RESUME_HEAL="1")
     assert sorted(_worked(out, first_run)) == [7, 11]
+    assert _outputs(out) == clean
+    assert checkpoint.read_failed_tasks(ckpt) == []
+
+
+def test_retry_of_a_failed_task_with_a_random_id(tmp_path: Path) -> None:
+    # The writer fails on a task made by an N -> K stage: its id names no source, the manifest lists the
+    # sources of its batch (from the credit it carried), and a retry redoes them.
+    clean = clean_run(tmp_path / "clean", RESUME_REGROUP="1")
+    ckpt, out = tmp_path / "ckpt", tmp_path / "out"
+    _run("ray_data", ckpt, out, RESUME_REGROUP="1", RESUME_FAIL_ROWS="1402")  # source 7's second row
+    failed = checkpoint.read_failed_tasks(ckpt)
+    assert [r["stage"] for r in failed] == ["write"]
+    # Usually a random id (a batch of three tasks); a batch Ray Data made of one task gives `0_7_0_<j>`.
+    sources = {failed[0]["source_id"]} - {""} or set(failed[0]["source_ids"])
+    assert "7" in sources
+    assert "row1402.json" not in {p.name for p in out.glob("*.json")}
+    first_run = frozenset(out.glob("work-*.log"))
+    _run("ray_data", ckpt, out, "--retry-failed", RESUME_REGROUP="1", RESUME_HEAL="1")
+    assert sorted(_worked(out, first_run)) == sorted(int(s) for s in sources)
     assert _outputs(out) == clean
     assert checkpoint.read_failed_tasks(ckpt) == []
 
@@ -212,3 +271,63 @@ def test_stage_that_cannot_resume_is_rejected(tmp_path: Path) -> None:
             InProcessExecutor(), checkpoint_path=str(tmp_path / "ckpt")
         )
     assert not (tmp_path / "ckpt").exists()
+
+
+def _job_module() -> Any:
+    sys.path.insert(0, str(JOB.parent))
+    try:
+        import resume_job
+    finally:
+        sys.path.pop(0)
+    return resume_job
+
+
+def test_manifest_in_env_dir_and_retry_from_there(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nemo_curator.backends.base import StageFailedError
+    from nemo_curator.backends.in_process import InProcessExecutor
+    from nemo_curator.pipeline import Pipeline
+
+    job = _job_module()
+    ckpt, out, failed_dir = tmp_path / "ckpt", tmp_path / "out", tmp_path / "failed"
+    out.mkdir()
+    monkeypatch.setenv("RESUME_OUT", str(out))
+    monkeypatch.setenv(checkpoint.FAILED_TASKS_DIR_ENV, str(failed_dir))
+    monkeypatch.setattr(job, "FAIL_SOURCES", {7, 11})
+    pipeline = Pipeline("p", stages=[job.ListSources(), job.Work(), job.Write()])
+
+    def run(*, retry: bool, ignore: bool = True) -> list[int]:
+        log = out / f"work-{os.getpid()}.log"
+        before = len(log.read_text().split()) if log.exists() else 0
+        try:
+            pipeline.run(
+                InProcessExecutor({"ignore_failures": ignore}), checkpoint_path=str(ckpt), retry_failed=retry
+            )
+        finally:
+            worked = [int(x) for x in log.read_text().split()[before:]] if log.exists() else []
+        return worked
+
+    run(retry=False)
+    manifest = failed_dir / checkpoint.FAILED_TASKS_FILE
+    assert sorted(json.loads(line)["source_id"] for line in manifest.read_text().splitlines()) == ["11", "7"]
+    assert not (ckpt / checkpoint.METADATA_DIR / ".failed_tasks").exists(), "the variable wins"
+    assert sorted(r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)) == ["11", "7"]
+
+    # A retry that dies: the list it was retrying is kept (set aside) for the next retry.
+    with pytest.raises(StageFailedError):
+        run(retry=True, ignore=False)
+    assert not manifest.exists()
+    assert manifest.with_name(checkpoint.FAILED_TASKS_FILE + checkpoint.RETRYING_SUFFIX).exists()
+    assert sorted(r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)) == ["11", "7"]
+
+    # A retry that still fails on one source: the old list is consumed, the new one names just that source.
+    monkeypatch.setattr(job, "FAIL_SOURCES", {11})
+    assert sorted(run(retry=True)) == [7, 11]
+    assert [r["source_id"] for r in checkpoint.read_failed_tasks(ckpt)] == ["11"]
+    assert manifest.with_name(checkpoint.FAILED_TASKS_FILE + checkpoint.RETRIED_SUFFIX).exists()
+
+    monkeypatch.setattr(job, "FAIL_SOURCES", set())
+    assert run(retry=True) == [11]
+    assert checkpoint.read_failed_tasks(ckpt) == []
+    assert run(retry=True) == [], "nothing left to retry"
+    assert run(retry=False) == []
+    assert checkpoint.completed_sources(ckpt) == {str(i) for i in range(N_SOURCES)}

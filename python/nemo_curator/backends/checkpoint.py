@@ -18,8 +18,12 @@ Storage: LMDB, in Curator v1.3's layout so that either can resume the other's ch
 `<dir>/.nemo_curator_metadata/<hostname>-<pid>.mdb`, single-file environments, one named DB
 `completed_sources` with source id -> b"1". A run writes only its own file and starts from the union of all
 files in the directory. LMDB is embedded (no server, no Ray actor, so it works with any Ray session or none),
-each commit is durable (`sync=True`); completions are committed in groups at most `COMMIT_INTERVAL_S` after
-they happen, which keeps the cost small (a source whose record a crash loses is only redone).
+completions are committed in groups at most `COMMIT_INTERVAL_S` after they happen. A commit reaches the
+operating system (so it survives the driver's death: SIGKILL, OOM, Ctrl-C) but is not fsynced; the file is
+fsynced every `SYNC_INTERVAL_S` and when the run ends. An fsync per group cost more than tiny tasks do; a
+machine crash loses at most the completions since the last fsync (LMDB without fsync can then also tear
+the file: it is skipped with a warning and its sources are redone). A source whose record is lost is only
+redone; a source recorded is always complete.
 
 Source ids (Curator's `get_source_id()`): a task's `get_deterministic_id()` when it has one (a file group:
 a hash of its paths), else its position. Deterministic task ids: a source gets `0_<source id>`; below it
@@ -29,22 +33,27 @@ checkpointed runs only, so the ids stages choose themselves (v1.1.0 behaviour) a
 Failed-task manifest: under `ignore_failures`, each failed task becomes one JSON line (task id, source id,
 stage, error type, message, attempts, kind) in `failed_tasks.json` of `NEMO_CURATOR_FAILED_TASKS_DIR`, else of
 `<dir>/.nemo_curator_metadata/.failed_tasks/local_attempt_<hex>/`. `retry_failed=True` on a rerun redoes
-the sources listed there, even though they are recorded as completed.
+the sources listed there, even though they are recorded as completed; it renames those lists
+`failed_tasks.json.retrying` first (the variable's directory gets the retry's own `failed_tasks.json`), and
+`failed_tasks.json.retried` once it has finished.
+
+Executors opt in with the `resumable` decorator on `execute`.
 """
 
 from __future__ import annotations
 
 import contextvars
 import copy
+import functools
 import json
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from loguru import logger
 
@@ -63,16 +72,22 @@ __all__ = [
     "completed_sources",
     "failed_sources",
     "read_failed_tasks",
+    "resumable",
     "run_managed",
 ]
 
 FAILED_TASKS_DIR_ENV = "NEMO_CURATOR_FAILED_TASKS_DIR"
 FAILED_TASKS_FILE = "failed_tasks.json"
+#: A manifest whose sources a retry is redoing, then one they were redone from.
+RETRYING_SUFFIX = ".retrying"
+RETRIED_SUFFIX = ".retried"
 METADATA_DIR = ".nemo_curator_metadata"
 DB_NAME = b"completed_sources"
 _MAP_SIZE = 1 << 30
-#: Completions are committed (fsync) in groups, at most this long after they happen.
+#: Completions are committed in groups, at most this long after they happen (see the module docstring).
 COMMIT_INTERVAL_S = 0.2
+#: The checkpoint file is fsynced at most this long after a commit, and when the run ends.
+SYNC_INTERVAL_S = 5.0
 #: Task metadata keys: the source a task descends from, and (Ray Data) the credit it carries.
 SOURCE_KEY = "_source_id"
 CREDIT_KEY = "_ckpt_credit"
@@ -82,8 +97,7 @@ _STATEFUL_SPEC_KEYS = ("is_shuffle_stage", "is_lsh_stage", "is_raft_actor")
 _ACTIVE: contextvars.ContextVar[Checkpoint | None] = contextvars.ContextVar(
     "nemo_curator_checkpoint", default=None
 )
-#: Set while `run_managed` runs the executor, so that the executor's own call to it runs the plain way.
-_MANAGED: contextvars.ContextVar[bool] = contextvars.ContextVar("nemo_curator_managed_run", default=False)
+_E = TypeVar("_E")
 
 
 def active() -> Checkpoint | None:
@@ -104,7 +118,8 @@ def _open_env(file: Path, *, readonly: bool) -> Any:
         subdir=False,
         lock=False,
         readonly=readonly,
-        sync=True,
+        # The writer fsyncs itself, every SYNC_INTERVAL_S (see `Checkpoint.flush`).
+        sync=readonly,
         metasync=False,
         map_size=_MAP_SIZE,
         max_dbs=1,
@@ -149,10 +164,22 @@ class Checkpoint:
         #: Manifests whose sources this run retries (renamed once the run has finished).
         self.retried_manifests: list[Path] = []
         if retry_failed:
-            self.retried_manifests = _manifests(self.path)
             retry = failed_sources(self.path)
+            unknown = [
+                r["task_id"]
+                for r in read_failed_tasks(self.path)
+                if not r.get("source_id") and not r.get("source_ids")
+            ]
+            if unknown:
+                logger.warning(
+                    f"{len(unknown)} failed task(s) name no source (random ids after an N -> K stage, e.g. "
+                    f"{unknown[0]}): they cannot be retried"
+                )
             logger.info(f"Retrying {len(retry & self.completed)} source(s) with failed tasks")
             self.completed -= retry
+            # Set aside before this run writes its own manifest (under NEMO_CURATOR_FAILED_TASKS_DIR that is
+            # the same file name): still found by a later retry if this one dies, consumed when it finishes.
+            self.retried_manifests = [_set_aside(m) for m in _manifests(self.path)]
         self._file = self.metadata_dir / f"{socket.gethostname()}-{os.getpid()}.mdb"
         self._env: Any = None
         self._db: Any = None
@@ -163,15 +190,24 @@ class Checkpoint:
         self._roots: dict[int, str] = {}
         self.recorded = 0
         self._pending: list[str] = []
-        self._pending_failures: list[FailureRecord] = []
+        #: Failures to write, each with the sources it is known to descend from (when its ids do not say).
+        self._pending_failures: list[tuple[FailureRecord, Collection[str]]] = []
         self._last_commit = time.monotonic()
+        self._last_sync = self._last_commit
+        self._unsynced = False
 
     # ---------------------------------------------------------------------------------- recording
-    def record(self, source_ids: Iterable[str], failures: Sequence[FailureRecord] = ()) -> None:
-        """Mark `source_ids` completed (their failed tasks in `failures`). Written as one group commit at most
-        `COMMIT_INTERVAL_S` later: an fsync per completion would cost more than tiny tasks do, and a source
-        whose record is lost to a crash is only redone."""
-        self._pending_failures.extend(failures)
+    def record(
+        self,
+        source_ids: Iterable[str],
+        failures: Sequence[FailureRecord] = (),
+        failure_sources: Sequence[Collection[str]] | None = None,
+    ) -> None:
+        """Mark `source_ids` completed (their failed tasks in `failures`, with the sources each descends from
+        in `failure_sources` when known). Written as one group commit at most `COMMIT_INTERVAL_S` later: a
+        commit per completion would cost more than tiny tasks do, and a source whose record is lost to a crash
+        is only redone."""
+        self._pending_failures.extend(zip(failures, failure_sources or [()] * len(failures), strict=True))
         for key in source_ids:
             if key not in self.completed:
                 self.completed.add(key)
@@ -179,25 +215,29 @@ class Checkpoint:
         if time.monotonic() - self._last_commit >= COMMIT_INTERVAL_S:
             self.flush()
 
-    def flush(self) -> None:
-        """Write the failures first, then the completed sources, in one durable commit."""
-        self._last_commit = time.monotonic()
+    def flush(self, *, sync: bool = False) -> None:
+        """Write the failures first (synced), then the completed sources in one commit; fsync the commits
+        when `sync` or `SYNC_INTERVAL_S` after the last fsync."""
+        now = self._last_commit = time.monotonic()
         if self._pending_failures:
             self.manifest.write(self._pending_failures)
             self._pending_failures = []
-        if not self._pending:
-            return
-        if self._env is None:
-            self._env = _open_env(self._file, readonly=False)
-            self._db = self._env.open_db(DB_NAME, create=True)
-        with self._env.begin(write=True, db=self._db) as txn:
-            for key in self._pending:
-                txn.put(key.encode(), b"1")
-        self.recorded += len(self._pending)
-        self._pending = []
+        if self._pending:
+            if self._env is None:
+                self._env = _open_env(self._file, readonly=False)
+                self._db = self._env.open_db(DB_NAME, create=True)
+            with self._env.begin(write=True, db=self._db) as txn:
+                for key in self._pending:
+                    txn.put(key.encode(), b"1")
+            self.recorded += len(self._pending)
+            self._pending = []
+            self._unsynced = True
+        if self._unsynced and (sync or now - self._last_sync >= SYNC_INTERVAL_S):
+            self._env.sync(True)
+            self._last_sync, self._unsynced = now, False
 
     def close(self, *, finished: bool) -> None:
-        self.flush()
+        self.flush(sync=True)
         if self._env is not None:
             self._env.close()
             self._env = None
@@ -205,8 +245,8 @@ class Checkpoint:
         if finished:
             # Their sources were redone: a later retry must not redo them again.
             for manifest in self.retried_manifests:
-                if manifest.exists() and manifest.parent != self.manifest.directory:
-                    manifest.rename(manifest.with_name(FAILED_TASKS_FILE + ".retried"))
+                if manifest.exists():
+                    manifest.replace(manifest.with_name(FAILED_TASKS_FILE + RETRIED_SUFFIX))
 
     # ---------------------------------------------------------------------------------- actor pool
     def bind_roots(self, root_ids: Sequence[int], tasks: Sequence[Task[Any]]) -> None:
@@ -230,12 +270,22 @@ class Checkpoint:
             credit = task._metadata.pop(CREDIT_KEY, None)
             if credit:
                 _add(got, credit)
+        sources: list[Collection[str]] = []
+        after_failure = False
         for entry in block_failures:
             credit = entry.pop(CREDIT_KEY, None) if isinstance(entry, dict) else None
             if credit:
                 _add(got, credit)
-            if not (isinstance(entry, dict) and not entry):
+            if isinstance(entry, dict) and not entry:
+                # Credit alone. Right after a failure it is the failed batch's (the stage adapter hands it
+                # back there): its sources are what a retry redoes when the ids are random (N -> K).
+                if credit and after_failure:
+                    sources[-1] = list(credit)
+                after_failure = False
+            else:
                 failures.append(entry)
+                sources.append(list(credit or ()))
+                after_failure = True
         done = []
         for key, value in got.items():
             total = self._credit.get(key, Fraction(0)) + value
@@ -245,7 +295,7 @@ class Checkpoint:
             else:
                 self._credit[key] = total
         if done or failures:
-            self.record(done, [FailureRecord.from_dict(f) for f in failures])
+            self.record(done, [FailureRecord.from_dict(f) for f in failures], sources)
         return failures
 
 
@@ -368,23 +418,28 @@ class ManifestWriter:
         self.directory = directory
         self._fh: Any = None
 
-    def write(self, failures: Sequence[FailureRecord]) -> None:
+    def write(self, failures: Sequence[FailureRecord | tuple[FailureRecord, Collection[str]]]) -> None:
+        """Each failure, or (failure, the sources it descends from: used when its task ids name none)."""
         if self.directory is None or not failures:
             return
         if self._fh is None:
             self.directory.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.directory / FAILED_TASKS_FILE, "a", encoding="utf-8")
-        for failure in failures:
+        for item in failures:
+            failure, known = item if isinstance(item, tuple) else (item, ())
             for task_id in failure.task_ids or ("",):
-                line = {
+                source = source_of(task_id)
+                line: dict[str, Any] = {
                     "task_id": task_id,
-                    "source_id": source_of(task_id),
+                    "source_id": source or (next(iter(known)) if len(known) == 1 else ""),
                     "stage": failure.stage,
                     "error_type": failure.error_type,
                     "message": failure.message,
                     "attempts": failure.attempts,
                     "kind": failure.kind,
                 }
+                if not source and len(known) > 1:
+                    line["source_ids"] = sorted(known)
                 self._fh.write(json.dumps(line) + "\n")
         self._fh.flush()
         os.fsync(self._fh.fileno())
@@ -396,11 +451,34 @@ class ManifestWriter:
 
 
 def _manifests(checkpoint_path: str | os.PathLike[str]) -> list[Path]:
-    found = sorted((_metadata_dir(checkpoint_path) / ".failed_tasks").glob(f"**/{FAILED_TASKS_FILE}"))
+    """The manifests not consumed yet: `failed_tasks.json` (and `failed_tasks.json.retrying`, set aside by a
+    retry that has not finished) in the checkpoint's attempt directories and in NEMO_CURATOR_FAILED_TASKS_DIR."""
+    dirs = [_metadata_dir(checkpoint_path) / ".failed_tasks"]
     env = os.environ.get(FAILED_TASKS_DIR_ENV)
-    if env and (Path(env) / FAILED_TASKS_FILE).exists() and Path(env) / FAILED_TASKS_FILE not in found:
-        found.append(Path(env) / FAILED_TASKS_FILE)
+    if env:
+        dirs.append(Path(env))
+    found: list[Path] = []
+    for directory, pattern in zip(dirs, ("**/", ""), strict=False):
+        for name in (FAILED_TASKS_FILE, FAILED_TASKS_FILE + RETRYING_SUFFIX):
+            for file in sorted(directory.glob(pattern + name)):
+                if file.absolute() not in found:
+                    found.append(file.absolute())
     return found
+
+
+def _set_aside(manifest: Path) -> Path:
+    if manifest.name == FAILED_TASKS_FILE:
+        aside = manifest.with_name(FAILED_TASKS_FILE + RETRYING_SUFFIX)
+        if aside.exists():  # a retry before this one died: keep both lists
+            with open(aside, "a", encoding="utf-8") as out:
+                out.write(manifest.read_text(encoding="utf-8"))
+                out.flush()
+                os.fsync(out.fileno())
+            manifest.unlink()
+        else:
+            manifest.replace(aside)
+        return aside
+    return manifest
 
 
 def read_failed_tasks(checkpoint_path: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -415,7 +493,10 @@ def read_failed_tasks(checkpoint_path: str | os.PathLike[str]) -> list[dict[str,
 
 def failed_sources(checkpoint_path: str | os.PathLike[str]) -> set[str]:
     """Source ids with a failed task in the manifests (what `retry_failed=True` redoes)."""
-    return {r["source_id"] for r in read_failed_tasks(checkpoint_path) if r.get("source_id")}
+    out: set[str] = set()
+    for r in read_failed_tasks(checkpoint_path):
+        out.update([r["source_id"]] if r.get("source_id") else r.get("source_ids") or ())
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ the run
@@ -433,32 +514,59 @@ def check_resumable(stages: Sequence[ProcessingStage[Any, Any]]) -> None:
         )
 
 
+def resumable(
+    execute: Callable[[_E, list[ProcessingStage[Any, Any]], list[Task[Any]] | None], list[Task[Any]]],
+) -> Callable[..., list[Task[Any]]]:
+    """Decorator for an executor's `execute(self, stages, initial_tasks=None)`: adds the keyword arguments
+    `checkpoint_path` and `retry_failed` (and the failed-task manifest of `NEMO_CURATOR_FAILED_TASKS_DIR`),
+    running the decorated method the plain way on the sources still to do."""
+
+    @functools.wraps(execute)
+    def wrapper(
+        self: _E,
+        stages: list[ProcessingStage[Any, Any]],
+        initial_tasks: list[Task[Any]] | None = None,
+        checkpoint_path: str | os.PathLike[str] | None = None,
+        retry_failed: bool = False,
+    ) -> list[Task[Any]]:
+        return run_managed(
+            self,
+            functools.partial(execute, self),
+            stages,
+            initial_tasks,
+            checkpoint_path,
+            retry_failed=retry_failed,
+        )
+
+    # `inspect.signature` (and help()) show the arguments callers pass, not the decorated method's.
+    del wrapper.__wrapped__  # type: ignore[attr-defined]
+    return wrapper
+
+
 def run_managed(
     executor: Any,
+    run: Callable[[list[ProcessingStage[Any, Any]], list[Task[Any]] | None], list[Task[Any]]],
     stages: list[ProcessingStage[Any, Any]],
     initial_tasks: list[Task[Any]] | None,
     checkpoint_path: str | os.PathLike[str] | None,
     *,
     retry_failed: bool = False,
-) -> Any:
-    """An executor's `execute` with a checkpoint or a manifest; `NotImplemented` when neither applies (or
-    when called from inside the managed run), so the executor runs the plain way."""
-    if _MANAGED.get():
-        return NotImplemented
+) -> list[Task[Any]]:
+    """`executor`'s run (`run(stages, initial_tasks)`, its plain `execute`) with a checkpoint or a manifest."""
     if checkpoint_path is None:
         if retry_failed:
             raise ValueError("retry_failed=True needs the checkpoint_path of the run to retry")
         directory = failed_tasks_dir(None)
-        if directory is None:
-            return NotImplemented
-        managed = _MANAGED.set(True)
+        # A plain run inside a checkpointed one (a stage that runs a pipeline) must not see the outer one.
+        token = _ACTIVE.set(None)
         try:
-            return executor.execute(stages, initial_tasks)
+            return run(stages, initial_tasks)
         finally:
-            _MANAGED.reset(managed)
-            writer = ManifestWriter(directory)
-            writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
-            writer.close()
+            _ACTIVE.reset(token)
+            if directory is not None:
+                writer = ManifestWriter(directory)
+                writer.write([FailureRecord.from_dict(f) for f in getattr(executor, "failures", [])])
+                writer.close()
     if not stages:
         return []
     if os.environ.get("RAY_ADDRESS", "").startswith("ray://"):
@@ -484,13 +592,12 @@ def run_managed(
         ckpt.close(finished=True)
         executor.failures = []
         return []
-    token, managed = _ACTIVE.set(ckpt), _MANAGED.set(True)
+    token = _ACTIVE.set(ckpt)
     finished = False
     try:
-        results = executor.execute(rest, todo)
+        results = run(rest, todo)
         finished = True
     finally:
-        _MANAGED.reset(managed)
         _ACTIVE.reset(token)
         ckpt.close(finished=finished)
     for task in results:

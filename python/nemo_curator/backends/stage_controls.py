@@ -1,5 +1,6 @@
 """Per-stage worker controls (Curator v1.3): `stage.runtime_env` and the `ray_stage_spec()` keys
-`max_calls_per_worker`, `min_workers` / `max_workers` / `initial_workers` and `ray_remote_args`.
+`max_calls_per_worker`, `min_workers` / `max_workers` / `initial_workers`, `ray_remote_args` and
+`ray_num_cpus` (Ray Data only, as in Curator: the CPUs its `map_batches` reserves instead of `resources.cpus`).
 
 Each Ray executor reads them once, before any Ray work, into a `StageControls`; bad values are errors
 naming the stage and the key.
@@ -77,6 +78,8 @@ class StageControls:
     initial_workers: int | None = None
     #: Extra Ray options for the stage's workers (managed keys already rejected).
     ray_remote_args: dict[str, Any] = field(default_factory=dict)
+    #: Ray Data: the CPUs each of the stage's workers reserves, instead of `resources.cpus` (None: not set).
+    ray_num_cpus: float | None = None
 
     @property
     def own_workers(self) -> bool:
@@ -121,6 +124,15 @@ def _count(stage: ProcessingStage[Any, Any], key: str, value: Any, low: int) -> 
     return int(value) or None
 
 
+def _cpus(stage: ProcessingStage[Any, Any], value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
+        # 0 would let Ray run any number of workers on a node at once; a small fraction bounds them.
+        raise _error(stage, "ray_stage_spec 'ray_num_cpus'", f"must be a number > 0, got {value!r}")
+    return float(value)
+
+
 def stage_controls(
     stage: ProcessingStage[Any, Any], *, executor: str, managed: Collection[str]
 ) -> StageControls:
@@ -155,6 +167,7 @@ def stage_controls(
         max_workers=_count(stage, "max_workers", spec.get("max_workers"), 0),
         initial_workers=_count(stage, "initial_workers", spec.get("initial_workers"), 0),
         ray_remote_args=copy.deepcopy(dict(args)),
+        ray_num_cpus=_cpus(stage, spec.get("ray_num_cpus")),
     )
     low, high, start = controls.min_workers, controls.max_workers, controls.initial_workers
     if low and high and low > high:

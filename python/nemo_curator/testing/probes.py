@@ -375,7 +375,8 @@ class WorkerProbe(ProcessingStage[Task[Any], Task[Any]]):
             task_id=task.task_id,
             env={name: os.environ.get(name) for name in self.env_vars},
             thread=threading.get_ident(),
-            memory=_assigned_memory(),
+            memory=_assigned(),
+            cpus=_assigned("CPU"),
             node=_node_id(),
         )
         return task
@@ -384,13 +385,13 @@ class WorkerProbe(ProcessingStage[Task[Any], Task[Any]]):
 _BARRIERS: dict[str, Any] = {}
 
 
-def _assigned_memory() -> float | None:
-    """The `memory` resource Ray granted the current worker (None outside Ray or when none was asked)."""
+def _assigned(resource: str = "memory") -> float | None:
+    """The `resource` Ray granted the current worker (None outside Ray or when none was asked)."""
     try:
         import ray
 
         return (
-            ray.get_runtime_context().get_assigned_resources().get("memory") if ray.is_initialized() else None
+            ray.get_runtime_context().get_assigned_resources().get(resource) if ray.is_initialized() else None
         )
     except Exception:
         return None

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
 _CONFIG_KEYS = {"ignore_failures": bool}
 _NODE_ID = "local"
 _WORKER_ID = "in_process"
+#: Checkpointed runs: the time one chunk of sources should take (see `execute`).
+_CHUNK_S = 0.05
 
 
 class InProcessExecutor(BaseExecutor):
@@ -62,18 +64,8 @@ class InProcessExecutor(BaseExecutor):
         self.last_run: RunReport | None = None
         self._first_call: float | None = None
 
-    def execute(
-        self,
-        stages: list[ProcessingStage],
-        initial_tasks: list[Task] | None = None,
-        checkpoint_path: str | None = None,
-        retry_failed: bool = False,
-    ) -> list[Task]:
-        managed = checkpoint.run_managed(
-            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
-        )
-        if managed is not NotImplemented:
-            return managed
+    @checkpoint.resumable
+    def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
         validate_stages(stages)
         self.failures = []
         self.last_run_stats = []
@@ -100,18 +92,28 @@ class InProcessExecutor(BaseExecutor):
             self.last_run_stats = [
                 {"stage": a.stage.name, "tasks_in": 0, "tasks_out": 0, "seconds": 0.0} for a in adapters
             ]
-            chunk = resolve_batch_size(run_stages[0], warn=False)
+            batch = chunk = resolve_batch_size(run_stages[0], warn=False)
             outputs: list[Task] = []
             for adapter in adapters:
                 adapter.setup(worker_metadata)
             try:
-                for start in range(0, len(tasks), chunk):
+                start = 0
+                while start < len(tasks):
                     sources = tasks[start : start + chunk]
+                    start += len(sources)
                     failed_before = len(self.failures)
+                    began = time.perf_counter()
                     outputs.extend(self._run_stages(adapters, sources, worker_metadata, lifecycle=False))
                     ckpt.record(
                         [t._metadata[checkpoint.SOURCE_KEY] for t in sources], self.failures[failed_before:]
                     )
+                    # Chunks of tiny sources grow until one takes about _CHUNK_S, so that the per-chunk
+                    # bookkeeping costs little while what a crash redoes stays small (a multiple of batch).
+                    took = time.perf_counter() - began
+                    if took < _CHUNK_S / 2:
+                        chunk *= 2
+                    elif took > _CHUNK_S * 2 and chunk > batch:
+                        chunk = max(batch, chunk // 2 // batch * batch)
             finally:
                 for adapter in adapters:
                     adapter.teardown()

@@ -117,20 +117,14 @@ class XennaExecutor(BaseExecutor):
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
 
+    @checkpoint.resumable
     def execute(
         self,
         stages: list[ProcessingStage[Any, Any]],
         initial_tasks: list[Task[Any]] | None = None,
-        checkpoint_path: str | None = None,
-        retry_failed: bool = False,
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
-        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
-        managed = checkpoint.run_managed(
-            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
-        )
-        if managed is not NotImplemented:
-            return managed
+        `checkpoint_path` / `retry_failed`: see `checkpoint.resumable`."""
         for stage in stages:
             # Before Ray starts: a bad spec is the user's mistake, whatever the cluster.
             stage_options(stage, 1, self.max_workers_per_stage)

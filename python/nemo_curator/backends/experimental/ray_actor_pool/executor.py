@@ -60,20 +60,14 @@ class RayActorPoolExecutor(BaseExecutor):
         #: Report of the last `execute()`: per-stage metrics, failures, count balance, timeline.
         self.last_run: RunReport | None = None
 
+    @checkpoint.resumable
     def execute(
         self,
         stages: list[ProcessingStage[Any, Any]],
         initial_tasks: list[Task[Any]] | None = None,
-        checkpoint_path: str | None = None,
-        retry_failed: bool = False,
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
-        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
-        managed = checkpoint.run_managed(
-            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
-        )
-        if managed is not NotImplemented:
-            return managed
+        `checkpoint_path` / `retry_failed`: see `checkpoint.resumable`."""
         run = ActorPoolRun("RayActorPoolExecutor", self.settings, self.ignore_head_node)
         return run.execute_for(self, stages, initial_tasks)
 

@@ -95,20 +95,14 @@ class RayDataExecutor(BaseExecutor):
         self._input_run: str | None = None
 
     # ----------------------------------------------------------------------------------------- execute
+    @checkpoint.resumable
     def execute(
         self,
         stages: list[ProcessingStage[Any, Any]],
         initial_tasks: list[Task[Any]] | None = None,
-        checkpoint_path: str | None = None,
-        retry_failed: bool = False,
     ) -> list[Task[Any]]:
         """Run `stages` over `initial_tasks` (default: one empty task); returns the final tasks.
-        `checkpoint_path` / `retry_failed`: see `nemo_curator.backends.checkpoint`."""
-        managed = checkpoint.run_managed(
-            self, stages, initial_tasks, checkpoint_path, retry_failed=retry_failed
-        )
-        if managed is not NotImplemented:
-            return managed
+        `checkpoint_path` / `retry_failed`: see `checkpoint.resumable`."""
         called = time.perf_counter()  # the report's start-up is counted from here
         self.failures = []
         self.last_run_stats = []
@@ -195,7 +189,7 @@ class RayDataExecutor(BaseExecutor):
         return {
             "name": stage.name,
             "batch_size": resolve_batch_size(stage),
-            "cpus": float(res.cpus),
+            "cpus": float(res.cpus) if controls.ray_num_cpus is None else controls.ray_num_cpus,
             "gpus": float(res.gpus),
             "actor": actor,
             "fanout": bool(spec.get(RayStageSpecKeys.IS_FANOUT_STAGE.value, False)),
