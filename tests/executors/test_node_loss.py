@@ -135,12 +135,17 @@ def _check_exactly_once(out: list[Any], n: int) -> None:
         assert _blob(t) == _payload(t.task_id)
 
 
-def test_actor_pool_survives_losing_a_node(cluster: Cluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["apart", "fused"])
+def test_actor_pool_survives_losing_a_node(cluster: Cluster, tmp_path: Path, fused: bool) -> None:
+    # Apart: `make`'s outputs wait in the stores for `slow`. Fused: both stages run in one call, and
+    # the final outputs lost with the node are made again by re-running the fused call.
     from nemo_curator.backends.experimental.ray_actor_pool import RayActorPoolExecutor
 
     nodes = _fresh_workers(cluster, 2)
     n = 16
-    executor = RayActorPoolExecutor(config={"pool_size": 2, "max_batches_per_call": 1})
+    executor = RayActorPoolExecutor(
+        config={"pool_size": 2, "max_batches_per_call": 1, "fuse_stateless_stages": fused}
+    )
     out = _run_and_kill(cluster, nodes, executor, tmp_path, n)
     _check_exactly_once(out, n)
     assert not executor.failures

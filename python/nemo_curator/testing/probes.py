@@ -418,3 +418,24 @@ class WorkerProbeWithSetup(WorkerProbe):
                 raise TimeoutError(msg)
             time.sleep(0.05)  # other processes write the records: nothing here to wait on
         return super().process(task)
+
+
+# Tasks this worker process has handed on, kept alive so that their ids cannot be reused.
+_HANDED_ON: list[Any] = []
+
+
+@dataclass
+class SameObjectProbe(ProcessingStage[Task[Any], Task[Any]]):
+    """Records in `_metadata[name]` whether its input is the very object a probe in this process
+    returned (it came through a fused call, not through pickling), then hands it on."""
+
+    name: str = "same_object"
+    resources: Resources = field(default_factory=lambda: Resources(cpus=1.0))
+
+    def ray_stage_spec(self) -> dict[str, Any]:
+        return {"is_actor_stage": False}
+
+    def process(self, task: Task[Any]) -> Task[Any]:
+        task._metadata[self.name] = any(t is task for t in _HANDED_ON)
+        _HANDED_ON.append(task)
+        return task

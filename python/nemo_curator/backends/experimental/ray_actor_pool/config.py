@@ -31,6 +31,12 @@ class ActorPoolConfig(ExecutorConfig):
     #: whose `ray_stage_spec` does not say `is_actor_stage`) as Ray tasks on Ray's pooled worker
     #: processes instead of in actors of their own: same slots, batches and retries, no actor start-up.
     stateless_as_tasks: bool = True
+    #: Run each chain of consecutive stages that run as Ray tasks, with the same resources and settings,
+    #: batch size 1 after the first, and no fan-out before the last, in one call per batch of its first
+    #: stage: the tasks pass from stage to stage inside the worker, not through the driver and the object
+    #: store. Every stage keeps its own metrics, failures (naming it) and retries (a retried batch of a
+    #: later stage runs from its own input). Stages with a `call_timeout_s` are not fused.
+    fuse_stateless_stages: bool = True
     #: Record failing batches in `executor.failures` (and the run report) and go on, instead of failing.
     ignore_failures: bool = False
     #: CPUs / GPUs of the cluster left unused by this run.
@@ -74,7 +80,7 @@ class ActorPoolConfig(ExecutorConfig):
 
     def _check(self) -> None:
         self._require_int("pool_size", low=1, optional=True)
-        self._require_bool("ignore_failures", "show_progress", "stateless_as_tasks")
+        self._require_bool("ignore_failures", "show_progress", "stateless_as_tasks", "fuse_stateless_stages")
         self._require_number("reserved_cpus", "reserved_gpus", low=0.0)
         self._require_dict("runtime_env")
         self._require_int("max_retries", "max_user_retries", low=0)

@@ -81,6 +81,8 @@ class _Call:
     attempts: dict[int, int] = field(default_factory=dict)
     #: Per batch, its input payloads with the origin of each stored one (to make its outputs again).
     inputs: dict[int, list[tuple[Any, Origin | None]]] = field(default_factory=dict)
+    #: Index of the stage it runs (-1: not known).
+    stage: int = -1
 
 
 class ActorPoolDriver:
@@ -121,12 +123,37 @@ class ActorPoolDriver:
         # A stage that runs only after the one before it has finished must not be held back by a
         # bounded queue: nothing would drain it.
         unbounded = stage_by_stage
+        # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
+        # A stage whose workers are recycled or take Ray options of their own gets actors: the core
+        # counts each actor's batches, and Ray's pooled task workers are shared by every stage.
+        self._as_tasks = [
+            config.stateless_as_tasks
+            and is_stateless(s)
+            and not (c.max_calls_per_worker or c.ray_remote_args)
+            for s, c in zip(stages, self._controls, strict=True)
+        ]
+        #: Per stage: the stages fused after it (see `_fused_chains`), run in the same call.
+        self._chain = _fused_chains(
+            stages,
+            batch_sizes,
+            self._as_tasks,
+            [(p, o, e) for p, o, e in zip(pools, self._options, self._stage_envs, strict=True)],
+            self._timeouts,
+            enabled=config.fuse_stateless_stages and not stage_by_stage,
+        )
+        # A fused stage's batches run inside the calls of the stage before it: its slots hold nothing.
+        inner = [i > 0 and bool(self._chain[i - 1]) for i in range(len(stages))]
+        #: Per core task id: the result the stage it waits for already computed on it in a fused call
+        #: (stage index, result node as `worker.run_chain` returns it, where the call came from).
+        self._pre: dict[int, tuple[int, tuple[Any, ...], _Fused]] = {}
+        #: Batches of fused stages whose results are known, answered without a call: (batch, task, attempt).
+        self._instant: list[tuple[int, int, int]] = []
         specs = [
             _core.StageSpec(
                 name=s.name,
                 batch_size=batch_sizes[i],
-                cpus=float(s.resources.cpus),
-                gpus=float(s.resources.gpus),
+                cpus=0.0 if inner[i] else float(s.resources.cpus),
+                gpus=0.0 if inner[i] else float(s.resources.gpus),
                 pool_size=pools[i][0],
                 max_pool_size=pools[i][1],
                 min_pool_size=pools[i][2],
@@ -146,15 +173,6 @@ class ActorPoolDriver:
                 replace_actor_on_failure=o.replace_actor_on_failure,
             )
             for i, (s, o) in enumerate(zip(stages, self._options, strict=True))
-        ]
-        # Stateless stages run their calls as Ray tasks on pooled worker processes: no actor start-up.
-        # A stage whose workers are recycled or take Ray options of their own gets actors: the core
-        # counts each actor's batches, and Ray's pooled task workers are shared by every stage.
-        self._as_tasks = [
-            config.stateless_as_tasks
-            and is_stateless(s)
-            and not (c.max_calls_per_worker or c.ray_remote_args)
-            for s, c in zip(stages, self._controls, strict=True)
         ]
         #: True when the run starts no actor: nothing to hand back at the end (a finished Ray task's CPU
         #: is free at once, even while the cluster's resource view takes ~100 ms to show it).
@@ -252,6 +270,10 @@ class ActorPoolDriver:
                     self.scheduler.actors_ready(self._ready_now)
                     self._ready_now = []
                     continue
+                if self._instant:
+                    # Batches a fused call already ran: their results go in now, their outputs on.
+                    self._answer_instant()
+                    continue
                 if self.monitor is not None:
                     self.monitor.on_round(self.scheduler, self.now(), running=self.running_oldest)
                 if self._finished or self._abort:
@@ -308,6 +330,7 @@ class ActorPoolDriver:
                 forget(t, None)
         elif kind == "drop":
             for t in cmd[1]:
+                self._pre.pop(t, None)
                 self._payloads.pop(t, None)
                 self._ref_task_ids.pop(t, None)
                 self._origins.pop(t, None)
@@ -387,6 +410,18 @@ class ActorPoolDriver:
 
     def _submit(self, actor_id: int, batches: list[tuple[int, list[int], int]]) -> None:
         actor = self._actors[actor_id]
+        if self._pre:
+            # A batch a fused call already ran is answered from its result, without a call.
+            pre, real = self._pre, []
+            for b in batches:
+                known = pre.get(b[1][0]) if len(b[1]) == 1 else None
+                if known is not None and known[0] == actor.stage:
+                    self._instant.append((b[0], b[1][0], b[2]))
+                else:
+                    real.append(b)
+            if not real:
+                return
+            batches = real
         payloads = self._payloads
         layout = [(b[0], len(b[1])) for b in batches]
         args = [payloads[t] for b in batches for t in b[1]]
@@ -403,11 +438,7 @@ class ActorPoolDriver:
                 if self.config.runtime_env or self._controls[actor.stage].runtime_env
                 else None,
             ).remote(
-                [
-                    self._stage_refs[actor.stage],
-                    self._setup_refs[(actor.stage, actor.node.node_id)],
-                    self._options[actor.stage].setup_attempts,
-                ],
+                self._holder(actor.stage, actor.node.node_id),
                 self.config.inline_bytes,
                 layout,
                 inline,
@@ -428,8 +459,71 @@ class ActorPoolDriver:
             started,
             {b[0]: b[2] for b in batches},
             {b[0]: [(payloads[t], self._origins.get(t)) for t in b[1]] for b in batches},
+            actor.stage,
         )
         actor.calls.append(ref)
+
+    def _holder(self, stage_idx: int, node_id: str, fused: bool = True) -> list[Any]:
+        """`process_as_task`'s stage holder: the stage's, then (`fused`) one per stage fused after it."""
+        holder = [
+            self._stage_refs[stage_idx],
+            self._node_setup(stage_idx, node_id),
+            self._options[stage_idx].setup_attempts,
+        ]
+        if fused and self._chain[stage_idx]:
+            holder.append([self._holder(j, node_id, fused=False) for j in self._chain[stage_idx]])
+        return holder
+
+    def _answer_instant(self) -> None:
+        """Feed the core the results of fused stages' batches (see `_submit`), as if their calls ended."""
+        instant, self._instant = self._instant, []
+        done: list[tuple[int, int, tuple[Any, ...], _Fused, int]] = []
+        for batch_id, tid, attempt in instant:
+            stage, node, fused = self._pre.pop(tid)
+            if node[0]:
+                done.append((batch_id, attempt, node, fused, stage))
+                continue
+            # (False, busy_s, error, input bytes, input task ids): the stage raised on this task.
+            _, _, err, blob, task_ids = node
+            if blob is not None:
+                self._payloads[tid] = blob  # a retry runs this batch alone, from its own input
+            stale = self.scheduler.stale_results
+            self.scheduler.batch_failed(batch_id, True, f"{err['error_type']}: {err['message']}", attempt)
+            if self.scheduler.stale_results == stale:
+                self._user_errors[batch_id] = (err, task_ids)
+        if not done:
+            return
+        firsts = self.scheduler.batch_results(
+            [d[0] for d in done],
+            [d[1] for d in done],
+            [len(d[2][2]) for d in done],
+            [sum(d[2][3]) for d in done],
+            [sum(d[2][4]) for d in done],
+            [d[2][1] for d in done],
+        )
+        for first, (_, _, node, fused, stage) in zip(firsts, done, strict=True):
+            if first is not None:
+                self._place_outputs(first, stage, node[2], node[5], fused)
+
+    def _place_outputs(
+        self, first: int, stage: int, placed: list[Any], task_ids: list[str], fused: _Fused | None
+    ) -> None:
+        """Record the outputs of one batch of `stage` under their core ids `first`, `first + 1`, ...:
+        a payload each, or, when fused stages follow, the next stage's result on it."""
+        payloads = self._payloads
+        nxt = stage + 1 if self._chain[stage] else None
+        for tid, what, task_id in zip(range(first, first + len(placed)), placed, task_ids, strict=True):
+            self._ref_task_ids[tid] = task_id
+            if nxt is not None:
+                assert fused is not None
+                self._pre[tid] = (nxt, what, fused)
+                payloads[tid] = _FUSED
+            elif what[0] == INLINE:
+                payloads[tid] = what[1]
+            else:
+                assert fused is not None
+                payloads[tid] = fused.yielded[what[1]]
+                self._origins[tid] = Origin(fused.producer, what[2] if len(what) > 2 else what[1])
 
     def _kill(self, actor_id: int) -> None:
         actor = self._actors.pop(actor_id, None)
@@ -631,7 +725,11 @@ class ActorPoolDriver:
                     out_items.append(sum(items))
                     busy.append(busy_s)
                     placed_all.append((placed, yielded, ids))
-                    producers.append(Producer(actor.stage if actor else -1, call.inputs[batch_id]))
+                    producers.append(
+                        Producer(call.stage, call.inputs[batch_id], chain=self._chain[call.stage])
+                        if call.stage >= 0 and self._chain[call.stage]
+                        else Producer(actor.stage if actor else -1, call.inputs[batch_id])
+                    )
                 else:
                     stage_idx = actor.stage if actor else -1
                     user_failures.append((res[0], res[3], res[4], stage_idx, call.attempts[res[0]]))
@@ -642,6 +740,11 @@ class ActorPoolDriver:
                 if first is None:
                     # Ignored by the core (a given-up attempt, or the run ended earlier in this round,
                     # e.g. a setup failed): these outputs have no ids and nothing will consume them.
+                    continue
+                if producer.chain:
+                    # A fused call: each output's place holds the next stage's result on it.
+                    _number_outputs(placed, len(producer.chain), [0])
+                    self._place_outputs(first, producer.stage, placed, ids, _Fused(yielded, producer))
                     continue
                 for k, (tid, ((where, what), task_id)) in enumerate(
                     enumerate(zip(placed, ids, strict=True), first)
@@ -830,6 +933,40 @@ class ActorPoolDriver:
                 self._results[i] = new
 
 
+class _FusedPayload:
+    """Stands for a task that lives only inside a fused call: the stage it goes to already ran on it."""
+
+    def __repr__(self) -> str:
+        return "<task of a fused call>"
+
+
+_FUSED = _FusedPayload()
+
+
+@dataclass
+class _Fused:
+    """What the results of one fused batch share: its call's yielded objects and its lineage."""
+
+    yielded: list[Any]
+    producer: Producer
+
+
+def _number_outputs(nodes: list[Any], levels: int, counter: list[int]) -> None:
+    """Tag each last-stage output of a fused batch's results (`nodes`: one result per output of the
+    stage before, `levels` stages deep) with its position among them in depth-first order, which a
+    re-run of the batch reproduces (how `Remaker` finds an output lost with its node)."""
+    for node in nodes:
+        if not node[0]:
+            continue
+        if levels == 1:
+            placed = node[2]
+            for i, (where, what) in enumerate(placed):
+                placed[i] = (where, what, counter[0])
+                counter[0] += 1
+        else:
+            _number_outputs(node[2], levels - 1, counter)
+
+
 _LOAD_ERRORS = ("ModuleNotFoundError", "No module named", "ImportError", "Can't get attribute")
 
 
@@ -856,6 +993,48 @@ def _get_each(refs: Any) -> list[Any]:
             except ray.exceptions.RayError as exc:
                 out.append(exc)
         return out
+
+
+def _fused_chains(
+    stages: list[ProcessingStage[Any, Any]],
+    batch_sizes: list[int],
+    as_tasks: list[bool],
+    settings: list[Any],
+    timeouts: list[float | None],
+    *,
+    enabled: bool,
+) -> list[list[int]]:
+    """Per stage, the stages after it that its calls also run (`fuse_stateless_stages`): a stage joins
+    the one before it when both run as Ray tasks with the same resources, pool bounds, options and
+    worker environment (`settings`), neither has a call timeout, the earlier one does not fan out (its
+    outputs should spread over the workers) and the later one takes batches of one task (so that its
+    batches are exactly what it would get on its own: one output of the stage before)."""
+    n = len(stages)
+    joins = [False] * n
+    for j in range(1, n if enabled else 1):
+        prev, cur = stages[j - 1], stages[j]
+        joins[j] = (
+            as_tasks[j - 1]
+            and as_tasks[j]
+            and batch_sizes[j] == 1
+            and not (prev.ray_stage_spec() or {}).get("is_fanout_stage", False)
+            and float(prev.resources.cpus) == float(cur.resources.cpus)
+            and float(prev.resources.gpus) == float(cur.resources.gpus)
+            and settings[j] == settings[j - 1]
+            and timeouts[j] is None
+            and timeouts[j - 1] is None
+        )
+    chains: list[list[int]] = [[] for _ in range(n)]
+    for i in range(n):
+        j = i + 1
+        while j < n and joins[j]:
+            chains[i].append(j)
+            j += 1
+    fused = [i for i in range(n) if chains[i] and not (i > 0 and joins[i])]
+    for i in fused:
+        names = [stages[k].name for k in (i, *chains[i])]
+        logger.debug(f"stages {names} run fused: one call per batch of '{stages[i].name}'")
+    return chains
 
 
 def _pool_size(stage: ProcessingStage[Any, Any], config: ActorPoolConfig) -> int | None:

@@ -14,7 +14,7 @@ store holds up to one extra generation of in-flight data (Ray spills it when the
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -31,6 +31,9 @@ class Producer:
     inputs: list[tuple[Any, Origin | None]]
     #: Outputs of a re-run (payloads in output order), once made.
     redone: list[Any] | None = None
+    #: Stages fused after `stage` that ran in the same call: the outputs are those of the last one, in
+    #: depth-first order (see `worker.run_chain`).
+    chain: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -125,7 +128,9 @@ class Remaker:
             refs = [p for p in inputs if isinstance(p, ray.ObjectRef)]
             inline = [None if isinstance(p, ray.ObjectRef) else p for p in inputs]
             cpus, gpus = self._resources[producer.stage]
-            holder = [self._stage_refs[producer.stage], [], 1]
+            holder: list[Any] = [self._stage_refs[producer.stage], [], 1]
+            if producer.chain:
+                holder.append([[self._stage_refs[j], [], 1] for j in producer.chain])
             gen = process_as_task.options(num_cpus=cpus, num_gpus=gpus).remote(
                 holder, self._inline_bytes, [(0, len(inputs))], inline, *refs
             )
@@ -143,5 +148,16 @@ class Remaker:
                 f"re-running the batch of a lost output failed: {placed['error_type']}: {placed['message']}"
             )
         yielded = items[:-1]
+        if producer.chain:
+            placed = _last_outputs(placed, len(producer.chain))
         producer.redone = [what if where == INLINE else yielded[what] for where, what in placed]
         return producer.redone
+
+
+def _last_outputs(nodes: list[Any], levels: int) -> list[Any]:
+    """The places of the last fused stage's outputs, depth-first (see `worker.run_chain`)."""
+    out: list[Any] = []
+    for node in nodes:
+        if node[0]:
+            out.extend(node[2] if levels == 1 else _last_outputs(node[2], levels - 1))
+    return out

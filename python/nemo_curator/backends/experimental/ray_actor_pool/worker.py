@@ -83,6 +83,7 @@ def run_batches(
     inline_bytes: int,
     layout: list[tuple[int, int]],
     tasks: tuple[Task[Any], ...],
+    chain: list[tuple[ProcessingStage[Any, Any], BaseStageAdapter]] | None = None,
 ) -> Iterator[Any]:
     """Run each batch of `layout` ((batch_id, n_tasks) pairs over `tasks`) through `process_batch`.
 
@@ -90,6 +91,9 @@ def run_batches(
     `(batch_id, ok, busy_s, placed, out_bytes, out_items, out_task_ids)` when it succeeded (`placed`:
     per output, `(INLINE, pickled bytes)` or `(YIELDED, index)`) or
     `(batch_id, ok, busy_s, error_dict, input_task_ids)` when the user's code raised.
+
+    With a `chain` (the stages fused after `stage`, see `run_chain`), `placed` holds instead, per output,
+    the result of the chain's first stage on that output.
     """
     results: list[tuple[Any, ...]] = []
     n_yielded = 0
@@ -98,25 +102,82 @@ def run_batches(
         batch = list(tasks[pos : pos + n])
         pos += n
         start = time.perf_counter()
+        large: list[Any] = []
         try:
             outputs = validate_stage_outputs(stage.name, adapter.process_batch(batch))
             busy = time.perf_counter() - start
-            blobs, large, sizes, items = _place(outputs, inline_bytes)
+            if chain:
+                sizes = [payload_nbytes(out) for out in outputs]
+                items = [int(out.num_items) for out in outputs]
+            else:
+                blobs, big, sizes, items = _place(outputs, inline_bytes)
         except (Exception, SystemExit) as exc:  # sys.exit() in user code is its error, not a crash
             busy = time.perf_counter() - start
             results.append((batch_id, False, busy, _describe(exc), [t.task_id for t in batch]))
             continue
-        placed: list[tuple[int, Any]] = []
-        for blob in blobs:
-            if blob is None:
-                placed.append((YIELDED, n_yielded))
-                n_yielded += 1
-            else:
-                placed.append((INLINE, blob))
+        if chain:
+            placed: list[Any] = [run_chain(chain, 0, out, inline_bytes, large, n_yielded) for out in outputs]
+        else:
+            placed = _placed(blobs, big, large, n_yielded)
+        n_yielded += len(large)
         for out in large:  # noqa: UP028 (`yield from` fails: Ray's generator driver sends into it)
             yield out
         results.append((batch_id, True, busy, placed, sizes, items, [out.task_id for out in outputs]))
     yield results
+
+
+def _placed(blobs: list[Any], big: list[Any], large: list[Any], n_yielded: int) -> list[tuple[int, Any]]:
+    """Per output, `(INLINE, bytes)` or `(YIELDED, index)`; the large outputs are appended to `large`
+    (yielded after the `n_yielded` the call yielded before)."""
+    placed: list[tuple[int, Any]] = []
+    it = iter(big)
+    for blob in blobs:
+        if blob is None:
+            placed.append((YIELDED, n_yielded + len(large)))
+            large.append(next(it))
+        else:
+            placed.append((INLINE, blob))
+    return placed
+
+
+def run_chain(
+    chain: list[tuple[ProcessingStage[Any, Any], BaseStageAdapter]],
+    level: int,
+    task: Task[Any],
+    inline_bytes: int,
+    large: list[Any],
+    n_yielded: int,
+) -> tuple[Any, ...]:
+    """Stage `chain[level]` (a stateless stage of batch size 1 fused after the call's stage) on one
+    task, then the rest of the chain on each of its outputs, in this process: what the driver would
+    otherwise send as one call per stage and task. Returns, as `run_batches` does per batch,
+    `(True, busy_s, placed, out_bytes, out_items, out_task_ids)`, where `placed` holds the next level's
+    result per output (outputs of the last stage: `(INLINE, bytes)` or `(YIELDED, index among the call's yielded objects)`),
+    or `(False, busy_s, error_dict, input_bytes, input_task_ids)` when the user's code raised: the
+    input travels back pickled, so that a retry of the failed batch can run it alone."""
+    stage, adapter = chain[level]
+    start = time.perf_counter()
+    last = level + 1 == len(chain)
+    try:
+        outputs = validate_stage_outputs(stage.name, adapter.process_batch([task]))
+        busy = time.perf_counter() - start
+        if last:
+            blobs, big, sizes, items = _place(outputs, inline_bytes)
+        else:
+            sizes = [payload_nbytes(out) for out in outputs]
+            items = [int(out.num_items) for out in outputs]
+    except (Exception, SystemExit) as exc:
+        busy = time.perf_counter() - start
+        try:
+            blob = cloudpickle.dumps(task, protocol=5)
+        except Exception:
+            blob = None  # an input that cannot travel cannot be retried either: the failure stands
+        return (False, busy, _describe(exc), blob, [task.task_id])
+    if last:
+        placed: list[Any] = _placed(blobs, big, large, n_yielded)
+    else:
+        placed = [run_chain(chain, level + 1, out, inline_bytes, large, n_yielded) for out in outputs]
+    return (True, busy, placed, sizes, items, [out.task_id for out in outputs])
 
 
 def is_stateless(stage: ProcessingStage[Any, Any]) -> bool:
@@ -139,7 +200,40 @@ def is_stateless(stage: ProcessingStage[Any, Any]) -> bool:
 
 
 # Stages (and their adapters) already read by this worker process, by the object ref of the stage.
+# Room for every stage of a long pipeline: a fused call loads all of its stages, and an evicted stage
+# costs a fetch, an unpickle and its `setup` again.
 _LOADED: dict[str, tuple[ProcessingStage[Any, Any], BaseStageAdapter]] = {}
+_MAX_LOADED = 256
+
+
+def _load(holder: list[Any]) -> tuple[ProcessingStage[Any, Any], BaseStageAdapter]:
+    """The stage of `holder` ([stage ref, this node's setup_on_node refs, setup attempts, ...]) with its
+    adapter, read (and set up) once per worker process."""
+    key = holder[0].hex()
+    loaded = _LOADED.get(key)
+    if loaded is not None:
+        return loaded
+    try:
+        stage = ray.get(holder[0])
+    except Exception as exc:
+        raise SetupFailedError(
+            f"the stage cannot be loaded on this worker: {type(exc).__name__}: {exc}"
+        ) from exc
+    if type(stage).setup is not ProcessingStage.setup or holder[1]:
+        try:
+            ray.get(holder[1])
+            worker_id = ray.get_runtime_context().get_worker_id()
+            _setup_with_attempts(stage, WorkerMetadata(worker_id=worker_id, allocation=None), holder[2])
+        except Exception as exc:
+            err = _describe(exc)
+            raise SetupFailedError(
+                f"setup of stage '{stage.name}' failed: {err['error_type']}: {err['message']}\n"
+                f"{err['traceback']}"
+            ) from exc
+    if len(_LOADED) >= _MAX_LOADED:
+        _LOADED.pop(next(iter(_LOADED)))
+    loaded = _LOADED[key] = (stage, BaseStageAdapter(stage))
+    return loaded
 
 
 @ray.remote(num_returns="streaming", max_retries=0)
@@ -151,35 +245,13 @@ def process_as_task(
     *stored: Task[Any],
 ) -> Iterator[Any]:
     """`StageWorker.process` for a stateless stage, as a Ray task on a pooled worker process (no actor to
-    start). `stage_holder` is [stage ref, this node's setup_on_node refs, setup attempts]: inside a list,
-    so Ray does not unpickle the stage for every call; each worker process reads it (and runs its `setup`)
-    once. Ray must not retry: the scheduler decides what runs again."""
-    key = stage_holder[0].hex()
-    loaded = _LOADED.get(key)
-    if loaded is None:
-        try:
-            stage = ray.get(stage_holder[0])
-        except Exception as exc:
-            raise SetupFailedError(
-                f"the stage cannot be loaded on this worker: {type(exc).__name__}: {exc}"
-            ) from exc
-        if type(stage).setup is not ProcessingStage.setup or stage_holder[1]:
-            try:
-                ray.get(stage_holder[1])
-                worker_id = ray.get_runtime_context().get_worker_id()
-                _setup_with_attempts(
-                    stage, WorkerMetadata(worker_id=worker_id, allocation=None), stage_holder[2]
-                )
-            except Exception as exc:
-                err = _describe(exc)
-                raise SetupFailedError(
-                    f"setup of stage '{stage.name}' failed: {err['error_type']}: {err['message']}\n"
-                    f"{err['traceback']}"
-                ) from exc
-        if len(_LOADED) >= 16:
-            _LOADED.pop(next(iter(_LOADED)))
-        loaded = _LOADED[key] = (stage, BaseStageAdapter(stage))
-    yield from run_batches(loaded[0], loaded[1], inline_bytes, layout, call_inputs(inline, stored))
+    start). `stage_holder` is [stage ref, this node's setup_on_node refs, setup attempts] and, for a call
+    that also runs the stages fused after it (see `run_chain`), a fourth item: one such holder per fused
+    stage. Inside a list, so Ray does not unpickle the stages for every call; each worker process reads
+    them (and runs their `setup`) once. Ray must not retry: the scheduler decides what runs again."""
+    stage, adapter = _load(stage_holder)
+    chain = [_load(h) for h in stage_holder[3]] if len(stage_holder) > 3 else None
+    yield from run_batches(stage, adapter, inline_bytes, layout, call_inputs(inline, stored), chain)
 
 
 def _setup_with_attempts(stage: ProcessingStage[Any, Any], metadata: WorkerMetadata, attempts: int) -> None:
