@@ -68,6 +68,18 @@ def _warm_workers(modules: list[str], n: int) -> int:
     return len(set(ray.get([warm.remote(modules) for _ in range(n)])))
 
 
+def _wait_until_idle(timeout_s: float = 15.0) -> None:
+    """Wait (a moment, at most `timeout_s`) until the previous run's actors have given their CPUs back:
+    Ray kills actors asynchronously, and each executor plans on the resources free when it starts."""
+    import ray
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if ray.available_resources().get("CPU", 0) >= ray.cluster_resources().get("CPU", 0):
+            return
+        time.sleep(0.05)
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as handle:
         return sum(1 for line in handle if line.strip())
@@ -145,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         out_dir = Path(args.output) / name
         pipeline = build_pipeline(str(input_dir), str(out_dir), args.files_per_partition)
         executor = _make_executor(name)
+        if name in ray_names:
+            _wait_until_idle()
         print(f"\n=== {pipeline.name} on {name} ===")
         start = time.perf_counter()
         results = pipeline.run(executor) or []

@@ -573,18 +573,28 @@ impl<'a> Planner<'a> {
                     .flatten()
             })
             .collect();
-        // Room for the stages that feed the pools first.
-        for seg in segs.iter().filter(|s| !s.actor) {
-            self.reserve(seg.need, true);
-        }
-        if repartitions.iter().any(Option::is_some) {
-            self.reserve(
-                Need {
-                    cpus: UNITS,
-                    gpus: 0,
-                },
-                true,
-            );
+        let repartition_need = repartitions.iter().any(Option::is_some).then_some(Need {
+            cpus: UNITS,
+            gpus: 0,
+        });
+        if segs.iter().any(|s| s.actor) {
+            // Room for the stages that feed the pools first: the pools hold theirs for the whole run.
+            for seg in segs.iter().filter(|s| !s.actor) {
+                self.reserve(seg.need, true);
+            }
+            if let Some(need) = repartition_need {
+                self.reserve(need, true);
+            }
+        } else {
+            // Only tasks: each gives its worker back when it ends, so the run progresses as long as the
+            // largest of them fits (they share the room, one after another when it is small).
+            let largest = segs
+                .iter()
+                .map(|s| s.need)
+                .chain(repartition_need)
+                .max_by_key(|n| (n.gpus, n.cpus))
+                .expect("a segment");
+            self.reserve(largest, true);
         }
         let pools = self.size_pools(&segs);
         let segments = segs

@@ -69,6 +69,23 @@ fn one_busy_cpu_of_two_fuses_the_feeding_stage_into_the_actors() {
 }
 
 #[test]
+fn tasks_alone_fit_when_their_largest_worker_does() {
+    // A fan-out, a repartition and a task segment on one free CPU: each task gives its CPU back when it
+    // ends, so the run progresses; the claim is one worker, not one per segment.
+    let mut fan = task("list");
+    fan.fanout = true;
+    let p = plan(
+        &[fan, task("read"), task("write")],
+        &[node(2.0, 0.0, 1.0, 0.0)],
+        1,
+    );
+    assert!(p.fits && !p.fused, "{p:?}");
+    assert!(p.segments.iter().any(|s| s.repartition.is_some()), "{p:?}");
+    assert_eq!(p.claims, vec![(1.0, 0.0)]);
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}
+
+#[test]
 fn a_full_cluster_still_plans_one_actor_but_says_it_does_not_fit() {
     let p = plan(
         &[task("read"), actor("score")],
@@ -342,29 +359,35 @@ proptest! {
         }
 
         // The reservations fit the free resources, node by node, when the plan says it fits,
-        // and add up to one worker per task segment, the pools' minima and a repartition CPU.
+        // and add up to one worker per task segment, the pools' minima and a repartition CPU; with no
+        // pool (tasks only, each ending and giving its worker back) to the largest of those workers.
         let claimed: (u64, u64) = p.claims.iter().fold((0, 0), |a, c| (a.0 + units(c.0), a.1 + units(c.1)));
+        let pooled = p.segments.iter().any(|s| s.actor);
+        let mut workers: Vec<(u64, u64)> = p
+            .segments
+            .iter()
+            .map(|seg| {
+                let (c, g) = worker_units(seg.cpus, seg.gpus);
+                let n = seg.pool.map_or(1, |q| q.min) as u64;
+                (n * c, n * g)
+            })
+            .collect();
+        if p.segments.iter().any(|s| s.repartition.is_some()) {
+            workers.push((units(1.0), 0));
+        }
+        let want = if pooled {
+            workers.iter().fold((0, 0), |a, w| (a.0 + w.0, a.1 + w.1))
+        } else {
+            workers.iter().copied().max_by_key(|&(c, g)| (g, c)).expect("a segment")
+        };
         if p.fits {
             for (c, n) in p.claims.iter().zip(&nodes) {
                 prop_assert!(units(c.0) <= units(n.free_cpus) && units(c.1) <= units(n.free_gpus));
             }
-            let mut want = (0u64, 0u64);
-            for seg in &p.segments {
-                let (c, g) = worker_units(seg.cpus, seg.gpus);
-                let n = seg.pool.map_or(1, |q| q.min) as u64;
-                want = (want.0 + n * c, want.1 + n * g);
-            }
-            if p.segments.iter().any(|s| s.repartition.is_some()) {
-                want.0 += units(1.0);
-            }
             prop_assert_eq!(claimed, want);
         } else if nodes.len() == 1 && p.segments.iter().all(|s| s.gpus == 0.0) {
-            // On one CPU-only node, not fitting means one worker per segment is more than is free.
-            let mut one_each: u64 = p.segments.iter().map(|s| worker_units(s.cpus, 0.0).0).sum();
-            if p.segments.iter().any(|s| s.repartition.is_some()) {
-                one_each += units(1.0);
-            }
-            prop_assert!(one_each > units(nodes[0].free_cpus), "{:?}", p);
+            // On one CPU-only node, not fitting means those workers need more than is free.
+            prop_assert!(want.0 > units(nodes[0].free_cpus), "{:?}", p);
         }
 
         // Blocks: every task once, in order; whole batches of the first segment but the last.
