@@ -56,4 +56,6 @@ def test_sigkill_then_resume_on_a_cluster(
     # outputs were written, exactly the unrecorded sources redone, the clean run's output.
     # The job regroups rows into tasks with random ids before the writer (see
     # `test_resume.test_sigkill_then_resume_with_random_ids`).
-    kill_and_resume(executor, clean, tmp_path, max_in_flight=N_SOURCES, RAY_ADDRESS=cluster, RESUME_REGROUP="1")
+    kill_and_resume(
+        executor, clean, tmp_path, max_in_flight=N_SOURCES, RAY_ADDRESS=cluster, RESUME_REGROUP="1"
+    )
