@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nemo_curator.backends.config import ExecutorConfig, parse_runtime_env
-from nemo_curator.backends.ray_utils.checks import is_number as _is_number
 
 # The name the executors import it by.
 _parse_runtime_env = parse_runtime_env
@@ -88,29 +87,10 @@ class ActorPoolConfig(ExecutorConfig):
             "slots_per_actor", "max_batches_per_call", "queue_max_tasks", "queue_max_bytes", low=1
         )
         self._require_int("inline_bytes", low=0)
-        timeouts = self.call_timeout_s
-        values = list(timeouts.values()) if isinstance(timeouts, dict) else [timeouts]
-        names_ok = not isinstance(timeouts, dict) or all(isinstance(k, str) for k in timeouts)
-        if timeouts is not None and not (
-            names_ok and all(v is not None and _is_number(v) and v > 0 for v in values)
-        ):
-            raise self._bad("call_timeout_s", "a number > 0, a dict of stage name -> number > 0, or None")
+        self._require_per_stage_number("call_timeout_s")
         self._require_number("batch_timeout_s", "status_interval_s", low=0.0, open_low=True, optional=True)
         self._require_number("poll_interval_s", "progress_interval_s", low=0.0, open_low=True)
         self._require_number("actor_start_s", "call_overhead_s", low=0.0)
-
-
-def call_timeouts(config: ActorPoolConfig, stage_names: list[str]) -> list[float | None]:
-    """Each stage's call timeout from `call_timeout_s`; a dict naming no such stage is an error."""
-    value = config.call_timeout_s
-    if not isinstance(value, dict):
-        return [value for _ in stage_names]
-    unknown = sorted(set(value) - set(stage_names) - {"default"})
-    if unknown:
-        raise ValueError(
-            f"call_timeout_s names no stage of this pipeline: {unknown}; stages are {stage_names}"
-        )
-    return [value.get(name, value.get("default")) for name in stage_names]
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,8 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from nemo_curator import _core
 from nemo_curator.backends import checkpoint
-from nemo_curator.backends.experimental.ray_actor_pool.config import (
-    ActorPoolConfig,
-    StageOptions,
-    call_timeouts,
-)
+from nemo_curator.backends.config import per_stage
+from nemo_curator.backends.experimental.ray_actor_pool.config import ActorPoolConfig, StageOptions
 from nemo_curator.backends.experimental.ray_actor_pool.recovery import (
     LostError,
     Origin,
@@ -117,7 +114,7 @@ class ActorPoolDriver:
             _pool_bounds(s, o, c, config)
             for s, o, c in zip(stages, self._options, self._controls, strict=True)
         ]
-        self._timeouts = call_timeouts(config, [s.name for s in stages])
+        self._timeouts = per_stage("call_timeout_s", config.call_timeout_s, [s.name for s in stages])
         #: Batches whose call ran past its timeout (their failures say so).
         self._timed_out: set[int] = set()
         # A stage that runs only after the one before it has finished must not be held back by a
