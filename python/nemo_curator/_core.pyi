@@ -27,8 +27,9 @@ class ProtocolError(CuratorCoreError): ...
 #   ("failure", failure)                      a batch failed for good and the run goes on (ignore_failures)
 #   ("finish",)                               every task is accounted for; always the last command
 #   ("abort", reason, failure | None)         the run cannot go on; always the last command
-# `failure` is {"stage": int, "stage_name": str, "batch": int, "tasks": list[int],
-#               "kind": "user" | "infra", "message": str, "attempts": int}.
+# `failure` is {"stage": int, "stage_name": str, "batch": int, "tasks": list[int], "roots": list[int],
+#               "kind": "user" | "infra", "message": str, "attempts": int}; `roots`: the initial tasks
+#               (ids `add_tasks` gave) those tasks descend from.
 
 @_typing.final
 class StageSpec:

@@ -210,12 +210,14 @@ def test_failed_task_manifest_and_retry(clean: dict[str, list[int]], tmp_path: P
     assert checkpoint.read_failed_tasks(ckpt) == []
 
 
-def test_retry_of_a_failed_task_with_a_random_id(tmp_path: Path) -> None:
+@pytest.mark.parametrize("executor", ["ray_actor_pool", "ray_data"])
+def test_retry_of_a_failed_task_with_a_random_id(executor: str, tmp_path: Path) -> None:
     # The writer fails on a task made by an N -> K stage: its id names no source, the manifest lists the
-    # sources of its batch (from the credit it carried), and a retry redoes them.
+    # sources of its batch (the core's roots of the failed tasks on the actor pool, the credit they carried
+    # on Ray Data), and a retry redoes them.
     clean = clean_run(tmp_path / "clean", RESUME_REGROUP="1")
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
-    _run("ray_data", ckpt, out, RESUME_REGROUP="1", RESUME_FAIL_ROWS="1402")  # source 7's second row
+    _run(executor, ckpt, out, RESUME_REGROUP="1", RESUME_FAIL_ROWS="1402")  # source 7's second row
     failed = checkpoint.read_failed_tasks(ckpt)
     assert [r["stage"] for r in failed] == ["write"]
     assert failed[0]["error_type"] == "RuntimeError" and failed[0]["attempts"] >= 1
@@ -224,7 +226,7 @@ def test_retry_of_a_failed_task_with_a_random_id(tmp_path: Path) -> None:
     assert "7" in sources
     assert "row1402.json" not in {p.name for p in out.glob("*.json")}
     first_run = frozenset(out.glob("work-*.log"))
-    _run("ray_data", ckpt, out, "--retry-failed", RESUME_REGROUP="1", RESUME_HEAL="1")
+    _run(executor, ckpt, out, "--retry-failed", RESUME_REGROUP="1", RESUME_HEAL="1")
     assert sorted(_worked(out, first_run)) == sorted(int(s) for s in sources)
     assert _outputs(out) == clean
     assert checkpoint.read_failed_tasks(ckpt) == []

@@ -253,9 +253,21 @@ class Checkpoint:
         for rid, task in zip(root_ids, tasks, strict=True):
             self._roots[rid] = task._metadata.get(SOURCE_KEY, task.task_id)
 
-    def roots_completed(self, root_ids: Sequence[int], failures: Sequence[FailureRecord] = ()) -> None:
+    def roots_completed(
+        self,
+        root_ids: Sequence[int],
+        failures: Sequence[FailureRecord] = (),
+        failure_roots: Sequence[Sequence[int]] | None = None,
+    ) -> None:
+        """`failure_roots`: the core's roots of each failure's tasks (their sources go to the manifest,
+        for failed tasks whose ids name none)."""
         # Called every scheduling round, also with nothing new: that is when a pending group is committed.
-        self.record([self._roots.pop(r) for r in root_ids if r in self._roots], failures)
+        sources = (
+            [{self._roots[r] for r in roots if r in self._roots} for roots in failure_roots]
+            if failure_roots is not None
+            else None
+        )
+        self.record([self._roots.pop(r) for r in root_ids if r in self._roots], failures, sources)
 
     # ---------------------------------------------------------------------------------- Ray Data
     def give_credit(self, tasks: Sequence[Task[Any]]) -> None:

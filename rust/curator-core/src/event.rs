@@ -59,6 +59,9 @@ pub struct Failure {
     pub stage: usize,
     pub batch: BatchId,
     pub tasks: Vec<TaskId>,
+    /// The initial inputs those tasks descend from (sorted): what a retry of just the failed work redoes
+    /// when the tasks' own ids name no source.
+    pub roots: Vec<TaskId>,
     pub kind: FailureKind,
     pub message: String,
     /// How many times the batch was tried.

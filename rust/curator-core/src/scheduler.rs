@@ -825,6 +825,13 @@ impl Scheduler {
     fn fail_for_good(&mut self, batch: BatchId, kind: FailureKind, message: &str) {
         // The batch has ended: its record goes, and its inputs end (for their roots).
         let rec = self.batches.remove(&batch).expect("a live batch");
+        let mut roots: Vec<TaskId> = rec
+            .tags
+            .iter()
+            .flat_map(|&tag| self.lineage.roots_of(tag))
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
         for &tag in &rec.tags {
             self.lineage.end(tag);
         }
@@ -833,6 +840,7 @@ impl Scheduler {
             stage: rec.stage,
             batch,
             tasks: rec.inputs,
+            roots,
             kind,
             message: message.to_string(),
             attempts: rec.attempt + 1,

@@ -467,6 +467,10 @@ fn infra_failures_retry_the_same_batch_first_then_fail_it() {
         (failure.batch, failure.attempts, failure.kind),
         (batch.id, 2, FailureKind::Infra)
     );
+    assert_eq!(
+        failure.roots, batch.tasks,
+        "initial tasks are their own roots"
+    );
     assert!(cmds.contains(&Command::Drop {
         tasks: batch.tasks.clone()
     }));

@@ -209,6 +209,7 @@ fn failure_dict<'py>(py: Python<'py>, s: &Scheduler, f: &Failure) -> PyResult<Bo
     d.set_item(intern!(py, "stage_name"), &s.stage_spec(f.stage).name)?;
     d.set_item(intern!(py, "batch"), f.batch)?;
     d.set_item(intern!(py, "tasks"), PyList::new(py, &f.tasks)?)?;
+    d.set_item(intern!(py, "roots"), PyList::new(py, &f.roots)?)?;
     let kind = match f.kind {
         FailureKind::User => intern!(py, "user"),
         FailureKind::Infra => intern!(py, "infra"),

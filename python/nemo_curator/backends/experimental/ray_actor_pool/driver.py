@@ -203,6 +203,8 @@ class ActorPoolDriver:
             config.inline_bytes,
         )
         self.failures: list[FailureRecord] = []
+        #: The core's roots of each failure's tasks (what a checkpoint's manifest lists as their sources).
+        self._failure_roots: list[list[int]] = []
         # The user's error and input task ids per failed batch, until the core decides its fate.
         self._user_errors: dict[int, tuple[dict[str, str], list[str]]] = {}
         self.actor_events: list[dict[str, Any]] = []
@@ -292,8 +294,9 @@ class ActorPoolDriver:
     def _record_completed(self) -> None:
         """Checkpointed run: the core's completed roots (sources), after the failures that ended them."""
         failures = self.failures[self._failures_recorded :]
+        roots = self._failure_roots[self._failures_recorded :]
         self._failures_recorded = len(self.failures)
-        self._checkpoint.roots_completed(self.scheduler.completed_roots(), failures)
+        self._checkpoint.roots_completed(self.scheduler.completed_roots(), failures, roots)
 
     def _add_initial(self, tasks: list[Task[Any]]) -> None:
         sizes = [payload_nbytes(t) for t in tasks]
@@ -848,6 +851,7 @@ class ActorPoolDriver:
         record = self._describe_failure(failure)
         logger.warning(f"{record.describe()} (skipped: ignore_failures=True)")
         self.failures.append(record)
+        self._failure_roots.append(failure["roots"])
 
     def _task_id_of(self, tid: int) -> str:
         if tid in self._ref_task_ids:
