@@ -20,44 +20,34 @@ $(VENV)/.deps: pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check "maturin>=1.9.4,<2" "uv>=0.4"
 	touch $@
 
-# The extension built into the venv, with runtime and dev dependencies (installed by uv: resolving Ray's
-# dependency tree with pip takes minutes on a fresh machine, uv seconds). Two builds, one stamp each, and
-# building one removes the other's stamp (the venv holds one extension at a time):
-# - release (`make develop`; demo and benchmarks measure it);
-# - test profile: the extension in the `dev` profile that `cargo test` also uses, so the dependencies are
-#   compiled once for both (a release build on top of them takes minutes on 2 cores). Tests assert
-#   behaviour, not speed; our own crates are optimised in that profile anyway (Cargo.toml).
+# Release build of the extension into the venv, with runtime and dev dependencies (installed by uv:
+# resolving Ray's dependency tree with pip takes minutes on a fresh machine, uv seconds). The tests run on
+# it too: on a debug build of the Arrow and PyO3 crates the Ray tests took twice as long.
 $(VENV)/.built: $(VENV)/.deps $(RUST_SRC)
-	rm -f $(VENV)/.built-test
 	$(BIN)/maturin develop --uv --release --extras dev,plot --quiet
-	touch $@
-
-$(VENV)/.built-test: $(VENV)/.deps $(RUST_SRC)
-	rm -f $(VENV)/.built
-	$(BIN)/maturin develop --uv --extras dev,plot --quiet
 	touch $@
 
 venv: $(VENV)/.deps
 develop: $(VENV)/.built
 
-test-rust: $(VENV)/.built-test
+test-rust: $(VENV)/.built
 	cargo test --workspace
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo fmt --all --check
 
-lint: $(VENV)/.built-test
+lint: $(VENV)/.built
 	$(BIN)/ruff check python tests benches
 	$(BIN)/ruff format --check python tests benches
 	$(PY) -m mypy.stubtest nemo_curator._core --allowlist .ci/stubtest-allowlist.txt
 
-test-python: $(VENV)/.built-test
-	$(PY) -m pytest tests -q -p no:cacheprovider
+test-python: $(VENV)/.built
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=20
 
-test: $(VENV)/.built-test test-rust lint test-python
+test: $(VENV)/.built test-rust lint test-python
 
 # This package installed over NeMo Curator 1.1.0, in a venv of its own built from nothing each time:
 # Curator (--no-deps) and its CPU dependencies; Curator's reference run of a pipeline of its own stages;
-# this package on top (the extension `make test` built, repackaged as a wheel: no second Rust build);
+# this package on top (the extension `make develop` built, repackaged as a wheel: no second Rust build);
 # then Curator's exports and that pipeline on every executor of this package, against the reference.
 # On the way, README's account of `pip uninstall nemo-curator-rs` is checked.
 # Curator's dependencies go in with uv (seconds, not minutes); every install of Curator or of this package,
@@ -75,7 +65,7 @@ $(COMPAT_WHEELS)/.downloaded:
 	$(PYTHON) -m pip download --quiet --disable-pip-version-check -d $(COMPAT_WHEELS) --no-deps $(CURATOR_SPEC)
 	touch $@
 
-test-compat: $(VENV)/.built-test $(COMPAT_WHEELS)/.downloaded
+test-compat: $(VENV)/.built $(COMPAT_WHEELS)/.downloaded
 	rm -rf $(COMPAT_VENV)
 	$(PYTHON) -m venv $(COMPAT_VENV)
 	$(BIN)/uv pip install --quiet --python $(abspath $(COMPAT_VENV))/bin/python -r tests/compat/requirements.txt

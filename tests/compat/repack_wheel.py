@@ -1,6 +1,6 @@
-"""Package what ``make test`` built as a wheel, without compiling Rust again.
+"""Package what ``make develop`` built as a wheel, without compiling Rust again.
 
-``make test`` (``maturin develop``; ``make develop`` is the same with ``--release``) leaves the compiled extension at
+``make develop`` (``maturin develop --release``) leaves the compiled extension at
 ``python/nemo_curator/_core.abi3.so`` and installs the package's metadata into ``.venv``. This script, run
 with ``.venv``'s interpreter, zips ``python/nemo_curator`` (sources, stubs, data and that extension) with the
 installed metadata into ``OUTDIR/<name>-<version>-<tag>.whl``, a wheel pip installs and uninstalls like

@@ -20,14 +20,13 @@ from nemo_curator.testing.probes import HangOn, numbered_tasks
 
 pytestmark = [pytest.mark.ray, pytest.mark.usefixtures("ray_session")]
 
-MODES = pytest.mark.parametrize("force_actors", [False, True], ids=["tasks", "actors"])
-
 
 def _ids(tasks: list[Any]) -> list[str]:
     return sorted(t.task_id for t in tasks)
 
 
-@MODES
+# Each timeout costs a worker process (and on actors a restart): one mode per test keeps both covered.
+@pytest.mark.parametrize("force_actors", [False], ids=["tasks"])
 def test_a_call_past_call_timeout_s_ends_as_a_failure_record(force_actors: bool) -> None:
     config = {
         "call_timeout_s": {"hang_on": 3},
@@ -47,7 +46,7 @@ def test_a_call_past_call_timeout_s_ends_as_a_failure_record(force_actors: bool)
     assert ex.last_run is not None and ex.last_run.balance["balanced"]
 
 
-@MODES
+@pytest.mark.parametrize("force_actors", [True], ids=["actors"])
 def test_a_call_that_always_times_out_is_retried_then_fails_naming_stage_and_task(force_actors: bool) -> None:
     config = {"call_timeout_s": 2, "max_retries": 1, "force_actors": force_actors, "show_progress": False}
     with pytest.raises(StageFailedError) as info:
