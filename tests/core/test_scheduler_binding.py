@@ -212,7 +212,8 @@ def test_user_errors_with_ignore_failures_are_reported_and_skipped() -> None:
     assert out.abort is None
     assert len(out.failures) == 10
     f = out.failures[0]
-    assert set(f) == {"stage", "stage_name", "batch", "tasks", "kind", "message", "attempts"}
+    assert set(f) == {"stage", "stage_name", "batch", "tasks", "roots", "kind", "message", "attempts"}
+    assert f["roots"] and set(f["roots"]) <= set(range(len(inputs)))
     assert (f["stage"], f["stage_name"], f["kind"], f["attempts"]) == (0, "explode", "user", 1)
     assert f["message"].startswith("ValueError")
     failed_inputs = {inputs[t] for failure in out.failures for t in failure["tasks"]}
