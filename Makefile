@@ -40,8 +40,11 @@ lint: $(VENV)/.built
 	$(BIN)/ruff format --check python tests benches
 	$(PY) -m mypy.stubtest nemo_curator._core --allowlist .ci/stubtest-allowlist.txt
 
+# Two pytest-xdist workers, a whole file each at a time (a module shares one Ray): most of a Ray test is
+# waiting for processes to start, so two at once take about half the time on two cores.
+PYTEST_WORKERS ?= 2
 test-python: $(VENV)/.built
-	$(PY) -m pytest tests -q -p no:cacheprovider --durations=20
+	$(PY) -m pytest tests -q -p no:cacheprovider --durations=20 -n $(PYTEST_WORKERS) --dist loadfile
 
 test: $(VENV)/.built test-rust lint test-python
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +11,41 @@ import pytest
 from loguru import logger
 
 from nemo_curator.testing import ray_env
+
+#: Modules that take longest (Ray started in subprocesses, multi-node clusters, Ray Client heads), in about
+#: that order. `make test` runs the suite on two pytest-xdist workers, one file each at a time (`--dist
+#: loadfile`, so a module still shares one Ray); they go first so that neither worker ends on a long one.
+SLOW_FIRST = (
+    "tests/resume/test_resume.py",
+    "tests/resume/test_resume_cluster.py",
+    "tests/test_ray_client_start.py",
+    "tests/executors/test_ray_data_reliability.py",
+    "tests/executors/test_node_loss.py",
+    "tests/ray_data/test_ray_data_multinode.py",
+    "tests/executors/test_stage_controls.py",
+    "tests/executors/test_actor_pool.py",
+    "tests/executors/test_ray_client.py",
+    "tests/executors/test_multinode.py",
+    "tests/executors/test_contract.py",
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and "RAY_TMPDIR" not in os.environ:
+        # A Ray temp dir per worker: `ray.init()` without an address joins the cluster registered in the temp
+        # dir (`ray_current_cluster`), which another worker's `ray.cluster_utils.Cluster` writes. Short: Ray's
+        # socket paths under it must stay under 108 bytes.
+        os.environ["RAY_TMPDIR"] = tempfile.mkdtemp(prefix=f"r{worker}-", dir="/tmp")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(SLOW_FIRST)}
+
+    def key(item: pytest.Item) -> int:
+        return rank.get(os.path.relpath(item.path, config.rootpath), len(rank))
+
+    items.sort(key=key)  # stable: the order within a module, and of the other modules, is kept
 
 
 @pytest.fixture
