@@ -93,9 +93,17 @@ def test_same_results_and_perf_stats_as_in_process_with_exact_batches_after_a_fi
     stages = [FilterEvenStage(), FanOutStage(n=2), BatchRecorderStage(batch_size=4), AddConstantStage()]
     ex = RayDataExecutor(config={"exact_batches": True})
     got = ex.execute(stages, make_int_tasks(14))
-    assert _canon(got) == _canon(InProcessExecutor().execute(stages, make_int_tasks(14)))
-    # 7 odd tasks fan out to 14: three full batches of 4 and one of 2, however the blocks fell.
     lens = sorted(t._metadata["batch_recorder_batch_len"] for t in got)
+    want = InProcessExecutor().execute(stages, make_int_tasks(14))
+    # Which tasks share a batch (and so which batch is the short one) follows the order blocks arrive
+    # in, which Ray Data does not fix: compared apart from that, and the batch sizes below.
+    for task in (*got, *want):
+        del task._metadata["batch_recorder_batch_ids"], task._metadata["batch_recorder_batch_len"]
+        for perf in task._stage_perf:
+            if perf.stage_name == "batch_recorder":
+                perf.num_items_processed = 0
+    assert _canon(got) == _canon(want)
+    # 7 odd tasks fan out to 14: three full batches of 4 and one of 2, however the blocks fell.
     assert lens == [2] * 2 + [4] * 12
     assert [s["tasks_in"] for s in ex.last_run_stats] == [14, 7, 14, 14]
     assert ex.last_run_stats[2]["batches"] == 4
