@@ -73,11 +73,24 @@ def test_source_ids_and_task_id_rules() -> None:
     outs2 = [_t(), _t()]
     checkpoint.assign_task_ids(outs, outs2)
     assert [o.task_id for o in outs2] == ["0_0_0_0", "0_0_1_0"]
-    # N -> K: random ids, lineage unknown
+    # N -> K: random ids that name no source; the metadata lists every source they come from, through
+    # later stages too, so a failed task's sources are known on every executor.
     outs3 = [_t()]
     checkpoint.assign_task_ids([sources[0], sources[2]], outs3)
     assert outs3[0].task_id.startswith("r")
     assert checkpoint.source_of(outs3[0].task_id) == ""
+    assert checkpoint.task_sources(outs3) == ["0", "2"]
+    outs4 = [_t(), _t()]
+    checkpoint.assign_task_ids(outs3, outs4)  # then 1 -> k
+    assert [checkpoint.task_sources([o]) for o in outs4] == [["0", "2"]] * 2
+    outs5 = [_t()]
+    checkpoint.assign_task_ids([outs4[0], outs2[0]], outs5)  # mixed again: the union
+    assert checkpoint.task_sources(outs5) == ["0", "2"]
+    # N -> K within one source: random ids, one source.
+    outs6 = [_t()]
+    checkpoint.assign_task_ids(outs, outs6)
+    assert outs6[0].task_id.startswith("r") and checkpoint.task_sources(outs6) == ["0"]
+    assert checkpoint.SOURCES_KEY not in outs6[0]._metadata
     # Tasks of a plain run keep the ids their stages chose.
     plain = [_t(7)]
     checkpoint.assign_task_ids([_t(1)], plain)

@@ -210,11 +210,11 @@ def test_failed_task_manifest_and_retry(clean: dict[str, list[int]], tmp_path: P
     assert checkpoint.read_failed_tasks(ckpt) == []
 
 
-@pytest.mark.parametrize("executor", ["ray_actor_pool", "ray_data"])
+@pytest.mark.parametrize("executor", ["in_process", "ray_actor_pool", "ray_data"])
 def test_retry_of_a_failed_task_with_a_random_id(executor: str, tmp_path: Path) -> None:
     # The writer fails on a task made by an N -> K stage: its id names no source, the manifest lists the
-    # sources of its batch (the core's roots of the failed tasks on the actor pool, the credit they carried
-    # on Ray Data), and a retry redoes them.
+    # sources of its batch (in process the sources its metadata lists, the core's roots of the failed tasks
+    # on the actor pool, the credit they carried on Ray Data), and a retry redoes them.
     clean = clean_run(tmp_path / "clean", RESUME_REGROUP="1")
     ckpt, out = tmp_path / "ckpt", tmp_path / "out"
     _run(executor, ckpt, out, RESUME_REGROUP="1", RESUME_FAIL_ROWS="1402")  # source 7's second row

@@ -29,6 +29,8 @@ Source ids (Curator's `get_source_id()`): a task's `get_deterministic_id()` when
 a hash of its paths), else its position. Deterministic task ids: a source gets `0_<source id>`; below it
 the v1.3 rules (1 -> k: `parent_<j>`, N -> N: `parent_<i>_0`, otherwise random `r<hex>`). They apply to
 checkpointed runs only, so the ids stages choose themselves (v1.1.0 behaviour) are kept elsewhere.
+A task with a random id made from several sources lists them in its metadata (`SOURCES_KEY`), and so do
+the tasks made from it: the manifest names the sources of such a failed task on every executor.
 
 Failed-task manifest: under `ignore_failures`, each failed task becomes one JSON line (task id, source id,
 stage, error type, message, attempts, kind) in `failed_tasks.json` of `NEMO_CURATOR_FAILED_TASKS_DIR`, else of
@@ -91,6 +93,8 @@ SYNC_INTERVAL_S = 5.0
 #: Task metadata keys: the source a task descends from, and (Ray Data) the credit it carries.
 SOURCE_KEY = "_source_id"
 CREDIT_KEY = "_ckpt_credit"
+#: A task made from several sources (a random id after an N -> K stage): all of them, sorted.
+SOURCES_KEY = "_source_ids"
 #: Stage spec kinds that hold state across tasks (Curator marks them `is_resumable = False`).
 _STATEFUL_SPEC_KEYS = ("is_shuffle_stage", "is_lsh_stage", "is_raft_actor")
 
@@ -362,25 +366,43 @@ def assign_task_ids(inputs: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -
         return
     n_in, n_out = len(inputs), len(outputs)
     if n_in == 1:
-        parent_id, source = inputs[0].task_id, inputs[0]._metadata[SOURCE_KEY]
+        parent = inputs[0]
+        parent_id, source = parent.task_id, parent._metadata[SOURCE_KEY]
+        several = parent._metadata.get(SOURCES_KEY)
         for j, task in enumerate(outputs):
-            _set(task, f"{parent_id}_{j}", source)
+            _set(task, f"{parent_id}_{j}", source, several)
     elif n_in == n_out:
         # Read every parent first: a stage may hand an input back as another slot's output.
-        parents = [(t.task_id, t._metadata.get(SOURCE_KEY, "")) for t in inputs]
-        for (pid, psource), task in zip(parents, outputs, strict=True):
-            _set(task, f"{pid}_0", psource)
+        parents = [(t.task_id, t._metadata.get(SOURCE_KEY, ""), t._metadata.get(SOURCES_KEY)) for t in inputs]
+        for (pid, psource, several), task in zip(parents, outputs, strict=True):
+            _set(task, f"{pid}_0", psource, several)
     else:
-        sources = {t._metadata.get(SOURCE_KEY, "") for t in inputs}
-        source = sources.pop() if len(sources) == 1 else ""
+        sources = task_sources(inputs)
+        one = sources[0] if len(sources) == 1 else ""
         for task in outputs:
-            _set(task, "r" + uuid.uuid4().hex, source)
+            _set(task, "r" + uuid.uuid4().hex, one, None if one else sources)
 
 
-def _set(task: Task[Any], task_id: str, source: str) -> None:
+def _set(task: Task[Any], task_id: str, source: str, several: list[str] | None = None) -> None:
     task.task_id = task_id
-    if task._metadata.get(SOURCE_KEY) != source:
-        task._metadata = {**task._metadata, SOURCE_KEY: source}
+    md = task._metadata
+    if md.get(SOURCE_KEY) != source or md.get(SOURCES_KEY) != several:
+        md = {**md, SOURCE_KEY: source}  # a new dict: a stage may share one between tasks
+        if several:
+            md[SOURCES_KEY] = several
+        else:
+            md.pop(SOURCES_KEY, None)
+        task._metadata = md
+
+
+def task_sources(tasks: Iterable[Task[Any]]) -> list[str]:
+    """The sources `tasks` descend from, as their metadata records them (sorted)."""
+    found: set[str] = set()
+    for task in tasks:
+        if source := task._metadata.get(SOURCE_KEY):
+            found.add(source)
+        found.update(task._metadata.get(SOURCES_KEY) or ())
+    return sorted(found)
 
 
 def source_of(task_id: str) -> str:

@@ -58,6 +58,8 @@ class InProcessExecutor(BaseExecutor):
         self.ignore_failures: bool = self.config.get("ignore_failures", False)
         # One record per skipped batch of the last run.
         self.failures: list[FailureRecord] = []
+        #: The sources of each failure's tasks, as far as their metadata says (checkpointed runs).
+        self._failure_sources: list[list[str]] = []
         # One entry per stage of the last run: {stage, tasks_in, tasks_out, seconds}.
         self.last_run_stats: list[dict[str, Any]] = []
         #: Report of the last `execute()`: per-stage tasks in/out and wall time, failures, `startup_s`.
@@ -68,6 +70,7 @@ class InProcessExecutor(BaseExecutor):
     def execute(self, stages: list[ProcessingStage], initial_tasks: list[Task] | None = None) -> list[Task]:
         validate_stages(stages)
         self.failures = []
+        self._failure_sources = []
         self.last_run_stats = []
         self.last_run = None
         self._first_call = None
@@ -105,7 +108,9 @@ class InProcessExecutor(BaseExecutor):
                     began = time.perf_counter()
                     outputs.extend(self._run_stages(adapters, sources, worker_metadata, lifecycle=False))
                     ckpt.record(
-                        [t._metadata[checkpoint.SOURCE_KEY] for t in sources], self.failures[failed_before:]
+                        [t._metadata[checkpoint.SOURCE_KEY] for t in sources],
+                        self.failures[failed_before:],
+                        self._failure_sources[failed_before:],
                     )
                     # Chunks of tiny sources grow until one takes about _CHUNK_S, so that the per-chunk
                     # bookkeeping costs little while what a crash redoes stays small (a multiple of batch).
@@ -191,6 +196,8 @@ class InProcessExecutor(BaseExecutor):
                         raise StageFailedError.from_record(failure) from error
                     logger.warning(f"{failure.describe()}, skipping them")
                     self.failures.append(failure)
+                    # For the manifest: a task with a random id (after N -> K) names no source itself.
+                    self._failure_sources.append(checkpoint.task_sources(batch))
         finally:
             if lifecycle:
                 adapter.teardown()
