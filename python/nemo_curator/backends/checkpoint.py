@@ -282,9 +282,15 @@ class Checkpoint:
         """Count the credit of one final block; record what it completes; return the real failures."""
         failures: list[Any] = []
         got: dict[str, Fraction] = {}
+        whole: list[str] = []  # sources whose whole credit came in one task (most): no fractions needed
         for task in tasks:
             credit = task._metadata.pop(CREDIT_KEY, None)
             if credit:
+                if len(credit) == 1:
+                    ((key, (num, den)),) = credit.items()
+                    if num == den:
+                        whole.append(key)
+                        continue
                 _add(got, credit)
         sources: list[Collection[str]] = []
         after_failure = False
@@ -302,7 +308,10 @@ class Checkpoint:
                 failures.append(entry)
                 sources.append(list(credit or ()))
                 after_failure = True
-        done = []
+        done = [key for key in whole if key not in got and key not in self._credit]
+        for key in whole:
+            if key in got or key in self._credit:  # a source seen in parts too: added up exactly
+                got[key] = got.get(key, Fraction(0)) + 1
         for key, value in got.items():
             total = self._credit.get(key, Fraction(0)) + value
             if total >= 1:
@@ -369,6 +378,13 @@ def assign_task_ids(inputs: Sequence[Task[Any]], outputs: Sequence[Task[Any]]) -
         parent = inputs[0]
         parent_id, source = parent.task_id, parent._metadata[SOURCE_KEY]
         several = parent._metadata.get(SOURCES_KEY)
+        if n_out == 1:  # the common case, inlined: it runs for every task of every stage
+            task = outputs[0]
+            task.task_id = parent_id + "_0"
+            md = task._metadata
+            if md.get(SOURCE_KEY) != source or several is not None or SOURCES_KEY in md:
+                _set(task, task.task_id, source, several)
+            return
         for j, task in enumerate(outputs):
             _set(task, f"{parent_id}_{j}", source, several)
     elif n_in == n_out:
@@ -642,7 +658,12 @@ def run_managed(
 def _shallow_copy(task: Task[Any]) -> Task[Any]:
     """A copy whose id, metadata and perf history can change without touching the caller's task; the
     payload is shared (executors copy or pickle it anyway)."""
-    out = copy.copy(task)
+    state = getattr(task, "__dict__", None)
+    if state is None:
+        out = copy.copy(task)
+    else:  # what `copy.copy` does here, without its reduce protocol (several times slower)
+        out = object.__new__(type(task))
+        out.__dict__.update(state)
     out._stage_perf = list(task._stage_perf)
     out._metadata = dict(task._metadata)
     return out
