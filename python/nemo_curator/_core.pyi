@@ -387,6 +387,10 @@ def plan_ray_data(
     `fits`, `fused`, `warnings`. Raises `InfeasibleError` naming a stage no node can hold and
     `ConfigError` for invalid worker counts."""
 
+def pack_rows(pack: tuple[int, int, int, int], packed: int, arriving: int) -> int:
+    """Children in a fan-out call's next packed row: `pack` as a plan segment gives it, `packed` rows out
+    before it, `arriving` children the call gave at once (many at once: cut evenly, four rows per CPU)."""
+
 # --- watch.rs -----------------------------------------------------------------------------------
 @_final
 class RunBook:

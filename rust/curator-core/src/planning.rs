@@ -147,8 +147,10 @@ pub struct SegmentPlan {
     pub pack: Option<Pack>,
 }
 
-/// How a fan-out call packs its children into rows: `spread` groups of `batch` first (so few parents
-/// still give every worker a block), then groups twice as large each time, up to `max_rows` (a
+/// How a fan-out call packs its children into rows. Children that trickle in: `spread` groups of
+/// `batch` first (so few parents still give every worker a block), then groups twice as large each
+/// time. Children that come many at once are cut evenly, `EVEN_ROWS_PER_CPU` rows per CPU (`spread`):
+/// growing rows would leave the last, largest one to a single worker. Rows hold at most `max_rows` (a
 /// multiple of `batch`) or `max_bytes`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Pack {
@@ -158,9 +160,18 @@ pub struct Pack {
     pub max_bytes: u64,
 }
 
+/// Rows per CPU when a fan-out call's children come at once (see [`Pack`]).
+pub const EVEN_ROWS_PER_CPU: usize = 4;
+
 impl Pack {
-    /// Children in the next row, when `packed` rows went out before it.
-    pub fn rows(&self, packed: usize) -> usize {
+    /// Children in the next row, when `packed` rows went out before it and the call gave `arriving`
+    /// children at once.
+    pub fn rows(&self, packed: usize, arriving: usize) -> usize {
+        let even_rows = EVEN_ROWS_PER_CPU * self.spread;
+        if arriving >= even_rows * self.batch {
+            let even = arriving.div_ceil(even_rows).div_ceil(self.batch) * self.batch;
+            return self.max_rows.min(even);
+        }
         let doublings = (packed + 1).saturating_sub(self.spread).min(30);
         self.max_rows.min(self.batch << doublings)
     }

@@ -169,9 +169,19 @@ fn repartitions_and_ray_data_batches() {
     // The fan-out packs its children for that repartition: 4 groups of one (one per CPU), then more.
     let pack = p.segments[0].pack.expect("packed children");
     assert_eq!((pack.spread, pack.batch, pack.max_rows), (4, 1, 1024));
-    let rows: Vec<usize> = (0..7).map(|k| pack.rows(k)).collect();
+    let rows: Vec<usize> = (0..7).map(|k| pack.rows(k, 1)).collect();
     assert_eq!(rows, vec![1, 1, 1, 1, 2, 4, 8]);
-    assert_eq!(pack.rows(100), 1024);
+    assert_eq!(pack.rows(100, 1), 1024);
+    // Many children at once: cut evenly, four rows per CPU (48 children on 4 CPUs: rows of 3), at most
+    // max_rows each.
+    assert_eq!(pack.rows(0, 48), 3);
+    assert_eq!(pack.rows(5, 48), 3);
+    assert_eq!(pack.rows(0, 200_000), 1024);
+    assert_eq!(
+        pack.rows(0, 15),
+        1,
+        "fewer than four per CPU: the doubling rows"
+    );
     assert_eq!(p.segments[1].pack, None);
     let exact = PlanSettings {
         exact_batches: true,
@@ -354,7 +364,7 @@ proptest! {
             prop_assert_eq!(seg.pack.is_some(), feeds && fan && settings.fanout_tasks_per_block.is_none());
             if let Some(pack) = seg.pack {
                 prop_assert!(pack.max_rows % pack.batch == 0 && pack.max_rows >= pack.batch);
-                prop_assert!((0..64).all(|k| pack.rows(k) >= pack.batch && pack.rows(k) <= pack.max_rows));
+                prop_assert!((0..64).all(|k| [1, 7, 100, 5000].iter().all(|&n| pack.rows(k, n) >= pack.batch && pack.rows(k, n) <= pack.max_rows)));
             }
         }
 

@@ -1,7 +1,7 @@
 //! Python face of `curator_core::planning`: the Ray Data executor's plan as plain dicts and tuples.
 
 use curator_core::{
-    plan_ray_data as core_plan, CoreError, PlanNode, PlanSettings, PlanStage, Resources,
+    plan_ray_data as core_plan, CoreError, Pack, PlanNode, PlanSettings, PlanStage, Resources,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
@@ -153,7 +153,22 @@ fn plan_ray_data<'py>(
     Ok(out)
 }
 
+/// Children in a fan-out call's next packed row (`curator_core::planning::Pack::rows`): `pack` as the
+/// plan gives it, `packed` rows out before it, `arriving` children the call gave at once.
+#[pyfunction]
+fn pack_rows(pack: (usize, usize, usize, u64), packed: usize, arriving: usize) -> usize {
+    let (spread, batch, max_rows, max_bytes) = pack;
+    Pack {
+        spread,
+        batch,
+        max_rows,
+        max_bytes,
+    }
+    .rows(packed, arriving)
+}
+
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(plan_ray_data, m)?)?;
+    m.add_function(wrap_pyfunction!(pack_rows, m)?)?;
     Ok(())
 }

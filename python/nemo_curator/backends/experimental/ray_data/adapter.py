@@ -407,19 +407,21 @@ class _Packer:
     def __init__(
         self, pack: tuple[int, int, int, int], sink: Any, measured: dict[int, tuple[int, int]]
     ) -> None:
-        self.spread, self.batch, self.max_rows, self.max_bytes = pack
+        self.pack, self.max_bytes = pack, pack[3]
         self.sink, self.measured = sink, measured
         self.group: list[Any] = []
         self.bytes = 0
         self.packed = 0
 
     def add(self, tasks: list[Any]) -> None:
+        """The children one call gave (how many came at once decides the rows' size: `_core.pack_rows`)."""
+        rows = _core.pack_rows(self.pack, self.packed, len(tasks))
         for task in tasks:
             self.group.append(task)
             self.bytes += self.measured.pop(id(task), (0, 0))[1]
-            grown = self.batch << min(30, max(0, self.packed - self.spread + 1))
-            if len(self.group) >= min(self.max_rows, grown) or self.bytes >= self.max_bytes:
+            if len(self.group) >= rows or self.bytes >= self.max_bytes:
                 self.flush()
+                rows = _core.pack_rows(self.pack, self.packed, len(tasks))
 
     def flush(self) -> None:
         if self.group:
