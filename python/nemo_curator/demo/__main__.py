@@ -145,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         ray_s = time.perf_counter() - start
         start = time.perf_counter()
         # The job's module imports every stage it uses (and pandas / pyarrow through them).
-        workers = _warm_workers([build_pipeline.__module__], args.num_cpus)
+        # ...and Ray Data's own, which its task workers load (a cluster that ran a job before has them).
+        warm = [build_pipeline.__module__, *(["ray.data"] if "ray_data" in ray_names else [])]
+        workers = _warm_workers(warm, args.num_cpus)
         print(
             f"Started a local Ray ({ray.cluster_resources().get('CPU', 0):.0f} CPUs) in {ray_s:.1f} s, "
             f"and readied {workers} of its worker processes (the pipeline's modules imported) in "

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import ray
+import ray.data  # here, not on the first run: ~0.6 s, and this module is only loaded by those who use it
 from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
