@@ -375,11 +375,13 @@ class RayDataExecutor(BaseExecutor):
         ctx.enable_progress_bars = s.show_progress and s.ray_data_progress_bars
         ctx.print_on_execution_start = s.show_progress and s.ray_data_progress_bars
         ctx.target_max_block_size = s.output_block_bytes
-        # Ray Data's per-operator reservation gives each operator a share of the CPUs and lets a task
-        # operator go past it only once its first outputs are sized: a one-segment run of CPU-bound calls
-        # used one of two CPUs until its first block came back (62% of the cores busy, 87% without it).
-        # The plan already sizes every segment, and the cluster-wide limits still bound the run.
-        ctx.op_resource_reservation_enabled = False
+        if not any(segment["actor"] for segment in plan["segments"]):
+            # Ray Data's per-operator reservation gives each operator a share of the CPUs and lets a task
+            # operator go past it only once its first outputs are sized: a one-segment run of CPU-bound
+            # calls used one of two CPUs until its first block came back (62% of the cores busy, 89%
+            # without it). Runs of tasks alone need no share kept for an actor pool; the cluster-wide
+            # limits still bound them. (With actor pools it stays on: pools then came up short.)
+            ctx.op_resource_reservation_enabled = False
         options = ctx.execution_options
         options.preserve_order = s.preserve_order
         if self.ignore_head_node:
