@@ -47,7 +47,9 @@ def test_setup_on_node_once_per_node_before_setup_and_work_spread(cluster: Clust
     # Exactly once per (stage, node that hosts actors of the stage).
     pairs = Counter((r["stage"], r["node"]) for r in on_node)
     assert set(pairs.values()) == {1}
-    assert {(r["stage"], r["node"]) for r in setups} == set(pairs)
+    # Every actor's node had its setup_on_node; a node may have had one for an actor that the run, ending
+    # first, no longer started (seen on a loaded machine).
+    assert {(r["stage"], r["node"]) for r in setups} <= set(pairs)
     for r in setups:
         first = min(x["t"] for x in on_node if (x["stage"], x["node"]) == (r["stage"], r["node"]))
         assert first <= r["t"]
